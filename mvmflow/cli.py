@@ -1,0 +1,102 @@
+"""The ``mvmflow`` command line.
+
+Subcommands::
+
+    mvmflow which-skycell RA DEC          sky cells containing a position, one per line
+    mvmflow skycell NAME [--scale coarse]  the WCS of a sky cell, as FITS header cards
+    mvmflow simulate --preset NAME --out DIR [--seed N]
+                                          write a simulated data set with its truth
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_which_skycell(args: argparse.Namespace) -> int:
+    from mvmflow.grid import sky_cells_at
+
+    names = sky_cells_at(args.ra, args.dec)
+    for name in names:
+        print(name)
+    if not names:
+        print(f"no sky cell contains ({args.ra}, {args.dec})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_skycell(args: argparse.Namespace) -> int:
+    from mvmflow.grid import SkyCell
+
+    cell = SkyCell.from_name(args.name, scale=args.scale)
+    header = cell.frame.header()
+    header["SCELLID"] = (cell.scellid, "sky cell identifier")
+    print(header.tostring(sep="\n", padding=False, endcard=False).rstrip())
+    return 0
+
+
+def _add_simulate(sub) -> None:
+    try:  # the simulator may extend its own options
+        from mvmflow.simulate.cli import add_simulate_arguments, run_simulate
+    except ImportError:  # pragma: no cover - simulator without a cli module
+        add_simulate_arguments = run_simulate = None
+    p = sub.add_parser("simulate", help="write a simulated HST data set with its truth")
+    if add_simulate_arguments is not None:
+        add_simulate_arguments(p)
+        p.set_defaults(func=run_simulate)
+        return
+    p.add_argument("--preset", required=True, help="preset name, e.g. demo or tiny")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: preset's)")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:  # pragma: no cover - fallback
+    from mvmflow.simulate import simulate
+
+    result = simulate(args.preset, args.out, seed=args.seed)
+    print(f"wrote {len(result.exposures)} exposures to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``mvmflow`` command."""
+    from mvmflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mvmflow",
+        description="Hubble multi-visit mosaics on the HAP sky-cell grid.",
+    )
+    parser.add_argument("--version", action="version", version=f"mvmflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("which-skycell", help="sky cells containing a sky position")
+    p.add_argument("ra", type=float, help="right ascension in degrees")
+    p.add_argument("dec", type=float, help="declination in degrees")
+    p.set_defaults(func=_cmd_which_skycell)
+
+    p = sub.add_parser("skycell", help="print the WCS of a sky cell")
+    p.add_argument("name", help="sky-cell name, e.g. skycell-p0081x14y14")
+    p.add_argument("--scale", default="fine", choices=["fine", "coarse"],
+                   help="pixel scale: fine (0.04\"/px, default) or coarse (0.12\"/px)")
+    p.set_defaults(func=_cmd_skycell)
+
+    _add_simulate(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mvmflow`` command; return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mvmflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

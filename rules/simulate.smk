@@ -1,0 +1,20 @@
+# Simulated inputs: the embedded demo region (and any preset), fully offline.
+
+
+rule simulate:
+    output:
+        exposures=f"{config['resources']}/{{preset}}/truth/exposures.ecsv",
+        sources=f"{config['resources']}/{{preset}}/truth/sources.ecsv",
+        refcat=f"{config['resources']}/{{preset}}/truth/refcat.ecsv",
+    params:
+        seed=config["demo"]["seed"],
+        outdir=lambda wildcards: f"{config['resources']}/{wildcards.preset}",
+    log:
+        "logs/simulate/{preset}.log",
+    benchmark:
+        "benchmarks/simulate/{preset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/simulate.py"
