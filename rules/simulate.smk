@@ -13,6 +13,8 @@ rule simulate:
         "logs/simulate/{preset}.log",
     benchmark:
         "benchmarks/simulate/{preset}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
     threads: 1
     resources:
         mem_mb=4000,
