@@ -1,0 +1,360 @@
+"""REDUCE: sum the partials of a layer into its SCI, WHT and context arrays.
+
+With EXP weights a drizzled layer is ``SCI = sum(w_i (d_i - s_i)) / sum(w_i)`` and
+``WHT = sum(w_i)`` over the layer's exposures ``i`` (``ARCHITECTURE.md``). The MAP step
+(:mod:`mvmflow.resample`) gives one *partial* per (exposure, layer frame); this module adds
+them, in the given order, into the layer frame.
+
+A partial is any object with these attributes (no class is imported from the resample
+module; see :class:`Partial` for the protocol):
+
+``file`` (or ``filename``)
+    Input file name (key of the sky offsets, and of the records in :mod:`mvmflow.products`).
+``exptime``
+    Exposure time in seconds (exposure-time coverage map).
+``frame``, ``box_x0``, ``box_y0`` (as :class:`mvmflow.resample.Partial`)
+    The frame the exposure was drizzled onto and the box origin in it: the partial is
+    placed exactly by ``layer_frame.integer_offset_of(frame) + (box_x0, box_y0)``, which
+    also works for coarse frames whose plane origin is fractional. Used when present.
+``x0``, ``y0``
+    Otherwise: integer position of the partial's pixel (0, 0). With ``origin='plane'``
+    (default) it is absolute on the projection-cell plane at the frame's scale, the
+    convention of :attr:`mvmflow.grid.Frame.x0`; with ``origin='frame'`` it is relative to
+    the layer frame.
+``flux``
+    ``sum(w * d)`` per output pixel (count rate times weight), shape ``(ny, nx)``.
+``weight``
+    ``sum(w)`` per output pixel (EXP weights), same shape.
+``nchips``
+    uint8 number of the exposure's chips whose footprint covers each pixel, same shape, or
+    None (then ``weight > 0`` stands in for it).
+
+The sky offsets ``s_i`` are applied here, not in the maps, by linearity:
+``sum(w_i (d_i - s_i)) = flux_i - s_i * weight_i``.
+
+Determinism: every sum runs in float64 in the order of ``partials``, so the same partials
+in the same order give bit-identical arrays; another order changes the values only by
+float64 rounding.
+
+Memory: the partials may be a generator (e.g. reading one partial file at a time); only the
+layer accumulators and the current partial are held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from mvmflow.grid import Frame
+
+__all__ = [
+    "CTX_BITS",
+    "LayerArrays",
+    "Partial",
+    "combine_partials",
+    "context_planes",
+    "input_name",
+    "overlap_slices",
+    "placement",
+]
+
+CTX_BITS = 32
+"""Exposures per int32 context plane."""
+
+_ROWS_PER_BLOCK = 512
+
+
+class Partial(Protocol):
+    """What :func:`combine_partials` reads from a MAP output (attributes only)."""
+
+    file: str
+    exptime: float
+    x0: float
+    y0: float
+    flux: np.ndarray
+    weight: np.ndarray
+    nchips: np.ndarray | None
+
+
+@dataclass
+class LayerArrays:
+    """The reduced arrays of one layer on its frame.
+
+    Attributes
+    ----------
+    frame : Frame
+        The layer frame; every array has shape ``frame.shape`` = ``(ny, nx)``.
+    sci : ndarray of float32
+        Weighted mean count rate, NaN where ``wht == 0``.
+    wht : ndarray of float32
+        Sum of the weights.
+    ctx : ndarray of int32
+        Context: bit ``k % 32`` of plane ``k // 32`` is set where exposure ``k`` (layer
+        order, :attr:`files`) has weight > 0. Shape ``(ny, nx)`` for up to 32 exposures,
+        else ``(nplanes, ny, nx)``.
+    nexp : ndarray of uint16
+        Exposures with weight > 0 per pixel.
+    nchips : ndarray of uint16
+        Chip footprints per pixel (sum of the partials' ``nchips``).
+    exptime : ndarray of float32
+        Exposure time per pixel: sum of ``exptime`` of the exposures whose chips cover it.
+    files : tuple of str
+        Input files in layer (context-bit) order.
+    exptimes : tuple of float
+        Their exposure times.
+    sky : tuple of float
+        The sky offset subtracted from each input (0 when none was given).
+    used : tuple of bool
+        Whether each input has weight > 0 somewhere in the frame.
+    """
+
+    frame: Frame
+    sci: np.ndarray
+    wht: np.ndarray
+    ctx: np.ndarray
+    nexp: np.ndarray
+    nchips: np.ndarray
+    exptime: np.ndarray
+    files: tuple[str, ...]
+    exptimes: tuple[float, ...]
+    sky: tuple[float, ...]
+    used: tuple[bool, ...] = ()
+
+    @property
+    def nplanes(self) -> int:
+        """Number of int32 context planes."""
+        return 1 if self.ctx.ndim == 2 else self.ctx.shape[0]
+
+    def context_bit(self, k: int) -> np.ndarray:
+        """Boolean map of pixels where exposure ``k`` (layer order) has weight > 0."""
+        if not 0 <= k < len(self.files):
+            raise IndexError(f"exposure index {k} outside 0..{len(self.files) - 1}")
+        plane = self.ctx if self.ctx.ndim == 2 else self.ctx[k // CTX_BITS]
+        return (plane.view(np.uint32) >> np.uint32(k % CTX_BITS)) & np.uint32(1) == 1
+
+    def coverage_stats(self, npix_total: int | None = None) -> dict[str, float]:
+        """The footprint keywords of the layer (spec processing.md 1.5).
+
+        Parameters
+        ----------
+        npix_total : int, optional
+            Denominator of ``NPIXFRAC``. Default: the layer array's pixel count (the
+            reference divides by the whole sky cell; spec section 8 lists that as a
+            weakness). Pass ``SkyCell.frame.nx * ny`` to reproduce the reference.
+
+        Returns
+        -------
+        dict
+            ``NPIXFRAC`` (covered / total), ``MEANEXPT``, ``MEDEXPT`` (exposure time per
+            covered pixel), ``MEANNEXP``, ``MEDNEXP`` (chips per covered pixel, the
+            reference's definition), ``MEANWHT``, ``MEDWHT`` (over ``WHT > 0``). A pixel is
+            covered when at least one chip footprint covers it. Empty sets give 0.
+        """
+        covered = self.nchips > 0
+        total = int(npix_total) if npix_total is not None else int(covered.size)
+        if total <= 0:
+            raise ValueError(f"npix_total must be positive, got {npix_total!r}")
+        ncov = int(np.count_nonzero(covered))
+        out = {"NPIXFRAC": ncov / total}
+        for key, arr, mask in (
+            ("EXPT", self.exptime, covered),
+            ("NEXP", self.nchips, covered),
+            ("WHT", self.wht, self.wht > 0),
+        ):
+            vals = arr[mask].astype(np.float64)
+            out["MEAN" + key] = float(vals.mean()) if vals.size else 0.0
+            out["MED" + key] = float(np.median(vals)) if vals.size else 0.0
+        return out
+
+
+def context_planes(nexposures: int) -> int:
+    """Number of int32 context planes for ``nexposures`` inputs (at least 1)."""
+    return max(1, -(-int(nexposures) // CTX_BITS))
+
+
+def placement(partial, frame: Frame, origin: str = "plane") -> tuple[int, int]:
+    """Integer position of ``partial``'s pixel (0, 0) in ``frame``.
+
+    Parameters
+    ----------
+    partial : Partial
+    frame : Frame
+        The layer frame.
+    origin : {'plane', 'frame'}
+        Whether ``partial.x0/y0`` are absolute on the projection-cell plane (as
+        :attr:`Frame.x0`) or relative to ``frame``. Ignored if the partial has ``frame`` and
+        ``box_x0``/``box_y0`` (see the module notes).
+
+    Raises
+    ------
+    ValueError
+        If the offset is not an integer (the partial is not on the layer's pixel grid) or
+        ``origin`` is unknown.
+    """
+    pframe = getattr(partial, "frame", None)
+    if isinstance(pframe, Frame) and hasattr(partial, "box_x0"):
+        dx, dy = frame.integer_offset_of(pframe)
+        return dx + int(partial.box_x0), dy + int(partial.box_y0)
+    if origin == "plane":
+        dx, dy = float(partial.x0) - frame.x0, float(partial.y0) - frame.y0
+    elif origin == "frame":
+        dx, dy = float(partial.x0), float(partial.y0)
+    else:
+        raise ValueError(f"origin must be 'plane' or 'frame', got {origin!r}")
+    ix, iy = round(dx), round(dy)
+    if abs(dx - ix) > 1e-6 or abs(dy - iy) > 1e-6:
+        raise ValueError(
+            f"partial of {input_name(partial)!r} is not on the layer's pixel grid: "
+            f"offset ({dx}, {dy}) in frame is not an integer"
+        )
+    return int(ix), int(iy)
+
+
+def overlap_slices(partial, frame: Frame, origin: str = "plane"):
+    """Slices ``(frame_slice, partial_slice)`` of the part of ``partial`` inside ``frame``.
+
+    Returns None when the partial does not overlap the frame.
+    """
+    ix, iy = placement(partial, frame, origin)
+    ny, nx = np.shape(partial.weight)
+    x_lo, x_hi = max(ix, 0), min(ix + nx, frame.nx)
+    y_lo, y_hi = max(iy, 0), min(iy + ny, frame.ny)
+    if x_lo >= x_hi or y_lo >= y_hi:
+        return None
+    return (
+        (slice(y_lo, y_hi), slice(x_lo, x_hi)),
+        (slice(y_lo - iy, y_hi - iy), slice(x_lo - ix, x_hi - ix)),
+    )
+
+
+def input_name(partial) -> str:
+    """The input file of a partial: its ``file``, else its ``filename`` attribute."""
+    name = getattr(partial, "file", None) or getattr(partial, "filename", None)
+    if not name:
+        raise ValueError(f"partial {partial!r} has neither 'file' nor 'filename'")
+    return str(name)
+
+
+def _check_partial(p) -> None:
+    shape = np.shape(p.weight)
+    if len(shape) != 2 or np.shape(p.flux) != shape:
+        raise ValueError(
+            f"partial of {input_name(p)!r}: flux {np.shape(p.flux)} and weight "
+            f"{shape} must be 2-D arrays of one shape"
+        )
+    if p.nchips is not None and np.shape(p.nchips) != shape:
+        raise ValueError(
+            f"partial of {input_name(p)!r}: nchips shape {np.shape(p.nchips)} differs from {shape}"
+        )
+
+
+def combine_partials(
+    partials: Iterable[Partial],
+    frame: Frame,
+    sky_offsets: Mapping[str, float] | None = None,
+    *,
+    origin: str = "plane",
+) -> LayerArrays:
+    """Sum partials into the layer frame (the REDUCE step).
+
+    Parameters
+    ----------
+    partials : iterable of Partial
+        In layer order: exposure ``k`` gets context bit ``k``. May be a generator.
+    frame : Frame
+        The layer frame. Parts of partials outside it are ignored.
+    sky_offsets : mapping of str to float, optional
+        Sky offset per input file (:func:`mvmflow.skymatch.match_sky`), in the partials'
+        data units; missing files get 0.
+    origin : {'plane', 'frame'}
+        Convention of ``partial.x0/y0`` (see :func:`placement`).
+
+    Returns
+    -------
+    LayerArrays
+
+    Raises
+    ------
+    ValueError
+        For a file given twice, a partial off the layer's pixel grid or with inconsistent
+        array shapes.
+    """
+    sky_offsets = dict(sky_offsets or {})
+    shape = frame.shape
+    flux = np.zeros(shape, dtype=np.float64)
+    wsum = np.zeros(shape, dtype=np.float64)
+    nexp = np.zeros(shape, dtype=np.uint16)
+    nchips = np.zeros(shape, dtype=np.uint16)
+    expmap = np.zeros(shape, dtype=np.float32)
+    # a sequence's length is known: allocate every context plane at once (no stacking copy)
+    n_known = len(partials) if hasattr(partials, "__len__") else None
+    block = (
+        np.zeros((context_planes(n_known), *shape), dtype=np.uint32)
+        if n_known is not None else None
+    )
+    planes: list[np.ndarray] = list(block) if block is not None else []
+    files: list[str] = []
+    seen: set[str] = set()
+    exptimes: list[float] = []
+    skies: list[float] = []
+    used: list[bool] = []
+
+    for k, p in enumerate(partials):
+        _check_partial(p)
+        name = input_name(p)
+        if name in seen:
+            raise ValueError(f"input {name!r} appears twice in the layer's partials")
+        seen.add(name)
+        files.append(name)
+        exptimes.append(float(p.exptime))
+        s = float(sky_offsets.get(name, 0.0))
+        skies.append(s)
+        used.append(False)
+        if k // CTX_BITS == len(planes):
+            planes.append(np.zeros(shape, dtype=np.uint32))
+        sl = overlap_slices(p, frame, origin)
+        if sl is None:
+            continue
+        fs, ps = sl
+        w = np.asarray(p.weight[ps], dtype=np.float64)
+        f = np.array(p.flux[ps], dtype=np.float64)  # a float64 copy, modified below
+        # pixels without weight (or with non-finite flux) add nothing
+        has = (w > 0) & np.isfinite(f)
+        used[-1] = bool(has.any())
+        if s != 0.0:
+            f -= s * w
+        np.add(flux[fs], f, out=flux[fs], where=has)
+        np.add(wsum[fs], w, out=wsum[fs], where=has)
+        del f, w
+        nexp[fs] += has
+        planes[k // CTX_BITS][fs] |= has.astype(np.uint32) << np.uint32(k % CTX_BITS)
+        cover = has if p.nchips is None else np.asarray(p.nchips[ps]) > 0
+        nchips[fs] += has if p.nchips is None else np.asarray(p.nchips[ps], dtype=np.uint16)
+        expmap[fs] += np.float32(p.exptime) * cover
+
+    if not planes:
+        planes.append(np.zeros(shape, dtype=np.uint32))
+    if n_known is not None and len(files) != n_known:
+        raise ValueError(f"expected {n_known} partials, got {len(files)}")
+    sci = np.empty(shape, dtype=np.float32)
+    for r in range(0, shape[0], _ROWS_PER_BLOCK):
+        rows = slice(r, r + _ROWS_PER_BLOCK)
+        w = wsum[rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sci[rows] = np.where(w > 0, flux[rows] / w, np.nan)
+    del flux
+    wht = wsum.astype(np.float32)
+    del wsum
+    if block is not None and len(block) > 1:
+        ctx = block.view(np.int32)
+    elif len(planes) == 1:
+        ctx = planes[0].view(np.int32)
+    else:
+        ctx = np.stack(planes).view(np.int32)
+    return LayerArrays(
+        frame=frame, sci=sci, wht=wht, ctx=ctx, nexp=nexp, nchips=nchips, exptime=expmap,
+        files=tuple(files), exptimes=tuple(exptimes), sky=tuple(skies), used=tuple(used),
+    )

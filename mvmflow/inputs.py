@@ -1,0 +1,110 @@
+"""The run's input exposures: the demo set, a glob pattern, or a list file.
+
+The forms make_custom_mosaic accepts, plus the simulated demo:
+
+- ``demo``: the exposures listed in the simulated demo set's ``truth/exposures.ecsv``;
+- a glob pattern (``data/*_fl?.fits``, ``**`` allowed);
+- a text file listing exposure paths, one per line (blank lines and ``#`` comments are
+  skipped; relative paths are relative to the list file's directory).
+
+Every input gets a *key*, its file name without ``.fits`` (``ib2v01abq_flc``), which names
+its jobs and per-exposure files. Two inputs with the same key are an error: it would be
+ambiguous which one a product came from.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+__all__ = ["exposure_key", "resolve_inputs", "write_input_table", "read_input_table"]
+
+_GLOB_CHARS = "*?["
+
+
+def exposure_key(path: str | os.PathLike) -> str:
+    """The key of an input exposure: its file name without ``.fits`` (or ``.fits.gz``)."""
+    name = Path(path).name
+    for ext in (".fits.gz", ".fits"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _from_list(path: Path) -> list[Path]:
+    files = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        p = Path(line)
+        files.append(p if p.is_absolute() else path.parent / p)
+        if not files[-1].exists():
+            raise FileNotFoundError(f"{path}, line {n}: listed exposure {line} does not exist")
+    return files
+
+
+def _from_demo(truth_table: Path) -> list[Path]:
+    from astropy.table import Table
+
+    table = Table.read(truth_table, format="ascii.ecsv")
+    base = truth_table.parent.parent
+    return [base / str(name) for name in table["file"]]
+
+
+def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None) -> dict[str, str]:
+    """Resolve the ``inputs`` config value to ``{key: absolute path}``, sorted by key.
+
+    Raises
+    ------
+    ValueError
+        If nothing matches, or two inputs share a key.
+    FileNotFoundError
+        If a listed file does not exist.
+    """
+    if spec == "demo":
+        if demo_truth is None:
+            raise ValueError("inputs 'demo' needs the demo truth table")
+        files = _from_demo(Path(demo_truth))
+    elif any(c in spec for c in _GLOB_CHARS):
+        files = [Path(p) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
+        if not files:
+            raise ValueError(f"inputs: the pattern {spec!r} matches no file")
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise FileNotFoundError(f"inputs: {spec!r} is neither 'demo', a glob pattern, "
+                                    "nor an existing list file")
+        if path.suffix.lower() == ".fits" or path.name.lower().endswith(".fits.gz"):
+            files = [path]
+        else:
+            files = _from_list(path)
+    table: dict[str, str] = {}
+    for f in files:
+        key = exposure_key(f)
+        full = str(Path(f).resolve())
+        if key in table and table[key] != full:
+            raise ValueError(f"inputs: two exposures share the name {key}: {table[key]} and {full}")
+        table[key] = full
+    if not table:
+        raise ValueError(f"inputs: {spec!r} lists no exposure")
+    return dict(sorted(table.items()))
+
+
+def write_input_table(table: dict[str, str], path: str | os.PathLike) -> None:
+    """Write ``{key: path}`` as a two-column TSV, atomically."""
+    from mvmflow.workflow import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(f"{k}\t{v}\n" for k, v in table.items()))
+
+
+def read_input_table(path: str | os.PathLike) -> dict[str, str]:
+    """Read a table written by :func:`write_input_table`."""
+    table = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            key, file = line.split("\t")
+            table[key] = file
+    return table

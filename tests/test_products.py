@@ -1,0 +1,609 @@
+"""REDUCE and layer products: combine_partials, write_layer, trailer, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.time import Time
+from astropy.wcs import WCS
+
+from mvmflow import grid, products
+from mvmflow.combine import combine_partials, context_planes
+from mvmflow.headers import InputHeaders, read_input_headers
+from mvmflow.names import LayerName, manifest_filename
+from mvmflow.params import config_digest, layer_parameters, load_defaults, resolve_table
+from mvmflow.records import ChipRecord, ExposureRecord
+from mvmflow.sregion import region_polygons, s_region
+
+ROOT = Path(__file__).resolve().parents[1]
+SKYCELL = "skycell-p0081x14y14"
+FRAME = grid.SkyCell(81, 14, 14).frame.window(1000, 2000, 60, 50)
+LAYER = LayerName.for_skycell(SKYCELL, "wfc3", "uvis", "f606w", product_type="drc")
+PARAMS = layer_parameters(
+    resolve_table(load_defaults(ROOT / "config" / "detectors.yaml")), "wfc3_uvis", "f606w", 2.0
+)
+
+
+@dataclass
+class FakePartial:
+    """The Partial protocol of mvmflow.combine, as resample.py will provide it."""
+
+    file: str
+    ipppssoo: str
+    exptime: float
+    x0: float
+    y0: float
+    flux: np.ndarray
+    weight: np.ndarray
+    nchips: np.ndarray | None = None
+
+
+def ipp(k):
+    return f"ib2v{k:04d}"
+
+
+def make_partial(k, ix, iy, nx, ny, value, exptime, *, frame=FRAME, nchips=1):
+    """Exposure k: constant (or array) count rate over a box at (ix, iy) of ``frame``."""
+    weight = np.full((ny, nx), exptime, dtype=np.float32)
+    data = np.broadcast_to(np.asarray(value, dtype=np.float64), (ny, nx))
+    return FakePartial(
+        file=f"/data/in/{ipp(k)}q_flc.fits", ipppssoo=ipp(k), exptime=float(exptime),
+        x0=frame.x0 + ix, y0=frame.y0 + iy, flux=(weight * data).astype(np.float32),
+        weight=weight, nchips=np.full((ny, nx), nchips, dtype=np.uint8),
+    )
+
+
+def make_record(k, exptime, proposid="11665", nchip=2):
+    name = f"{ipp(k)}q_flc.fits"
+    start = 55611.0 + 0.25 * k
+    return ExposureRecord(
+        file=f"/data/in/{name}", accepted=True, filename=name, rootname=f"{ipp(k)}q",
+        ipppssoo=ipp(k), instrument="wfc3", detector="uvis", filter="f606w", ptype="flc",
+        exptime=float(exptime), expstart=start, expend=start + exptime / 86400.0,
+        date_obs="2011-02-19", proposid=proposid, photflam=1.8e-19 + k * 1e-21,
+        photplam=5300.0, bunit="ELECTRONS", wcsname="IDC_2731450pi-FIT_SVM_GAIAeDR3",
+        sha256=hashlib.sha256(name.encode()).hexdigest(), size=1000,
+        chips=[ChipRecord(e, [2051, 4096], []) for e in range(1, nchip + 1)],
+    )
+
+
+def standard_layer():
+    """Three overlapping exposures with known values and exposure times."""
+    parts = [
+        make_partial(0, 0, 0, 30, 40, 2.0, 100.0),
+        make_partial(1, 20, 5, 30, 40, 4.0, 300.0),
+        make_partial(2, 10, 30, 20, 15, 1.0, 200.0),
+    ]
+    recs = [make_record(0, 100.0), make_record(1, 300.0, "9999"), make_record(2, 200.0)]
+    return parts, recs
+
+
+def expected_mean(parts, frame=FRAME, sky=None):
+    num = np.zeros(frame.shape)
+    den = np.zeros(frame.shape)
+    for p in parts:
+        ix, iy = int(p.x0 - frame.x0), int(p.y0 - frame.y0)
+        ny, nx = p.weight.shape
+        s = (sky or {}).get(p.file, 0.0)
+        # sum(w (d - s)) = flux - s w; pixels without weight add nothing
+        num[iy:iy + ny, ix:ix + nx] += p.flux.astype(np.float64) - s * p.weight
+        den[iy:iy + ny, ix:ix + nx] += p.weight
+    with np.errstate(invalid="ignore"):
+        return np.where(den > 0, num / den, np.nan), den
+
+
+# ------------------------------------------------------------------------- combine_partials
+
+
+def test_sci_is_the_weighted_mean_and_wht_the_sum():
+    parts, _ = standard_layer()
+    arrays = combine_partials(parts, FRAME)
+    sci, wht = expected_mean(parts)
+    assert arrays.sci.dtype == np.float32 and arrays.wht.dtype == np.float32
+    assert arrays.sci.shape == FRAME.shape
+    np.testing.assert_allclose(arrays.sci, sci, rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(arrays.wht, wht.astype(np.float32))
+    # where all three overlap: (100*2 + 300*4 + 200*1) / 600
+    assert arrays.sci[32, 22] == pytest.approx(1600.0 / 600.0, rel=1e-6)
+    off = wht == 0
+    assert off.any() and np.isnan(arrays.sci[off]).all() and (arrays.wht[off] == 0).all()
+    assert np.isfinite(arrays.sci[~off]).all()
+
+
+def test_sky_offsets_are_subtracted_per_exposure():
+    parts, _ = standard_layer()
+    sky = {parts[0].file: 0.5, parts[1].file: 1.5}
+    arrays = combine_partials(parts, FRAME, sky)
+    sci, _ = expected_mean(parts, sky=sky)
+    np.testing.assert_allclose(arrays.sci, sci, rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert arrays.sky == (0.5, 1.5, 0.0)
+    assert arrays.sci[10, 5] == pytest.approx(1.5)  # exposure 0 alone: 2.0 - 0.5
+
+
+def test_context_bits_mark_contributing_exposures():
+    parts, _ = standard_layer()
+    parts[1].weight[10:12, 3:6] = 0  # a masked patch in exposure 1
+    arrays = combine_partials(parts, FRAME)
+    assert arrays.ctx.dtype == np.int32 and arrays.ctx.shape == FRAME.shape
+    for k, p in enumerate(parts):
+        ix, iy = int(p.x0 - FRAME.x0), int(p.y0 - FRAME.y0)
+        want = np.zeros(FRAME.shape, dtype=bool)
+        want[iy:iy + p.weight.shape[0], ix:ix + p.weight.shape[1]] = p.weight > 0
+        np.testing.assert_array_equal(arrays.context_bit(k), want)
+        np.testing.assert_array_equal((arrays.ctx >> k) & 1 == 1, want)
+    assert arrays.ctx[32, 22] == 0b111
+    assert not arrays.context_bit(1)[15, 23]  # masked pixel (y 10+5, x 3+20)
+    np.testing.assert_array_equal(arrays.nexp, sum(arrays.context_bit(k) for k in range(3)))
+
+
+@pytest.mark.parametrize("as_generator", [False, True])
+def test_more_than_32_exposures_use_two_context_planes(as_generator):
+    n = 40
+    parts = [make_partial(k, k, 0, 2, 3, 1.0 + k, 10.0) for k in range(n)]
+    arrays = combine_partials((p for p in parts) if as_generator else parts, FRAME)
+    assert context_planes(n) == 2
+    assert arrays.ctx.shape == (2, *FRAME.shape) and arrays.ctx.dtype == np.int32
+    # pixel x=31, y=0 is covered by exposures 30 and 31 (bit 31 makes int32 negative)
+    assert arrays.ctx[0, 0, 31] == np.array(0xC0000000, dtype=np.uint32).view(np.int32)
+    assert arrays.ctx[0, 0, 31] < 0 and arrays.ctx[1, 0, 31] == 0
+    # pixel x=35: exposures 34 and 35 -> plane 1, bits 2 and 3
+    assert arrays.ctx[0, 0, 35] == 0 and arrays.ctx[1, 0, 35] == 0b1100
+    for k in (0, 31, 32, 39):
+        assert arrays.context_bit(k)[0, k] and arrays.context_bit(k)[0, k + 1]
+        assert not arrays.context_bit(k)[0, k + 2]
+    assert arrays.nplanes == 2 and len(arrays.files) == n
+
+
+def test_summation_order_is_bitwise_reproducible_and_order_independent_in_value():
+    rng = np.random.default_rng(3)
+    parts = [make_partial(k, 3 * k, 2 * k, 30, 30, rng.normal(5, 1, (30, 30)),
+                          50.0 + 7 * k) for k in range(6)]
+    a = combine_partials(parts, FRAME)
+    b = combine_partials(list(parts), FRAME)
+    for name in ("sci", "wht", "ctx", "nexp", "nchips", "exptime"):
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+    r = combine_partials(parts[::-1], FRAME)
+    np.testing.assert_allclose(r.sci, a.sci, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(r.wht, a.wht, rtol=1e-6)
+    np.testing.assert_array_equal(r.nexp, a.nexp)
+    # the context bits follow the order given
+    np.testing.assert_array_equal(r.context_bit(0), a.context_bit(5))
+
+
+def test_partials_are_clipped_to_the_frame_and_must_be_on_its_grid():
+    inside = make_partial(0, 50, 40, 30, 30, 3.0, 10.0)  # sticks out right and top
+    outside = make_partial(1, 100, 100, 5, 5, 9.0, 10.0)
+    arrays = combine_partials([inside, outside], FRAME)
+    assert np.isfinite(arrays.sci[40:, 50:]).all() and np.isnan(arrays.sci[:40]).all()
+    assert arrays.files == (inside.file, outside.file)
+    assert not arrays.context_bit(1).any()
+    off = make_partial(2, 0, 0, 5, 5, 1.0, 1.0)
+    off.x0 += 0.5
+    with pytest.raises(ValueError, match="not on the layer's pixel grid"):
+        combine_partials([off], FRAME)
+    rel = make_partial(3, 0, 0, 5, 5, 1.0, 1.0)
+    rel.x0, rel.y0 = 7, 8  # relative to the frame
+    arrays = combine_partials([rel], FRAME, origin="frame")
+    assert np.isfinite(arrays.sci[8:13, 7:12]).all() and np.isnan(arrays.sci[:8]).all()
+    with pytest.raises(ValueError, match="twice"):
+        combine_partials([inside, inside], FRAME)
+
+
+def test_coarse_frames_with_fractional_plane_origin():
+    coarse = grid.SkyCell(81, 14, 14, "coarse").frame.window(10, 20, 30, 30)
+    assert coarse.x0 != int(coarse.x0)
+    p = make_partial(0, 4, 5, 10, 10, 2.0, 10.0, frame=coarse)
+    arrays = combine_partials([p], coarse)
+    assert np.isfinite(arrays.sci[5:15, 4:14]).all() and np.isnan(arrays.sci).sum() == 800
+
+
+def known_coverage():
+    """A: 10x10 at (0,0), 100 s; B: 10x10 at (5,0), 200 s (chips: 1 each)."""
+    return [make_partial(0, 0, 0, 10, 10, 1.0, 100.0),
+            make_partial(1, 5, 0, 10, 10, 1.0, 200.0)]
+
+
+def test_coverage_statistics_on_a_known_configuration():
+    arrays = combine_partials(known_coverage(), FRAME)
+    stats = arrays.coverage_stats()
+    assert stats["NPIXFRAC"] == pytest.approx(150 / 3000)
+    assert stats["MEANNEXP"] == pytest.approx(200 / 150)  # 50 px x 2 chips + 100 px x 1
+    assert stats["MEDNEXP"] == 1.0
+    assert stats["MEANEXPT"] == pytest.approx((50 * 100 + 50 * 300 + 50 * 200) / 150)
+    assert stats["MEDEXPT"] == 200.0
+    assert stats["MEANWHT"] == pytest.approx(200.0) and stats["MEDWHT"] == 200.0
+    assert arrays.coverage_stats(npix_total=21954 ** 2)["NPIXFRAC"] == pytest.approx(150 / 21954 ** 2)
+    # chip coverage, not weight: a chip with zero weight still counts as covered
+    parts = known_coverage()
+    parts[1].weight[:] = 0
+    stats = combine_partials(parts, FRAME).coverage_stats()
+    assert stats["MEANNEXP"] == pytest.approx(200 / 150) and stats["MEANWHT"] == 100.0
+
+
+# ------------------------------------------------------------------------- S_REGION
+
+
+def _inside_convex(poly, x, y):
+    """True where (x, y) is inside or on the convex polygon (any orientation)."""
+    n = len(poly)
+    signs = []
+    for i in range(n):
+        x1, y1 = poly[i]
+        x2, y2 = poly[(i + 1) % n]
+        signs.append((x2 - x1) * (y - y1) - (y2 - y1) * (x - x1))
+    signs = np.array(signs)
+    return (signs >= -1e-6).all(axis=0) | (signs <= 1e-6).all(axis=0)
+
+
+def parse_sregion(text, frame):
+    polys = []
+    for chunk in text.split("POLYGON ICRS")[1:]:
+        vals = np.array(chunk.split(), dtype=float).reshape(-1, 2)
+        x, y = frame.wcs.world_to_pixel_values(vals[:, 0], vals[:, 1])
+        polys.append(np.column_stack([x, y]))
+    return polys
+
+
+def test_s_region_polygons_contain_all_the_data():
+    sci = np.full(FRAME.shape, np.nan, dtype=np.float32)
+    sci[3:20, 2:25] = 1.0
+    sci[10:30, 20:28] = 1.0  # joined to the first region: an L shape
+    sci[40:48, 45:58] = 1.0  # a separate region
+    text = s_region(sci, FRAME)
+    assert text.startswith("POLYGON ICRS ") and text.count("POLYGON ICRS") == 2
+    polys = parse_sregion(text, FRAME)
+    yy, xx = np.nonzero(np.isfinite(sci))
+    inside = np.zeros(yy.size, dtype=bool)
+    for poly in polys:
+        inside |= _inside_convex(poly, xx.astype(float), yy.astype(float))
+    assert inside.all()
+    # the second polygon is the separate block: tight around it (pixel edges)
+    lo, hi = polys[1].min(axis=0), polys[1].max(axis=0)
+    np.testing.assert_allclose(lo, [44.5, 39.5], atol=1e-3)
+    np.testing.assert_allclose(hi, [57.5, 47.5], atol=1e-3)
+    assert s_region(np.full(FRAME.shape, np.nan), FRAME) == ""
+
+
+def test_s_region_downsampling_of_large_arrays_still_contains_the_data():
+    mask = np.zeros((3000, 2500), dtype=bool)
+    mask[100:1700, 300:2100] = True
+    mask[2900:2950, 10:40] = True
+    polys = region_polygons(mask, max_blocks=256)
+    assert len(polys) == 2
+    yy, xx = np.nonzero(mask[::7, ::7])
+    yy, xx = yy * 7.0, xx * 7.0
+    inside = np.zeros(yy.size, dtype=bool)
+    for poly in polys:
+        inside |= _inside_convex(poly, xx, yy)
+    assert inside.all()
+    # close regions merge (merge_px), far ones do not
+    near = np.zeros((50, 50), dtype=bool)
+    near[5:20, 5:20] = near[5:20, 25:40] = True
+    assert len(region_polygons(near, merge_px=11)) == 1
+    assert len(region_polygons(near, merge_px=0)) == 2
+
+
+# ------------------------------------------------------------------------- write_layer
+
+
+def write(tmp_path, parts=None, recs=None, **kwargs):
+    if parts is None:
+        parts, recs = standard_layer()
+    arrays = combine_partials(parts, FRAME, kwargs.pop("sky", None))
+    path = tmp_path / LAYER.filename
+    products.write_layer(path, arrays, FRAME, LAYER, recs, PARAMS, **kwargs)
+    return path, arrays
+
+
+def test_layer_file_structure_and_arrays(tmp_path):
+    path, arrays = write(tmp_path)
+    with fits.open(path) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "WHT", "CTX", "HDRTAB"]
+        assert hdul[0].data is None
+        assert hdul["SCI"].data.dtype == np.dtype(">f4")
+        assert hdul["WHT"].data.dtype == np.dtype(">f4")
+        assert hdul["CTX"].data.dtype == np.dtype(">i4")
+        np.testing.assert_array_equal(hdul["SCI"].data, arrays.sci)
+        np.testing.assert_array_equal(hdul["WHT"].data, arrays.wht)
+        np.testing.assert_array_equal(hdul["CTX"].data, arrays.ctx)
+        assert isinstance(hdul["HDRTAB"], fits.BinTableHDU)
+
+
+def test_sci_wcs_equals_the_frame_wcs(tmp_path):
+    path, _ = write(tmp_path)
+    with fits.open(path) as hdul:
+        for ext in ("SCI", "WHT", "CTX"):
+            w = WCS(hdul[ext].header)
+            np.testing.assert_array_equal(w.wcs.crpix, FRAME.wcs.wcs.crpix)
+            np.testing.assert_array_equal(w.wcs.crval, FRAME.wcs.wcs.crval)
+            # FITS fixed-format reals keep 20 characters: CD agrees to ~1e-14 relative
+            np.testing.assert_allclose(w.wcs.cd, FRAME.wcs.wcs.cd, rtol=1e-13, atol=0)
+            assert list(w.wcs.ctype) == ["RA---TAN", "DEC--TAN"]
+            x = np.array([0.0, 59.0, 12.3])
+            y = np.array([0.0, 49.0, 40.1])
+            np.testing.assert_allclose(w.pixel_to_world_values(x, y),
+                                       FRAME.wcs.pixel_to_world_values(x, y), rtol=0, atol=1e-11)
+        sci = hdul["SCI"].header
+        assert sci["ORIENTAT"] == 0.0
+        assert (sci["CRVAL1"], sci["CRVAL2"]) == grid.ProjectionCell(81).crval
+        assert sci["PCX0"] == FRAME.x0 and sci["PCELLID"] == 81
+        # the same WCSNAME in SCI, WHT and CTX (the reference's WHT differs)
+        names = {hdul[e].header["WCSNAME"] for e in ("SCI", "WHT", "CTX")}
+        assert names == {"IDC_2731450pi-FIT_SVM_GAIAeDR3"}
+
+
+def test_primary_header_keywords(tmp_path):
+    parts, recs = standard_layer()
+    path, arrays = write(tmp_path, parts, recs)
+    h = fits.getheader(path, 0)
+    assert h["FILENAME"] == LAYER.filename
+    assert h["ROOTNAME"] == "hst_skycell-p0081x14y14_wfc3_uvis_f606w_all"
+    assert h["HAPLEVEL"] == 4 and h["SCELLID"] == "p0081x14y14" and h["NEXTEND"] == 4
+    assert h["INSTRUME"] == "WFC3" and h["DETECTOR"] == "UVIS" and h["FILTER"] == "F606W"
+    assert h["EXPTIME"] == h["TEXPTIME"] == 600.0
+    assert h["EXPSTART"] == 55611.0 and h["EXPEND"] == pytest.approx(55611.5 + 200 / 86400)
+    assert h["DATE-BEG"] == Time(55611.0, format="mjd").isot == "2011-02-19T00:00:00.000"
+    assert h["DATE-END"] == Time(h["EXPEND"], format="mjd").isot
+    assert h["PROPOSID"] == "9999; 11665"  # sorted numerically, unique
+    assert h["NUMEXP"] == 3 and h["NDRIZIM"] == 6
+    assert h["DRIZPARS"] == LAYER.trailer == "hst_skycell-p0081x14y14_wfc3_uvis_f606w_all_trl.txt"
+    stats = arrays.coverage_stats()
+    for key in ("NPIXFRAC", "MEANEXPT", "MEDEXPT", "MEANNEXP", "MEDNEXP", "MEANWHT", "MEDWHT"):
+        assert h[key] == pytest.approx(stats[key]), key
+    assert "PHOTFLAM" not in h  # moved to SCI
+    assert "DATE" not in h
+    # one D### set per input chip, in HDRTAB order
+    assert h["D001DATA"] == "ib2v0000q_flc.fits[sci,1]"
+    assert h["D002DATA"] == "ib2v0000q_flc.fits[sci,2]"
+    assert h["D006DATA"] == "ib2v0002q_flc.fits[sci,2]" and "D007DATA" not in h
+    assert h["D003DEXP"] == 300.0
+    assert h["D001KERN"] == "square" and h["D001PIXF"] == 1.0 and h["D001WTSC"] == 1.0
+    assert h["D001OUUN"] == "cps" and h["D001FVAL"] == "INDEF"
+    assert h["D001OUDA"] == h["D001OUWE"] == h["D001OUCO"] == LAYER.filename
+    # provenance
+    assert h["CFGDGST"] == config_digest(PARAMS)
+    assert h["VMVMFLOW"] and h["VNUMPY"] == np.__version__
+    assert h["NINPUTS"] == 3
+    assert h["IN002NAM"] == "ib2v0001q_flc.fits"
+    assert h["IN002SHA"] == recs[1].sha256
+
+
+def test_sci_header_keywords(tmp_path):
+    parts, recs = standard_layer()
+    path, arrays = write(tmp_path, parts, recs)
+    h = fits.getheader(path, "SCI")
+    assert h["BUNIT"] == "ELECTRONS/S"
+    assert h["PHOTFLAM"] == pytest.approx(np.mean([r.photflam for r in recs]))
+    assert h["PHOTPLAM"] == 5300.0
+    assert h["NCOMBINE"] == 3 and h["CCDCHIP"] == "-999"
+    assert h["S_REGION"].startswith("POLYGON ICRS")
+    polys = parse_sregion(h["S_REGION"], FRAME)
+    yy, xx = np.nonzero(np.isfinite(arrays.sci))
+    assert any(_inside_convex(p, xx.astype(float), yy.astype(float)).all() for p in polys)
+    assert "DATE" not in h
+
+
+def test_hdrtab_rows_and_columns(tmp_path):
+    parts, recs = standard_layer()
+    sky = {parts[1].file: 0.25}
+    path, _ = write(tmp_path, parts, recs, sky=sky)
+    tab = fits.getdata(path, "HDRTAB")
+    names = tab.columns.names
+    assert names[:6] == ["SVMROOTNAME", "GENDATE", "ROOTNAME", "EXTNAME", "EXTVER", "FILENAME"]
+    assert names[-3:] == ["WCSNAME", "WCSTYPE", "HAPEXPNAME"]
+    for col in ("EXPTIME", "EXPSTART", "EXPEND", "PHOTFLAM", "PHOTPLAM", "FILTER", "DETECTOR",
+                "PROPOSID", "MDRIZSKY", "CTXBIT", "INSHA256"):
+        assert col in names, col
+    assert len(tab) == 6
+    assert list(tab["ROOTNAME"]) == ["ib2v0000q"] * 2 + ["ib2v0001q"] * 2 + ["ib2v0002q"] * 2
+    assert list(tab["EXTVER"]) == [1, 2] * 3 and set(tab["EXTNAME"]) == {"SCI"}
+    assert list(tab["PROPOSID"]) == [11665, 11665, 9999, 9999, 11665, 11665]
+    assert list(tab["MDRIZSKY"]) == [0.0, 0.0, 0.25, 0.25, 0.0, 0.0]
+    assert list(tab["CTXBIT"]) == [0, 0, 1, 1, 2, 2]
+    assert tab["HAPEXPNAME"][2] == LAYER.exposure("ib2v0001", "flc").rootname == (
+        "hst_skycell-p0081x14y14_wfc3_uvis_f606w_all-ib2v0001")
+    assert tab["INSHA256"][4] == recs[2].sha256
+    assert tab["SVMROOTNAME"][0] == "ib2v0000q"
+
+
+def test_records_are_matched_by_file_and_missing_ones_are_named(tmp_path):
+    parts, recs = standard_layer()
+    path, _ = write(tmp_path, parts, recs[::-1])  # any order
+    assert fits.getheader(path)["IN001NAM"] == "ib2v0000q_flc.fits"
+    with pytest.raises(ValueError, match="ib2v0002q_flc.fits"):
+        write(tmp_path, parts, recs[:2])
+
+
+def test_input_headers_feed_the_merge_rules(tmp_path):
+    """ACS-like inputs with headers: FILTER joined without CLEAR, MULTIPLE, zero, PINAME."""
+    parts, recs = standard_layer()
+    headers = {}
+    for k, (p, r) in enumerate(zip(parts, recs, strict=True)):
+        r.instrument, r.detector = "acs", "wfc"
+        prim = fits.Header([
+            ("DATE", f"2020-01-0{k + 1}"), ("TELESCOP", "HST"), ("INSTRUME", "ACS"),
+            ("DETECTOR", "WFC"), ("FILTER1", "F606W"), ("FILTER2", "CLEAR2L"),
+            ("APERTURE", "WFC" if k else "WFCENTER"), ("PA_V3", 123.0 + k),
+            ("PR_INV_L", "Brown"), ("TARGNAME", f"T{k}"), ("EXPTIME", r.exptime),
+            ("EXPSTART", r.expstart), ("EXPEND", r.expend), ("PROPOSID", 10000 + k % 2),
+            ("CALIBSWI", "COMPLETE"),
+        ])
+        sci = fits.Header([("PHOTFLAM", 7e-20), ("PHOTMODE", "ACS WFC1 F606W"),
+                           ("WCSNAME", "IDC_x-FIT"), ("CCDCHIP", 2), ("BUNIT", "ELECTRONS")])
+        headers[p.file] = InputHeaders(prim, {1: sci, 2: sci.copy()})
+    path, _ = write(tmp_path, parts, recs, input_headers=headers)
+    h = fits.getheader(path)
+    assert h["FILTER"] == "F606W" and h["FILTER2"] == "CLEAR2L"
+    assert h["APERTURE"] == "MULTIPLE" and h["PA_V3"] == 0.0
+    assert h["TARGNAME"] == "T0" and h["PINAME"] == "Brown" and h["TELESCOP"] == "HST"
+    assert h["PROPOSID"] == "10000; 10001"
+    assert "CALIBSWI" not in h and "DATE" not in h
+    s = fits.getheader(path, "SCI")
+    assert s["PHOTFLAM"] == 7e-20 and s["PHOTMODE"] == "ACS WFC1 F606W"
+    assert s["WCSNAME"] == fits.getheader(path, "WHT")["WCSNAME"] == "IDC_x-FIT"
+    tab = fits.getdata(path, "HDRTAB")
+    assert list(tab["GENDATE"]) == ["2020-01-01"] * 2 + ["2020-01-02"] * 2 + ["2020-01-03"] * 2
+    assert list(tab["CCDCHIP"]) == [2] * 6 and list(tab["FILTER"]) == ["F606W"] * 6
+
+
+def test_read_input_headers(tmp_path):
+    prim = fits.PrimaryHDU(header=fits.Header([("INSTRUME", "WFC3"), ("DATE", "2023-12-15")]))
+    hdus = [prim] + [fits.ImageHDU(np.zeros((2, 2), np.float32), name=n, ver=v)
+                     for n, v in (("SCI", 1), ("ERR", 1), ("DQ", 1), ("SCI", 2))]
+    path = tmp_path / "ib4606c5q_flc.fits"
+    fits.HDUList(hdus).writeto(path)
+    got = read_input_headers(path)
+    assert got.primary["INSTRUME"] == "WFC3" and sorted(got.chips) == [1, 2]
+    bad = tmp_path / "bad_flc.fits"
+    bad.write_text("not fits")
+    with pytest.raises(OSError, match="bad_flc.fits"):
+        read_input_headers(bad)
+
+
+def test_rerun_is_byte_identical(tmp_path):
+    a, _ = write(tmp_path / "a")
+    b, _ = write(tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    # and something changes when an input changes (the comparison can fail)
+    parts, recs = standard_layer()
+    recs[0].sha256 = "0" * 64
+    c, _ = write(tmp_path / "c", parts, recs)
+    assert c.read_bytes() != a.read_bytes()
+    text = a.read_bytes().decode("ascii", errors="replace")
+    assert not re.search(r"DATE    =", text)
+
+
+def test_no_wall_clock_date_anywhere(tmp_path):
+    path, _ = write(tmp_path)
+    today = Time.now().isot[:10]
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            for card in hdu.header.cards:
+                assert today not in str(card.value), card
+
+
+def test_atomic_write_leaves_no_file_when_interrupted(tmp_path, monkeypatch):
+    parts, recs = standard_layer()
+    arrays = combine_partials(parts, FRAME)
+    path = tmp_path / LAYER.filename
+
+    def broken_writeto(self, fileobj, *args, **kwargs):
+        Path(fileobj).write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", broken_writeto)
+    with pytest.raises(OSError, match="simulated"):
+        products.write_layer(path, arrays, FRAME, LAYER, recs, PARAMS)
+    assert list(tmp_path.iterdir()) == []
+    # an existing product survives a failed rewrite untouched
+    path.write_bytes(b"old product")
+    with pytest.raises(OSError, match="simulated"):
+        products.write_layer(path, arrays, FRAME, LAYER, recs, PARAMS)
+    assert path.read_bytes() == b"old product" and list(tmp_path.iterdir()) == [path]
+
+
+def test_product_names_come_from_names(tmp_path):
+    parts, recs = standard_layer()
+    arrays = combine_partials(parts, FRAME)
+    with pytest.raises(ValueError, match="not the layer name"):
+        products.write_layer(tmp_path / "x_drc.fits", arrays, FRAME, LAYER, recs, PARAMS)
+    with pytest.raises(ValueError, match="not on the layer frame"):
+        products.write_layer(tmp_path / LAYER.filename, arrays, FRAME.window(1, 0, 10, 10),
+                             LAYER, recs, PARAMS)
+    coarse = LayerName.for_skycell(SKYCELL, "wfc3", "ir", "f160w", scale="coarse")
+    assert coarse.filename == "hst_skycell-p0081x14y14_wfc3_ir_f160w_coarse-all_drz.fits"
+    # a name given as text is parsed
+    path = products.write_layer(tmp_path / LAYER.filename, arrays, FRAME, LAYER.filename,
+                                recs, PARAMS)
+    assert fits.getheader(path)["ROOTNAME"] == LAYER.rootname
+
+
+# ------------------------------------------------------------------------- trailer, manifest
+
+
+def test_trailer(tmp_path):
+    parts, _ = standard_layer()
+    arrays = combine_partials(parts, FRAME)
+    lines = products.trailer_lines(arrays, ["sky matching: none"])
+    path = products.write_trailer(tmp_path / LAYER.trailer, LAYER, lines)
+    text = path.read_text()
+    assert text.splitlines()[0] == f"# mvmflow trailer of {LAYER.filename}"
+    assert "ib2v0001q_flc.fits" in text and "MEANNEXP" in text and "sky matching" in text
+    with pytest.raises(ValueError, match="_trl.txt"):
+        products.write_trailer(tmp_path / "other_trl.txt", LAYER, lines)
+
+
+def test_manifest_keeps_product_order(tmp_path):
+    fine = LayerName.for_skycell(SKYCELL, "wfc3", "ir", "f160w")
+    coarse = LayerName.for_skycell(SKYCELL, "wfc3", "ir", "f160w", scale="coarse")
+    uvis = LAYER
+    entries = products.manifest_entries([uvis, coarse, fine])
+    assert entries == [uvis.filename, uvis.trailer, coarse.filename, coarse.trailer,
+                       fine.filename, fine.trailer]
+    path = tmp_path / manifest_filename(SKYCELL)
+    products.write_manifest(path, entries + [f"/some/dir/{uvis.filename}"])
+    lines = path.read_text().splitlines()
+    assert lines == entries  # order kept (not sorted), duplicate dropped, base names
+    assert lines != sorted(lines)
+    products.write_manifest(path, [])
+    assert path.read_text() == ""
+    with pytest.raises(ValueError, match="manifest"):
+        products.write_manifest(tmp_path / "manifest.txt", entries)
+
+
+def test_layer_with_more_than_32_inputs_writes_a_3d_context(tmp_path):
+    n = 35
+    parts = [make_partial(k, k, 0, 3, 4, 1.0, 10.0) for k in range(n)]
+    recs = [make_record(k, 10.0, nchip=1) for k in range(n)]
+    path, arrays = write(tmp_path, parts, recs)
+    with fits.open(path) as hdul:
+        ctx = hdul["CTX"]
+        assert ctx.data.shape == (2, *FRAME.shape) and ctx.header["NAXIS"] == 3
+        np.testing.assert_array_equal(ctx.data, arrays.ctx)
+        assert ctx.header["CTXNEXP"] == n and ctx.header["CTXNPLN"] == 2
+        w = WCS(ctx.header, naxis=2)  # the celestial axes of the context cube
+        np.testing.assert_array_equal(w.wcs.crpix, FRAME.wcs.wcs.crpix)
+        assert hdul[0].header["IN035NAM"] == "ib2v0034q_flc.fits"
+        assert len(hdul["HDRTAB"].data) == n
+
+
+def test_records_without_chip_list_give_one_row_per_exposure(tmp_path):
+    parts, recs = standard_layer()
+    for r in recs:
+        r.chips = []
+    path, _ = write(tmp_path, parts, recs)
+    tab = fits.getdata(path, "HDRTAB")
+    assert list(tab["EXTVER"]) == [1, 1, 1]
+    assert fits.getheader(path)["NDRIZIM"] == 3
+
+
+def test_resample_partials_are_placed_by_their_frame_and_box():
+    """The real MAP output type: placed via frame + box, also on fractional coarse frames."""
+    resample = pytest.importorskip("mvmflow.resample")
+    layer = grid.SkyCell(81, 14, 14, "coarse").frame.window(100, 200, 40, 30)
+    # drizzled onto the whole coarse sky cell (fractional plane origin), box inside `layer`
+    cell = grid.SkyCell(81, 14, 14, "coarse").frame
+    rng = np.random.default_rng(9)
+    parts = []
+    for k, (bx, by) in enumerate([(105, 203), (118, 210), (130, 199)]):
+        w = np.full((12, 15), 10.0 * (k + 1), np.float32)
+        flux = (w * rng.normal(3, 1, w.shape)).astype(np.float32)
+        parts.append(resample.Partial(flux, w, np.ones(w.shape, np.uint8), cell, bx, by,
+                                      f"{ipp(k)}q_flt.fits", ipp(k), 10.0 * (k + 1)))
+    arrays = combine_partials(parts, layer)
+    assert arrays.files == tuple(p.filename for p in parts)
+    assert np.isfinite(arrays.sci[3:15, 5:20]).all() and np.isnan(arrays.sci[0, 0])
+    assert arrays.context_bit(2)[0, 30] and not arrays.context_bit(2)[0, 29]  # y 199 -> clipped
+    # the same sums as resample's own reduce (which sorts by file name: same order here)
+    stack = resample.place(parts, layer)
+    np.testing.assert_array_equal(arrays.sci, stack.sci())
+    np.testing.assert_array_equal(arrays.wht, stack.weight.astype(np.float32))
+    offsets = {parts[1].filename: 0.5}
+    sky = combine_partials(parts, layer, offsets)
+    assert sky.sci[12, 25] == pytest.approx(arrays.sci[12, 25] - 0.5, abs=1e-5)
