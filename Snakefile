@@ -8,6 +8,8 @@
 
 from snakemake.utils import min_version, validate
 
+from mvmflow.switches import resolve_switches
+
 min_version("9.0")
 
 
@@ -15,16 +17,34 @@ configfile: "config/config.yaml"
 
 
 validate(config, "config/schema.yaml")
+# MVM_INCLUDE_SMALL, MVM_ONLY_CTE and MVM_QUALITY_TESTING override the config switches; a bad
+# value stops the run here, before any work.
+config.update(resolve_switches(config))
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    exposure=r"[A-Za-z0-9_.\-]+",
+    skycell=r"skycell-p\d{4}x\d{2}y\d{2}",
+    root=r"hst_[A-Za-z0-9_.\-]+",
+    ptype=r"dr[cz]",
+    preset=r"[a-z0-9_]+",
+
+
 include: "rules/simulate.smk"
+include: "rules/inputs.smk"
+include: "rules/screen.smk"
+include: "rules/plan.smk"
+include: "rules/drizzle.smk"
+include: "rules/layers.smk"
 
 
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        final_outputs,
 
 
 onsuccess:

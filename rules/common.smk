@@ -1,30 +1,156 @@
-# Helpers shared by the rules: paths and the list of final outputs.
+# Helpers shared by the rules: paths, the input list, the plan, and the final outputs.
 
+import json
+import os
 from pathlib import Path
 
-
-def resources_dir():
-    """Where downloads and simulations go."""
-    return Path(config["resources"])
+OUT = config["outdir"]
+RES = config["resources"]
 
 
 def demo_dir():
     """Directory of the simulated demo data set."""
-    return resources_dir() / config["demo"]["preset"]
+    return Path(RES) / config["demo"]["preset"]
 
 
-def final_outputs():
-    """Targets of rule all for the configured inputs."""
-    if config["inputs"] == "demo":
-        return [demo_dir() / "truth" / "exposures.ecsv"]
+def inputs_sources():
+    """Files the input list is made from: the demo truth table or the list file."""
+    spec = config["inputs"]
+    if spec == "demo":
+        return [str(demo_dir() / "truth" / "exposures.ecsv")]
+    if not any(c in spec for c in "*?[") and Path(spec).is_file():
+        return [spec]
     return []
+
+
+def input_table():
+    """{key: path} of every input exposure (after the inputs checkpoint)."""
+    path = checkpoints.inputs.get().output[0]
+    table = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                key, file = line.rstrip("\n").split("\t")
+                table[key] = file
+    return table
+
+
+def input_path(wildcards):
+    return input_table()[wildcards.exposure]
+
+
+def screen_records(wildcards=None):
+    return [f"{OUT}/screen/records/{key}.json" for key in input_table()]
+
+
+_PLAN_CACHE = {}
+
+
+def plan_data():
+    """The plan (after the plan checkpoint), read once per file version."""
+    path = checkpoints.plan.get().output.plan
+    key = (path, os.path.getmtime(path))
+    if key not in _PLAN_CACHE:
+        with open(path) as f:
+            _PLAN_CACHE.clear()
+            _PLAN_CACHE[key] = json.load(f)
+    return _PLAN_CACHE[key]
+
+
+def _key(filename):
+    """Input key of a member file name (its name without .fits)."""
+    return filename[: -len(".fits")] if filename.endswith(".fits") else filename
+
+
+def layer_of(wildcards):
+    """The plan entry of one layer product."""
+    name = f"{wildcards.root}_{wildcards.ptype}.fits"
+    for cell in plan_data()["skycells"]:
+        for layer in cell["layers"]:
+            if layer["name"] == name:
+                return layer
+    raise ValueError(f"{name} is not a layer of the plan")
+
+
+def layer_jobs(wildcards):
+    """The plan's drizzle jobs of one layer, in drizzle order."""
+    name = f"{wildcards.root}_{wildcards.ptype}.fits"
+    jobs = [j for j in plan_data()["jobs"] if j["layer"] == name]
+    return sorted(jobs, key=lambda j: j["order"])
+
+
+def partials_of(wildcards):
+    """The partial files of one layer, in the layer's drizzle order."""
+    return [
+        f"{OUT}/partials/{wildcards.skycell}/{wildcards.root}_{wildcards.ptype}/"
+        f"{_key(j['filename'])}.fits"
+        for j in layer_jobs(wildcards)
+    ]
+
+
+def records_of(wildcards):
+    """Screen records of a layer's members."""
+    return [f"{OUT}/screen/records/{_key(j['filename'])}.json" for j in layer_jobs(wildcards)]
+
+
+def map_job(wildcards):
+    """The plan's drizzle job for one (exposure, layer)."""
+    for job in layer_jobs(wildcards):
+        if _key(job["filename"]) == wildcards.exposure:
+            return job
+    raise ValueError(f"no drizzle job for {wildcards.exposure} in {wildcards.root}")
+
+
+def layer_params(wildcards):
+    """Resolved drizzle parameters of a layer (set by the plan)."""
+    return plan_data()["params"][f"{wildcards.root}_{wildcards.ptype}.fits"]
+
+
+def _layer_by_root(wildcards):
+    for cell in plan_data()["skycells"]:
+        for layer in cell["layers"]:
+            if layer["name"].rsplit("_", 1)[0] == wildcards.root:
+                return cell, layer
+    raise ValueError(f"{wildcards.root} is not a layer of the plan")
+
+
+def product_of_root(wildcards):
+    """The layer product a trailer belongs to."""
+    cell, layer = _layer_by_root(wildcards)
+    return f"{OUT}/skycells/{cell['name']}/{layer['name']}"
+
+
+def log_of_root(wildcards):
+    """The log of the layer job a trailer belongs to."""
+    cell, layer = _layer_by_root(wildcards)
+    return f"logs/layer/{cell['name']}/{layer['name'][:-5]}.log"
+
+
+def skycell_products(wildcards):
+    """Every product of a sky cell: layers and their trailers, in plan order."""
+    cell = next(c for c in plan_data()["skycells"] if c["name"] == wildcards.skycell)
+    out = []
+    for layer in cell["layers"]:
+        out.append(f"{OUT}/skycells/{cell['name']}/{layer['name']}")
+        out.append(f"{OUT}/skycells/{cell['name']}/{layer['name'].rsplit('_', 1)[0]}_trl.txt")
+    return out
+
+
+def final_outputs(wildcards=None):
+    """The final targets: every layer product, trailer and manifest of the plan."""
+    targets = [f"{OUT}/screen/accepted.ecsv", f"{OUT}/screen/rejected.ecsv"]
+    for cell in plan_data()["skycells"]:
+        targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_manifest.txt")
+        targets += skycell_products(type("W", (), {"skycell": cell["name"]}))
+    return targets
+
+
+def mem_for_frame(layer, arrays=6):
+    """MB needed to hold ``arrays`` float64 frames of a layer, plus a margin."""
+    nx, ny = layer["frame"]["nx"], layer["frame"]["ny"]
+    return int(500 + arrays * 8 * nx * ny / 1e6)
 
 
 def summary_message():
     """The message printed when a run succeeds."""
-    if config["inputs"] == "demo":
-        return (
-            f"mvmflow: demo data set simulated in {demo_dir()} "
-            f"(exposures, truth/ and the reference catalogue truth/refcat.ecsv)"
-        )
-    return "mvmflow: done"
+    return f"mvmflow: products in {OUT}/skycells, screening report in {OUT}/screen"

@@ -27,3 +27,25 @@ def test_bad_config_is_rejected_at_start(tmp_path):
     out = run("-n", "--cores", "1", "--config", "no_such_key=1")
     assert out.returncode != 0
     assert "no_such_key" in out.stdout + out.stderr
+
+
+def test_bad_environment_switch_fails_at_start(tmp_path):
+    import os
+
+    env = dict(os.environ, MVM_ONLY_CTE="maybe")
+    out = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1"], cwd=ROOT, capture_output=True,
+                         text=True, env=env)
+    assert out.returncode != 0
+    assert "MVM_ONLY_CTE" in out.stdout + out.stderr and "maybe" in out.stdout + out.stderr
+
+
+def test_params_command_round_trips(tmp_path):
+    from mvmflow.cli import main
+
+    out = tmp_path / "resolved.yaml"
+    assert main(["params", "--configfile", str(ROOT / "config" / "config.yaml"),
+                 "--detectors", str(ROOT / "config" / "detectors.yaml"), "-o", str(out)]) == 0
+    # the dump is a valid config: snakemake accepts it as --configfile
+    res = run("-n", "--cores", "1", "--configfile", str(out),
+              "--config", f"resources={tmp_path}/res")
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -1,0 +1,21 @@
+# Inputs: the list of exposures to process (demo, glob pattern or list file).
+
+
+checkpoint inputs:
+    input:
+        inputs_sources(),
+    output:
+        f"{OUT}/inputs.tsv",
+    params:
+        spec=config["inputs"],
+    log:
+        "logs/inputs.log",
+    benchmark:
+        "benchmarks/inputs.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/inputs.py"

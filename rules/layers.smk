@@ -1,0 +1,63 @@
+# Layers (reduce): sum the partials of a layer into its product; trailer; manifest.
+
+
+rule layer:
+    input:
+        partials=partials_of,
+        records=records_of,
+        plan=f"{OUT}/plan/plan.json",
+    output:
+        f"{OUT}/skycells/{{skycell}}/{{root}}_{{ptype}}.fits",
+    params:
+        layer=layer_of,
+        drizzle=layer_params,
+    log:
+        "logs/layer/{skycell}/{root}_{ptype}.log",
+    benchmark:
+        "benchmarks/layer/{skycell}/{root}_{ptype}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: mem_for_frame(layer_of(wildcards)),
+    script:
+        "../scripts/layer.py"
+
+
+rule trailer:
+    input:
+        product=product_of_root,
+    output:
+        f"{OUT}/skycells/{{skycell}}/{{root}}_trl.txt",
+    params:
+        layer_log=log_of_root,
+    log:
+        "logs/trailer/{skycell}/{root}.log",
+    benchmark:
+        "benchmarks/trailer/{skycell}/{root}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/trailer.py"
+
+
+rule manifest:
+    input:
+        products=skycell_products,
+        poller=f"{OUT}/skycells/{{skycell}}/{{skycell}}_input.out",
+    output:
+        f"{OUT}/skycells/{{skycell}}/{{skycell}}_manifest.txt",
+    log:
+        "logs/manifest/{skycell}.log",
+    benchmark:
+        "benchmarks/manifest/{skycell}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/manifest.py"

@@ -1,0 +1,38 @@
+# Screen: one record per exposure (accepted, or rejected with the reason).
+
+
+rule screen:
+    input:
+        exposure=input_path,
+    output:
+        f"{OUT}/screen/records/{{exposure}}.json",
+    log:
+        "logs/screen/{exposure}.log",
+    benchmark:
+        "benchmarks/screen/{exposure}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(500, int(3 * input.size_mb)),
+    script:
+        "../scripts/screen.py"
+
+
+rule screen_report:
+    input:
+        screen_records,
+    output:
+        accepted=f"{OUT}/screen/accepted.ecsv",
+        rejected=f"{OUT}/screen/rejected.ecsv",
+    log:
+        "logs/screen_report.log",
+    benchmark:
+        "benchmarks/screen_report.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/screen_report.py"

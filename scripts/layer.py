@@ -1,0 +1,31 @@
+"""Rule layer (reduce): sky-match and sum the partials of a layer; write the product."""
+
+import logging
+
+from mvmflow.combine import combine_partials
+from mvmflow.grid import Frame
+from mvmflow.names import LayerName
+from mvmflow.products import write_layer
+from mvmflow.records import read_record
+from mvmflow.resample import read_partial
+from mvmflow.skymatch import sky_match
+from mvmflow.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    log = logging.getLogger("mvmflow")
+    layer = snakemake.params.layer
+    params = snakemake.params.drizzle
+    frame = Frame(**layer["frame"])
+    partials = [read_partial(p) for p in snakemake.input.partials]  # drizzle order
+    sky = {}
+    if params["skysub"] and len(partials) > 1:
+        match = sky_match([p for p in partials if not p.empty], frame, params["skystat"])
+        sky = match.offsets
+        for line in match.lines():
+            log.info("sky: %s", line)
+    arrays = combine_partials(partials, frame, sky)
+    records = [read_record(p) for p in snakemake.input.records]
+    write_layer(snakemake.output[0], arrays, frame, LayerName.parse(layer["name"]), records,
+                params)
+    log.info("wrote %s (%d x %d, %d inputs)", layer["name"], frame.nx, frame.ny,
+             len(partials))

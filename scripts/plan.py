@@ -1,0 +1,40 @@
+"""Checkpoint plan: sky cells, layers, frames, drizzle jobs and per-layer parameters."""
+
+import json
+import logging
+from pathlib import Path
+
+from mvmflow.params import layer_parameters, load_defaults, resolve_table
+from mvmflow.plan import plan_skycells
+from mvmflow.records import read_record
+from mvmflow.switches import resolve_switches
+from mvmflow.workflow import atomic_path, rule_logging
+
+with rule_logging(snakemake.log[0]):
+    log = logging.getLogger("mvmflow")
+    switches = resolve_switches(snakemake.params.switches)
+    table = resolve_table(load_defaults(snakemake.input.detectors), snakemake.params.detectors)
+    records = [read_record(p) for p in snakemake.input.records]
+    plan = plan_skycells(
+        records,
+        layer_method=snakemake.params.layer_method,
+        exp_limit=snakemake.params.exp_limit,
+        include_small=switches["include_small"],
+        only_cte=switches["only_cte"],
+    )
+    data = plan.to_dict()
+    data["switches"] = switches
+    data["params"] = {}
+    for layer in plan.layers:
+        detkey = f"{layer.instrument}_{layer.detector}"
+        data["params"][layer.name] = layer_parameters(
+            table, detkey, layer.filter, layer.coverage.meannexp
+        )
+        log.info("layer %s: %d members, n=%d (%s)", layer.name, len(layer.members),
+                 layer.coverage.n, data["params"][layer.name]["set"])
+    for note in plan.notes + [n for sc in plan.skycells for n in sc.notes]:
+        log.warning(note)
+    with atomic_path(snakemake.output.plan) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    log.info("%d sky cells, %d layers, %d drizzle jobs", len(plan.skycells),
+             len(plan.layers), len(plan.jobs))

@@ -1,0 +1,70 @@
+"""Input forms: demo truth table, glob pattern, list file; keys and clear errors."""
+
+from pathlib import Path
+
+import pytest
+from astropy.table import Table
+
+from mvmflow.inputs import exposure_key, read_input_table, resolve_inputs, write_input_table
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def test_key():
+    assert exposure_key("/a/b/ib2v01abq_flc.fits") == "ib2v01abq_flc"
+    assert exposure_key("hst_11665_06_wfc3_ir_f110w_ib4606cp_flt.fits.gz") == (
+        "hst_11665_06_wfc3_ir_f110w_ib4606cp_flt")
+
+
+def test_glob(tmp_path):
+    a = touch(tmp_path / "d" / "ib2v01abq_flc.fits")
+    b = touch(tmp_path / "d" / "j8cw03f2q_flt.fits")
+    touch(tmp_path / "d" / "notes.txt")
+    table = resolve_inputs(str(tmp_path / "d" / "*_fl?.fits"))
+    assert table == {"ib2v01abq_flc": str(a.resolve()), "j8cw03f2q_flt": str(b.resolve())}
+
+
+def test_list_file_relative_paths_and_comments(tmp_path):
+    a = touch(tmp_path / "data" / "ib2v01abq_flc.fits")
+    lst = tmp_path / "inputs.txt"
+    lst.write_text("# my exposures\n\ndata/ib2v01abq_flc.fits  # first\n")
+    assert resolve_inputs(str(lst)) == {"ib2v01abq_flc": str(a.resolve())}
+
+
+def test_list_file_missing_entry_names_line(tmp_path):
+    lst = tmp_path / "inputs.txt"
+    lst.write_text("nope_flc.fits\n")
+    with pytest.raises(FileNotFoundError, match=r"inputs.txt, line 1: .*nope_flc.fits"):
+        resolve_inputs(str(lst))
+
+
+def test_duplicate_names_are_an_error(tmp_path):
+    touch(tmp_path / "a" / "ib2v01abq_flc.fits")
+    touch(tmp_path / "b" / "ib2v01abq_flc.fits")
+    with pytest.raises(ValueError, match="share the name ib2v01abq_flc"):
+        resolve_inputs(str(tmp_path / "*" / "*.fits"))
+
+
+def test_nothing_matches(tmp_path):
+    with pytest.raises(ValueError, match="matches no file"):
+        resolve_inputs(str(tmp_path / "*.fits"))
+    with pytest.raises(FileNotFoundError, match="neither"):
+        resolve_inputs(str(tmp_path / "missing.txt"))
+
+
+def test_demo_truth_table(tmp_path):
+    a = touch(tmp_path / "demo" / "jabc01a1q_flc.fits")
+    truth = tmp_path / "demo" / "truth" / "exposures.ecsv"
+    truth.parent.mkdir()
+    Table({"file": ["jabc01a1q_flc.fits"]}).write(truth, format="ascii.ecsv")
+    assert resolve_inputs("demo", demo_truth=truth) == {"jabc01a1q_flc": str(a.resolve())}
+
+
+def test_table_round_trip(tmp_path):
+    table = {"a_flc": "/x/a_flc.fits", "b_flt": "/y/b_flt.fits"}
+    write_input_table(table, tmp_path / "t.tsv")
+    assert read_input_table(tmp_path / "t.tsv") == table
