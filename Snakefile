@@ -6,6 +6,8 @@
 #
 # The rules live in rules/*.smk, their scripts in scripts/, the science in the mvmflow package.
 
+import os
+
 from snakemake.utils import min_version, validate
 
 from mvmflow.switches import resolve_switches
@@ -13,7 +15,7 @@ from mvmflow.switches import resolve_switches
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate(config, "config/schema.yaml")
@@ -31,6 +33,7 @@ wildcard_constraints:
     root=r"hst_[A-Za-z0-9_.\-]+",
     ptype=r"dr[cz]",
     preset=r"[a-z0-9_]+",
+    group=r"p\d{4}_[a-z0-9]+_[a-z0-9]+_[a-z0-9\-]+_[a-z0-9\-]+",
 
 
 include: "rules/simulate.smk"
@@ -38,6 +41,7 @@ include: "rules/inputs.smk"
 include: "rules/screen.smk"
 include: "rules/plan.smk"
 include: "rules/drizzle.smk"
+include: "rules/sky.smk"
 include: "rules/layers.smk"
 
 

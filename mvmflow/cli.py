@@ -6,6 +6,10 @@ Subcommands::
     mvmflow skycell NAME [--scale coarse]  the WCS of a sky cell, as FITS header cards
     mvmflow simulate --preset NAME --out DIR [--seed N]
                                           write a simulated data set with its truth
+    mvmflow poller FILES... --skycell NAME -o OUT
+                                          write an MVM (or --svm) poller file
+    mvmflow params [--configfile FILE ...] -o OUT
+                                          write a run's fully resolved parameters
 """
 
 from __future__ import annotations
@@ -61,6 +65,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:  # pragma: no cover - fallba
     return 0
 
 
+def _cmd_params(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mvmflow.params import deep_merge, dump_resolved, load_defaults
+    from mvmflow.switches import resolve_switches
+
+    config: dict = {}
+    for path in args.configfile:
+        try:
+            loaded = yaml.safe_load(open(path)) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from exc
+        config = deep_merge(config, loaded)
+    config.update(resolve_switches(config))
+    dump_resolved(config, load_defaults(args.detectors), args.output)
+    print(f"wrote the resolved parameters to {args.output}; "
+          f"use them with: snakemake --configfile {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mvmflow`` command."""
     from mvmflow import __version__
@@ -84,6 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_skycell)
 
     _add_simulate(sub)
+
+    from mvmflow.poller import add_poller_arguments, run_poller
+
+    p = sub.add_parser("poller", help="write an MVM or SVM poller file from exposures")
+    add_poller_arguments(p)
+    p.set_defaults(func=run_poller)
+
+    p = sub.add_parser(
+        "params",
+        help="write a run's fully resolved configuration (editable, feeds back as --configfile)",
+    )
+    p.add_argument("--configfile", action="append", default=None,
+                   help="config file(s), later ones override (default: config/config.yaml)")
+    p.add_argument("--detectors", default="config/detectors.yaml",
+                   help="per-detector defaults (default: config/detectors.yaml)")
+    p.add_argument("-o", "--output", required=True, help="output YAML file")
+    p.set_defaults(func=_cmd_params)
     return parser
 
 
@@ -91,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mvmflow`` command; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "configfile", "unset") is None:
+        args.configfile = ["config/config.yaml"]
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

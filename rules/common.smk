@@ -154,3 +154,41 @@ def mem_for_frame(layer, arrays=6):
 def summary_message():
     """The message printed when a run succeeds."""
     return f"mvmflow: products in {OUT}/skycells, screening report in {OUT}/screen"
+
+
+def sky_group(layer):
+    """The sky group of a layer: projection cell, instrument, detector, filter, class."""
+    label = layer["exptime_class"] + (f"-{layer['year']}" if layer.get("year") else "")
+    return (f"p{layer['skycell'][9:13]}_{layer['instrument']}_{layer['detector']}_"
+            f"{layer['filter']}_{label}")
+
+
+def _group_layers(group):
+    return [
+        (cell["name"], layer)
+        for cell in plan_data()["skycells"]
+        for layer in cell["layers"]
+        if sky_group(layer) == group and layer["scale"] == "fine"
+    ]
+
+
+def sky_partials(wildcards):
+    """Every fine partial of a sky group, over all its sky cells, in plan order."""
+    out = []
+    for cell, layer in _group_layers(wildcards.group):
+        root, ptype = layer["name"][: -len(".fits")].rsplit("_", 1)
+        w = type("W", (), {"skycell": cell, "root": root, "ptype": ptype})
+        out += partials_of(w)
+    return out
+
+
+def sky_params(wildcards):
+    """Sky statistic of a group, and whether any of its layers matches sky."""
+    params = [plan_data()["params"][layer["name"]] for _, layer in _group_layers(wildcards.group)]
+    used = [p for p in params if p["skysub"]]
+    return {"skysub": bool(used), "skystat": (used or params)[0]["skystat"]}
+
+
+def sky_file(wildcards):
+    """The sky offsets file a layer uses."""
+    return f"{OUT}/sky/{sky_group(layer_of(wildcards))}.json"

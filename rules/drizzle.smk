@@ -14,7 +14,7 @@ rule drizzle:
     log:
         "logs/drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
     benchmark:
-        "benchmarks/drizzle/{skycell}/{root}_{ptype}/{exposure}.tsv"
+        "logs/benchmarks/drizzle/{skycell}/{root}_{ptype}/{exposure}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1

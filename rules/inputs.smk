@@ -11,7 +11,7 @@ checkpoint inputs:
     log:
         "logs/inputs.log",
     benchmark:
-        "benchmarks/inputs.tsv"
+        "logs/benchmarks/inputs.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1

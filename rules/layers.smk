@@ -5,6 +5,7 @@ rule layer:
     input:
         partials=partials_of,
         records=records_of,
+        sky=sky_file,
         plan=f"{OUT}/plan/plan.json",
     output:
         f"{OUT}/skycells/{{skycell}}/{{root}}_{{ptype}}.fits",
@@ -14,7 +15,7 @@ rule layer:
     log:
         "logs/layer/{skycell}/{root}_{ptype}.log",
     benchmark:
-        "benchmarks/layer/{skycell}/{root}_{ptype}.tsv"
+        "logs/benchmarks/layer/{skycell}/{root}_{ptype}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
@@ -34,7 +35,7 @@ rule trailer:
     log:
         "logs/trailer/{skycell}/{root}.log",
     benchmark:
-        "benchmarks/trailer/{skycell}/{root}.tsv"
+        "logs/benchmarks/trailer/{skycell}/{root}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
@@ -53,7 +54,7 @@ rule manifest:
     log:
         "logs/manifest/{skycell}.log",
     benchmark:
-        "benchmarks/manifest/{skycell}.tsv"
+        "logs/benchmarks/manifest/{skycell}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1

@@ -5,7 +5,7 @@ checkpoint plan:
     input:
         records=screen_records,
         accepted=f"{OUT}/screen/accepted.ecsv",
-        detectors="config/detectors.yaml",
+        detectors=os.path.join(workflow.basedir, "config", "detectors.yaml"),
     output:
         plan=f"{OUT}/plan/plan.json",
     params:
@@ -18,7 +18,7 @@ checkpoint plan:
     log:
         "logs/plan.log",
     benchmark:
-        "benchmarks/plan.tsv"
+        "logs/benchmarks/plan.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
@@ -36,7 +36,7 @@ rule poller:
     log:
         "logs/poller/{skycell}.log",
     benchmark:
-        "benchmarks/poller/{skycell}.tsv"
+        "logs/benchmarks/poller/{skycell}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1

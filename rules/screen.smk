@@ -9,7 +9,7 @@ rule screen:
     log:
         "logs/screen/{exposure}.log",
     benchmark:
-        "benchmarks/screen/{exposure}.tsv"
+        "logs/benchmarks/screen/{exposure}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
@@ -28,7 +28,7 @@ rule screen_report:
     log:
         "logs/screen_report.log",
     benchmark:
-        "benchmarks/screen_report.tsv"
+        "logs/benchmarks/screen_report.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1

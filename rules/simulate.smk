@@ -12,7 +12,7 @@ rule simulate:
     log:
         "logs/simulate/{preset}.log",
     benchmark:
-        "benchmarks/simulate/{preset}.tsv"
+        "logs/benchmarks/simulate/{preset}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1

@@ -1,6 +1,8 @@
 """Rule layer (reduce): sky-match and sum the partials of a layer; write the product."""
 
+import json
 import logging
+from pathlib import Path
 
 from mvmflow.combine import combine_partials
 from mvmflow.grid import Frame
@@ -8,7 +10,7 @@ from mvmflow.names import LayerName
 from mvmflow.products import write_layer
 from mvmflow.records import read_record
 from mvmflow.resample import read_partial
-from mvmflow.skymatch import sky_match
+from mvmflow.skygroup import offsets_for_scale
 from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
@@ -18,11 +20,12 @@ with rule_logging(snakemake.log[0]):
     frame = Frame(**layer["frame"])
     partials = [read_partial(p) for p in snakemake.input.partials]  # drizzle order
     sky = {}
-    if params["skysub"] and len(partials) > 1:
-        match = sky_match([p for p in partials if not p.empty], frame, params["skystat"])
-        sky = match.offsets
-        for line in match.lines():
-            log.info("sky: %s", line)
+    if params["skysub"]:
+        group = json.loads(Path(snakemake.input.sky).read_text())["offsets"]
+        members = {p.filename for p in partials}
+        sky = offsets_for_scale({k: v for k, v in group.items() if k in members}, frame.scale)
+        for name, value in sorted(sky.items()):
+            log.info("sky offset %s: %.6g e-/s per pixel", name, value)
     arrays = combine_partials(partials, frame, sky)
     records = [read_record(p) for p in snakemake.input.records]
     write_layer(snakemake.output[0], arrays, frame, LayerName.parse(layer["name"]), records,

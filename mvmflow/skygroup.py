@@ -1,0 +1,112 @@
+"""Sky offsets shared by every sky cell of a layer group.
+
+A layer of one detector and filter usually spans several sky cells of a projection cell,
+and its exposures straddle them. Solving the sky offsets separately per sky cell would give
+each cell its own solution (its frame sees other parts of the overlaps), so the layers of
+neighbouring sky cells would disagree in their shared strip. Instead the offsets are solved
+once per *group* (projection cell, instrument, detector, filter, exposure-time class) from
+all the group's fine-scale partials placed on the projection-cell plane, and every sky
+cell's reduce subtracts the same offsets. The fine grids of all sky cells of a projection
+cell are pixel-aligned, so placing is slicing.
+
+Offsets are in count rate per fine (0.04") pixel; :func:`offsets_for_scale` converts them
+to another scale (a pedestal per pixel scales with the pixel area).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from mvmflow.grid import PC_SCALE, Frame
+from mvmflow.skymatch import SkyMatch, sky_match
+
+__all__ = ["MergedPartial", "group_sky", "merge_on_plane", "offsets_for_scale"]
+
+
+@dataclass
+class MergedPartial:
+    """One exposure's partials of several sky cells merged on a common frame."""
+
+    file: str
+    exptime: float
+    frame: Frame
+    box_x0: int
+    box_y0: int
+    flux: np.ndarray
+    weight: np.ndarray
+    nchips: np.ndarray
+
+
+def _name(p) -> str:
+    return str(getattr(p, "filename", None) or getattr(p, "file"))
+
+
+def merge_on_plane(partials: Iterable) -> tuple[Frame, list[MergedPartial]]:
+    """Merge partials (of possibly several sky-cell frames) per exposure on one frame.
+
+    The frames must share a projection cell and a scale and be pixel-aligned (fine scale).
+    A pixel present in several partials of one exposure (the sky cells' overlap strips)
+    holds the same drizzled value in each; the first one is kept.
+
+    Returns
+    -------
+    frame : Frame
+        The union box on the projection-cell plane.
+    merged : list of MergedPartial
+        One per exposure, in order of first appearance.
+    """
+    partials = [p for p in partials if not getattr(p, "empty", False)]
+    if not partials:
+        raise ValueError("no partial to merge")
+    ref = partials[0].frame
+    boxes = []
+    for p in partials:
+        dx, dy = ref.integer_offset_of(p.frame)
+        x0, y0 = dx + int(p.box_x0), dy + int(p.box_y0)
+        ny, nx = p.flux.shape
+        boxes.append((x0, y0, nx, ny))
+    xmin = min(b[0] for b in boxes)
+    ymin = min(b[1] for b in boxes)
+    xmax = max(b[0] + b[2] for b in boxes)
+    ymax = max(b[1] + b[3] for b in boxes)
+    union = ref.window(xmin, ymin, xmax - xmin, ymax - ymin)
+    by_file: dict[str, list[int]] = {}
+    for i, p in enumerate(partials):
+        by_file.setdefault(_name(p), []).append(i)
+    merged = []
+    for name, idx in by_file.items():
+        bx0 = min(boxes[i][0] for i in idx) - xmin
+        by0 = min(boxes[i][1] for i in idx) - ymin
+        bx1 = max(boxes[i][0] + boxes[i][2] for i in idx) - xmin
+        by1 = max(boxes[i][1] + boxes[i][3] for i in idx) - ymin
+        flux = np.zeros((by1 - by0, bx1 - bx0), np.float32)
+        weight = np.zeros_like(flux)
+        nchips = np.zeros(flux.shape, np.uint8)
+        for i in reversed(idx):  # the first partial wins where they overlap
+            x0, y0, nx, ny = boxes[i]
+            sl = (slice(y0 - ymin - by0, y0 - ymin - by0 + ny),
+                  slice(x0 - xmin - bx0, x0 - xmin - bx0 + nx))
+            p = partials[i]
+            has = p.weight > 0
+            flux[sl][has] = p.flux[has]
+            weight[sl][has] = p.weight[has]
+            if getattr(p, "nchips", None) is not None:
+                nchips[sl][has] = p.nchips[has]
+        merged.append(MergedPartial(name, float(partials[idx[0]].exptime), union, bx0, by0,
+                                    flux, weight, nchips))
+    return union, merged
+
+
+def group_sky(partials: Iterable, stat: str = "median", **kwargs) -> SkyMatch:
+    """Sky offsets of a layer group from all its fine partials (see the module notes)."""
+    frame, merged = merge_on_plane(partials)
+    return sky_match(merged, frame, stat, **kwargs)
+
+
+def offsets_for_scale(offsets: Mapping[str, float], scale: float) -> dict[str, float]:
+    """Convert per-fine-pixel offsets to per-pixel offsets at ``scale`` (arcsec/px)."""
+    factor = (float(scale) / PC_SCALE) ** 2
+    return {k: float(v) * factor for k, v in offsets.items()}

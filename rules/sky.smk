@@ -1,0 +1,23 @@
+# Sky (per layer group, before the reduce): relative sky offsets from the overlaps of all
+# the group's fine partials, shared by every sky cell so neighbours agree in their overlap.
+
+
+rule sky:
+    input:
+        partials=sky_partials,
+        plan=f"{OUT}/plan/plan.json",
+    output:
+        f"{OUT}/sky/{{group}}.json",
+    params:
+        sky=sky_params,
+    log:
+        "logs/sky/{group}.log",
+    benchmark:
+        "logs/benchmarks/sky/{group}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1000, int(3 * input.size_mb)),
+    script:
+        "../scripts/sky.py"
