@@ -76,7 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from mvmflow import names
-from mvmflow.grid import Frame, SkyCell, _clip_polygon, sky_cells_for_footprint
+from mvmflow.grid import Frame, SkyCell, sky_cells_for_footprint
 from mvmflow.poller import format_poller, row_from_record
 
 __all__ = [

@@ -418,14 +418,15 @@ def _edge_jacobian(chip_wcs: WCS, frame: Frame, shape: tuple[int, int]):
 
 
 def chip_box(chip_wcs: WCS, frame: Frame, shape: tuple[int, int] | None = None,
-             pixfrac: float = 1.0, margin: int = 1) -> Box | None:
+             pixfrac: float = 1.0, margin: int = 1, clip: bool = True) -> Box | None:
     """The integer box of frame pixels a chip's drizzle can touch, or None.
 
     The chip outline is mapped exactly (the image of a chip's interior lies within the image
     of its edges). A drop (an input pixel shrunk by ``pixfrac``) reaches
     ``pixfrac/2 * (|dX/dx| + |dX/dy|)`` beyond its centre along frame axis X; frame pixel i
-    covers ``[i - 0.5, i + 0.5)``. The box is grown by ``margin`` pixels and clipped to the
-    frame.
+    covers ``[i - 0.5, i + 0.5)``. The box is grown by ``margin`` pixels and, with ``clip``,
+    clipped to the frame (without, it may extend past the frame's edges: it is then a
+    window of the frame's plane).
     """
     ny, nx = _chip_shape(chip_wcs, shape)
     fx, fy, jac = _edge_jacobian(chip_wcs, frame, (ny, nx))
@@ -437,8 +438,9 @@ def chip_box(chip_wcs: WCS, frame: Frame, shape: tuple[int, int] | None = None,
     hi_x = math.floor(float(fx[good].max()) + half[0] + 0.5) + margin
     lo_y = math.floor(float(fy[good].min()) - half[1] + 0.5) - margin
     hi_y = math.floor(float(fy[good].max()) + half[1] + 0.5) + margin
-    lo_x, lo_y = max(lo_x, 0), max(lo_y, 0)
-    hi_x, hi_y = min(hi_x, frame.nx - 1), min(hi_y, frame.ny - 1)
+    if clip:
+        lo_x, lo_y = max(lo_x, 0), max(lo_y, 0)
+        hi_x, hi_y = min(hi_x, frame.nx - 1), min(hi_y, frame.ny - 1)
     if hi_x < lo_x or hi_y < lo_y:
         return None
     return Box(lo_x, lo_y, hi_x - lo_x + 1, hi_y - lo_y + 1)
@@ -734,8 +736,16 @@ def drizzle_exposure(chips: Sequence[Chip], frame: Frame, params: dict, sky=0.0,
             record.update(ngood=0, nstatic=0, iscale=0.0, drizzled=False)
             continue
         data, wmap, ngood, nstatic = _chip_inputs(chip, s, sky_c, cr, st)
-        sci, wht, iscale = _drizzle_chip(chip, frame, box, s, (data, wmap))
+        # Drizzle onto the chip's whole (unclipped) box, then keep the part on the frame:
+        # drizzle clips input lines against its output array with an approximate outline,
+        # which would weigh chip-edge pixels differently in frames that cut a chip
+        # differently (neighbouring sky cells must agree in their overlap).
+        full = chip_box(chip.wcs, frame, chip.shape, s.pixfrac, clip=False)
+        sci, wht, iscale = _drizzle_chip(chip, frame, full, s, (data, wmap))
         del data, wmap
+        cut = (slice(box.y0 - full.y0, box.y0 - full.y0 + box.ny),
+               slice(box.x0 - full.x0, box.x0 - full.x0 + box.nx))
+        sci, wht = sci[cut], wht[cut]
         local = Box(box.x0 - ebox.x0, box.y0 - ebox.y0, box.nx, box.ny)
         _accumulate(flux, weight, nchips, local, sci, wht)
         record.update(ngood=ngood, nstatic=nstatic, iscale=iscale, drizzled=True)

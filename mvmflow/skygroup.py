@@ -41,7 +41,7 @@ class MergedPartial:
 
 
 def _name(p) -> str:
-    return str(getattr(p, "filename", None) or getattr(p, "file"))
+    return str(getattr(p, "filename", None) or p.file)
 
 
 def merge_on_plane(partials: Iterable) -> tuple[Frame, list[MergedPartial]]:

@@ -1,0 +1,267 @@
+"""Named simulation presets: which visits, exposures and sky a data set contains.
+
+A preset is plain data (:class:`Preset` of :class:`VisitSpec` of :class:`ExposureSpec`); use
+:func:`dataclasses.replace` to derive variants. Every preset is centred on a point of the LMC at
+the corner where sky cells ``skycell-p0081x14y14``, ``x15y14``, ``x14y15`` and ``x15y15`` meet
+(projection cell 81 pixel ``(300443.5, 300443.5)``, 0-based: the middle of the 512-px overlap
+of the four cells), so every exposure straddles those four sky cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mvmflow.simulate.scene import SceneSpec
+
+__all__ = ["DEMO_CENTER", "PRESETS", "ExposureSpec", "Preset", "VisitSpec", "get_preset"]
+
+
+def _corner_of_p0081() -> tuple[float, float]:
+    """RA, Dec of projection cell 81's pixel (300443.5, 300443.5) (0-based), computed from its
+    TAN WCS: CRVAL (87.27272727272727, -70.0), CRPIX (225144, 225144) (1-based),
+    CD = diag(-0.04/3600, 0.04/3600)."""
+    from mvmflow.simulate.pointing import tan_deproject
+
+    crval = (87.27272727272727, -70.0)
+    crpix0 = 225144.0 - 1.0
+    dx = (300443.5 - crpix0) * -0.04 / 3600.0
+    dy = (300443.5 - crpix0) * 0.04 / 3600.0
+    ra, dec = tan_deproject(crval[0], crval[1], dx, dy)
+    return float(ra), float(dec)
+
+
+DEMO_CENTER = _corner_of_p0081()
+"""RA, Dec (deg) of the corner where the four demo sky cells meet (about 84.92, -69.15)."""
+
+
+@dataclass(frozen=True)
+class ExposureSpec:
+    """One exposure of a visit.
+
+    Attributes
+    ----------
+    detector : str
+        ``WFC``, ``HRC``, ``SBC`` (ACS) or ``UVIS``, ``IR`` (WFC3).
+    filter : str
+        Filter name (for ACS the non-clear one).
+    exptime : float
+        Seconds.
+    aperture : str
+        ``APERTURE``: a full-frame or subarray aperture of the detector (see
+        ``mvmflow/data/hst/apertures.csv``).
+    dither : tuple of float
+        ``POSTARG1, POSTARG2`` (arcsec along the aperture's x and y axes).
+    """
+
+    detector: str
+    filter: str
+    exptime: float
+    aperture: str
+    dither: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class VisitSpec:
+    """One HST visit: a pointing, an orientation, a date and its exposures.
+
+    ``program`` is the 3-character program code and ``visit`` the 2-character visit id that
+    make up the rootnames (``<i><program><visit><exposure>q``). ``offset`` (arcsec east,
+    north) moves the visit's pointing from the preset centre; ``pa`` is the position angle of
+    the detector's ``SCI,1`` y axis. ``pointing_error`` is ``(dx, dy, rotation)`` (arcsec east,
+    arcsec north, degrees); ``None`` draws it from the preset's limits.
+    """
+
+    instrument: str
+    proposid: int
+    program: str
+    visit: str
+    start: str
+    pa: float
+    exposures: tuple[ExposureSpec, ...]
+    offset: tuple[float, float] = (0.0, 0.0)
+    pointing_error: tuple[float, float, float] | None = None
+    targname: str = "LMC-FIELD"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A complete simulated data set.
+
+    Attributes
+    ----------
+    name, description : str
+    ra, dec : float
+        Centre of the field (deg).
+    visits : tuple of VisitSpec
+    seed : int
+        Default random seed.
+    scene : SceneSpec
+    max_shift_arcsec, max_rotation_deg : float
+        Limits of the random per-visit pointing errors (0 = none).
+    flag_crs : bool
+        Flag cosmic rays in the CCD DQ arrays (4096), as after SVM processing.
+    write_flt : bool
+        Also write an ``_flt.fits`` beside each ``_flc.fits`` (same pixels).
+    sky_rates : dict
+        Sky background per filter key (``acs_wfc_f814w``), e-/s per ``IDCSCALE**2`` pixel;
+        missing filters use :data:`SKY_RATES`.
+    """
+
+    name: str
+    description: str
+    ra: float
+    dec: float
+    visits: tuple[VisitSpec, ...]
+    seed: int = 1
+    scene: SceneSpec = field(default_factory=SceneSpec)
+    max_shift_arcsec: float = 1.0
+    max_rotation_deg: float = 0.05
+    flag_crs: bool = True
+    write_flt: bool = False
+    sky_rates: dict = field(default_factory=dict)
+
+    @property
+    def n_exposures(self) -> int:
+        return sum(len(v.exposures) for v in self.visits)
+
+
+# Typical sky (zodiacal light and earthshine at moderate levels, IR incl. thermal) in e-/s per
+# IDCSCALE**2 pixel, from the ACS and WFC3 instrument handbooks' background tables.
+SKY_RATES = {
+    "acs_wfc_f606w": 0.12, "acs_wfc_f625w": 0.09, "acs_wfc_f658n": 0.006,
+    "acs_wfc_f814w": 0.085, "acs_hrc_f606w": 0.012, "acs_sbc_f150lp": 2e-4,
+    "acs_sbc_f122m": 5e-4, "wfc3_uvis_f275w": 6e-4, "wfc3_uvis_f555w": 0.05,
+    "wfc3_ir_f110w": 0.8,
+}
+
+
+def _line(n: int, step: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    return tuple((round(k * step[0], 3), round(k * step[1], 3)) for k in range(n))
+
+
+_TINY = Preset(
+    name="tiny",
+    description=("Two visits (ACS/WFC F814W WFC1-512 in 2006, WFC3/IR F110W IRSUB256 in 2014), "
+                 "two dithered exposures each, about 300 stars; seconds to make."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=1,
+    visits=(
+        VisitSpec(instrument="ACS", proposid=10583, program="9n5", visit="01",
+                  start="2006-03-14T05:21:17", pa=32.0,
+                  exposures=tuple(ExposureSpec("WFC", "F814W", 300.0, "WFC1-512", d)
+                                  for d in ((0.0, 0.0), (0.87, 0.62)))),
+        VisitSpec(instrument="WFC3", proposid=13420, program="c7j", visit="02",
+                  start="2014-11-02T17:44:51", pa=118.0, offset=(1.5, -1.0),
+                  exposures=tuple(ExposureSpec("IR", "F110W", 249.23, "IRSUB256", d)
+                                  for d in ((0.0, 0.0), (1.13, 0.75)))),
+    ),
+    scene=SceneSpec(star_density=900.0, mag_range=(17.5, 25.0), lf_slope=0.25, bright_stars=2,
+                    galaxy_density=6.0),
+)
+
+_TINY_NOERR = Preset(
+    name="tiny_noerr",
+    description="The tiny preset without pointing errors (header WCS = true WCS).",
+    ra=_TINY.ra, dec=_TINY.dec, seed=1, visits=_TINY.visits, scene=_TINY.scene,
+    max_shift_arcsec=0.0, max_rotation_deg=0.0,
+)
+
+_DEMO = Preset(
+    name="demo",
+    description=("The main job's data set: 17 exposures in four visits over 15 years "
+                 "(ACS/WFC F658N + F814W in 2006 and 2019, WFC3/UVIS F275W + IR F110W in 2012 "
+                 "and 2021), CCD subarrays and IR full frame, straddling the corner of sky "
+                 "cells p0081x14y14/x15y14/x14y15/x15y15."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=42,
+    visits=(
+        VisitSpec(instrument="ACS", proposid=10583, program="9n5", visit="03",
+                  start="2006-03-16T02:10:41", pa=35.0, offset=(-2.0, 1.5),
+                  exposures=(
+                      *(ExposureSpec("WFC", "F814W", 400.0, "WFC1-1K", d)
+                        for d in _line(3, (1.21, 0.63))),
+                      *(ExposureSpec("WFC", "F658N", 680.0, "WFC1-1K", d)
+                        for d in ((0.0, 0.0), (1.55, -0.95))),
+                  )),
+        VisitSpec(instrument="WFC3", proposid=12810, program="bw3", visit="11",
+                  start="2012-07-08T11:32:09", pa=201.0, offset=(1.0, -2.5),
+                  exposures=(
+                      *(ExposureSpec("UVIS", "F275W", 650.0, "UVIS2-C1K1C-SUB", d)
+                        for d in ((0.0, 0.0), (1.35, 0.88))),
+                      *(ExposureSpec("IR", "F110W", 302.93, "IR", d)
+                        for d in ((0.0, 0.0), (1.73, 1.12))),
+                  )),
+        VisitSpec(instrument="ACS", proposid=15691, program="dqk", visit="07",
+                  start="2019-01-22T20:05:33", pa=118.5, offset=(0.5, 2.0),
+                  exposures=(
+                      *(ExposureSpec("WFC", "F814W", 350.0, "WFC1A-1K", d)
+                        for d in ((0.0, 0.0), (1.44, 1.02))),
+                      *(ExposureSpec("WFC", "F658N", 700.0, "WFC1A-1K", d)
+                        for d in ((0.0, 0.0), (-1.12, 1.37))),
+                  )),
+        VisitSpec(instrument="WFC3", proposid=16196, program="e4h", visit="05",
+                  start="2021-05-30T08:47:12", pa=292.0, offset=(-1.5, -1.0),
+                  exposures=(
+                      *(ExposureSpec("UVIS", "F275W", 700.0, "UVIS2-C1K1C-SUB", d)
+                        for d in ((0.0, 0.0), (-1.25, 1.05))),
+                      *(ExposureSpec("IR", "F110W", 302.93, "IR", d)
+                        for d in ((0.0, 0.0), (1.61, -1.27))),
+                  )),
+    ),
+    scene=SceneSpec(star_density=600.0, mag_range=(17.0, 25.5), lf_slope=0.27, bright_stars=6,
+                    galaxy_density=4.0, young_fraction=0.15),
+)
+
+_ALL_DETECTORS = Preset(
+    name="all_detectors",
+    description=("One visit per instrument with every detector at full frame (ACS/WFC F606W, "
+                 "ACS/HRC F606W, ACS/SBC F150LP, WFC3/UVIS F555W, WFC3/IR F110W) plus the "
+                 "HRC-512 and IRSUB512 subarrays; large (full-frame WFC and UVIS)."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=7,
+    visits=(
+        VisitSpec(instrument="ACS", proposid=10583, program="9n5", visit="21",
+                  start="2006-04-02T13:01:44", pa=63.0,
+                  exposures=(
+                      ExposureSpec("WFC", "F606W", 360.0, "WFC"),
+                      ExposureSpec("HRC", "F606W", 420.0, "HRC"),
+                      ExposureSpec("HRC", "F606W", 420.0, "HRC-512", (0.5, 0.5)),
+                      ExposureSpec("SBC", "F150LP", 900.0, "SBC"),
+                  )),
+        VisitSpec(instrument="WFC3", proposid=12810, program="bw3", visit="22",
+                  start="2013-02-11T04:25:06", pa=250.0,
+                  exposures=(
+                      ExposureSpec("UVIS", "F555W", 500.0, "UVIS"),
+                      ExposureSpec("IR", "F110W", 302.93, "IR"),
+                      ExposureSpec("IR", "F110W", 252.93, "IRSUB512", (0.8, 0.8)),
+                  )),
+    ),
+    scene=SceneSpec(star_density=400.0, mag_range=(17.0, 25.5), bright_stars=8,
+                    galaxy_density=4.0),
+    write_flt=True,
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS)}
+"""The named presets."""
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """A preset by name (or the preset itself)."""
+    if isinstance(preset, Preset):
+        return preset
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}") from None
+
+
+def draw_pointing_errors(preset: Preset, rng: np.random.Generator
+                         ) -> list[tuple[float, float, float]]:
+    """The ``(dx, dy, rotation)`` of every visit (drawn where not given)."""
+    out = []
+    for visit in preset.visits:
+        r = preset.max_shift_arcsec * np.sqrt(rng.random())
+        phi = rng.uniform(0, 2 * np.pi)
+        rot = rng.uniform(-1, 1) * preset.max_rotation_deg
+        drawn = (float(r * np.cos(phi)), float(r * np.sin(phi)), float(rot))
+        out.append(visit.pointing_error if visit.pointing_error is not None else drawn)
+    return out

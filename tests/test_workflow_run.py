@@ -1,0 +1,315 @@
+"""The whole workflow on simulated exposures: products, science against truth, overlaps,
+bit-identical reruns, bad inputs among good ones, and resuming a killed run.
+
+One run of a sparse, bright variant of the ``tiny_noerr`` preset (no pointing errors, so the
+header WCS is the truth; few enough stars that many are isolated over a 6" box; no
+galaxies) with six bad files added, made once per module.
+"""
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from mvmflow.grid import sky_cells_for_footprint
+from mvmflow.names import LayerName
+from mvmflow.simulate import PRESETS, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 11
+BASE = PRESETS["tiny_noerr"]
+SPARSE = dataclasses.replace(
+    BASE, name="tiny_sparse",
+    # the ACS visit on the 1K subarray (51"), so enough stars are covered and isolated
+    visits=tuple(
+        dataclasses.replace(v, exposures=tuple(
+            dataclasses.replace(e, aperture="WFC1-1K") if e.aperture == "WFC1-512" else e
+            for e in v.exposures))
+        for v in BASE.visits),
+    scene=dataclasses.replace(BASE.scene, star_density=40.0, mag_range=(17.5, 20.5),
+                              bright_stars=0, galaxy_density=0.0),
+)
+
+
+def snakemake(workdir: Path, inputs: str, outdir: str = "results", *extra: str,
+              popen: bool = False):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2",
+           "--config", f"inputs={inputs}", f"outdir={outdir}", *extra]
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def _copy_with(src: Path, dst: Path, **cards):
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+        root = dst.name.split("_")[0]
+        hdul[0].header["ROOTNAME"] = root
+        hdul[0].header["FILENAME"] = dst.name
+        for key, value in cards.items():
+            hdul[0].header[key] = value
+        hdul.writeto(dst)
+
+
+def make_bad_inputs(data: Path, ir: Path, acs: Path) -> dict[str, str]:
+    """Six bad files among the good ones; returns {file name: expected reason word}."""
+    bad = {}
+    (data / "jbad01aaq_flt.fits").write_bytes(np.random.default_rng(0).bytes(20000))
+    bad["jbad01aaq_flt.fits"] = "FITS"
+    raw = acs.read_bytes()
+    (data / "jbad01abq_flc.fits").write_bytes(raw[: len(raw) // 2])
+    bad["jbad01abq_flc.fits"] = "truncated"
+    _copy_with(ir, data / "ubad0101r_flt.fits", INSTRUME="WFPC2")
+    bad["ubad0101r_flt.fits"] = "instrument"
+    _copy_with(ir, data / "obad01abq_flt.fits", INSTRUME="STIS")
+    bad["obad01abq_flt.fits"] = "instrument"
+    _copy_with(ir, data / "ibad01acq_flt.fits", FILTER="G141")
+    bad["ibad01acq_flt.fits"] = "G141"
+    _copy_with(ir, data / "ibad01adq_flt.fits", EXPTIME=0.0)
+    bad["ibad01adq_flt.fits"] = "EXPTIME"
+    return bad
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("wf")
+    data = base / "data"
+    sim = simulate(SPARSE, data, seed=SEED)
+    good = [Path(p) for p in sim.exposures]
+    ir = next(p for p in good if p.name.startswith("i"))
+    acs = next(p for p in good if p.name.startswith("j"))
+    bad = make_bad_inputs(data, ir, acs)
+    t0 = time.time()
+    snakemake(base, f"{data}/*_fl?.fits")
+    return {"base": base, "data": data, "good": good, "bad": bad,
+            "out": base / "results", "seconds": time.time() - t0}
+
+
+def products(out: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted((out / "skycells").glob("*/hst_*_dr?.fits"))}
+
+
+def test_bad_inputs_rejected_run_completes(run):
+    rejected = Table.read(run["out"] / "screen" / "rejected.ecsv")
+    reasons = {Path(f).name: r for f, r in zip(rejected["file"], rejected["reason"], strict=True)}
+    assert set(reasons) == set(run["bad"])
+    for name, word in run["bad"].items():
+        assert word.lower() in reasons[name].lower(), (name, reasons[name])
+    accepted = Table.read(run["out"] / "screen" / "accepted.ecsv")
+    assert sorted(Path(f).name for f in accepted["file"]) == sorted(p.name for p in run["good"])
+
+
+def test_every_expected_layer_of_every_sky_cell(run):
+    # sky cells from the exposures' own footprints, computed independently of the plan
+    cells = set()
+    for path in run["good"]:
+        with fits.open(path) as hdul:
+            for h in hdul:
+                if h.name == "SCI":
+                    w = WCS(h.header, hdul)
+                    cells.update(sky_cells_for_footprint(w.calc_footprint(undistort=False)))
+    expected = set()
+    for cell in cells:
+        expected |= {
+            f"hst_{cell}_acs_wfc_f814w_all_drc.fits",
+            f"hst_{cell}_wfc3_ir_f110w_all_drz.fits",
+            f"hst_{cell}_wfc3_ir_f110w_coarse-all_drz.fits",
+        }
+    got = products(run["out"])
+    assert set(got) == expected
+    for cell in cells:
+        d = run["out"] / "skycells" / cell
+        manifest = (d / f"{cell}_manifest.txt").read_text().split()
+        assert sorted(manifest) == sorted(
+            [n for n in expected if cell in n] + [LayerName.parse(n).trailer for n in expected
+                                                   if cell in n])
+        poller = (d / f"{cell}_input.out").read_text()
+        assert not poller.endswith("\n") and all(
+            len(line.split(",")) == 10 for line in poller.split("\n"))
+
+
+def test_layers_of_a_sky_cell_share_one_frame_per_scale(run):
+    by_cell: dict[tuple, set] = {}
+    for name, path in products(run["out"]).items():
+        h = fits.getheader(path, "SCI")
+        scale = "coarse" if "coarse" in name else "fine"
+        by_cell.setdefault((name.split("_")[1], scale), set()).add(
+            (h["NAXIS1"], h["NAXIS2"], h["CRPIX1"], h["CRPIX2"]))
+    assert all(len(v) == 1 for v in by_cell.values()), by_cell
+
+
+def _truth_positions(truth_dir: Path, epoch: float, column: str):
+    src = Table.read(truth_dir / "sources.ecsv")
+    src = src[src["type"] == "star"]
+    dt = epoch - np.asarray(src["epoch"])
+    dec = np.asarray(src["dec"]) + np.asarray(src["pmdec"]) * dt / 3.6e6
+    ra = np.asarray(src["ra"]) + np.asarray(src["pmra"]) * dt / 3.6e6 / np.cos(np.radians(dec))
+    return ra, dec, np.asarray(src[column])
+
+
+def _isolated_bright(x, y, rate, box, floor):
+    """Indices of stars brighter than ``floor`` with no other star within ``box`` pixels."""
+    keep = []
+    for i in np.flatnonzero(rate > floor):
+        d = np.hypot(x - x[i], y - y[i])
+        near = (d < box) & (d > 0)
+        if not near.any():
+            keep.append(i)
+    return keep
+
+
+def _acs_layers(run):
+    return [p for n, p in products(run["out"]).items() if "acs_wfc_f814w_all_drc" in n]
+
+
+def _epoch(run, prefix):
+    t = Table.read(run["data"] / "truth" / "exposures.ecsv")
+    return float(np.mean([e for f, e in zip(t["file"], t["epoch"], strict=True)
+                          if f.startswith(prefix)]))
+
+
+def test_star_fluxes_match_truth(run):
+    """Total count rate of isolated stars in the ACS layers equals the truth within 1%."""
+    half = 80  # 161 px = 6.4": the model PSF stamp is 6.0" wide
+    ratios = []
+    for path in _acs_layers(run):
+        with fits.open(path) as hdul:
+            sci, wht = hdul["SCI"].data.astype(float), hdul["WHT"].data
+            w = WCS(hdul["SCI"].header)
+        ra, dec, rate = _truth_positions(run["data"] / "truth", _epoch(run, "j"),
+                                         "rate_acs_wfc_f814w")
+        x, y = w.world_to_pixel_values(ra, dec)
+        for i in _isolated_bright(x, y, rate, 1.4 * half, 300.0):
+            xi, yi = int(round(x[i])), int(round(y[i]))
+            y0, y1, x0, x1 = yi - half - 30, yi + half + 31, xi - half - 30, xi + half + 31
+            if y0 < 0 or x0 < 0 or y1 > sci.shape[0] or x1 > sci.shape[1]:
+                continue
+            cut = sci[y0:y1, x0:x1]
+            inner = cut[30:-30, 30:-30]
+            if not (wht[y0 + 30:y1 - 30, x0 + 30:x1 - 30] > 0).all():
+                continue
+            ring = np.concatenate([cut[:25].ravel(), cut[-25:].ravel(),
+                                   cut[25:-25, :25].ravel(), cut[25:-25, -25:].ravel()])
+            ring = ring[np.isfinite(ring)]
+            if ring.size < 2000:
+                continue
+            sky = np.median(ring)
+            ratios.append((inner.sum() - sky * inner.size) / rate[i])
+    assert len(ratios) >= 4, f"only {len(ratios)} isolated bright stars measured"
+    ratios = np.array(ratios)
+    assert abs(np.median(ratios) - 1) < 0.01, ratios
+    assert np.all(np.abs(ratios - 1) < 0.03), ratios
+
+
+def _centroid(img):
+    """Iterative Gaussian-weighted centroid (sigma 1.5 px) of a small stamp."""
+    ny, nx = img.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    cx, cy = (nx - 1) / 2, (ny - 1) / 2
+    img = img - np.median(img)
+    for _ in range(30):
+        wgt = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.5**2)) * img
+        cx, cy = (wgt * xx).sum() / wgt.sum(), (wgt * yy).sum() / wgt.sum()
+    return cx, cy
+
+
+def test_star_positions_match_truth(run):
+    """With no pointing errors, bright isolated stars sit within 0.1 px of the truth."""
+    offsets = []
+    for path in _acs_layers(run):
+        with fits.open(path) as hdul:
+            sci = hdul["SCI"].data.astype(float)
+            w = WCS(hdul["SCI"].header)
+        ra, dec, rate = _truth_positions(run["data"] / "truth", _epoch(run, "j"),
+                                         "rate_acs_wfc_f814w")
+        x, y = w.world_to_pixel_values(ra, dec)
+        for i in _isolated_bright(x, y, rate, 40, 200.0):
+            xi, yi = int(round(x[i])), int(round(y[i]))
+            if not (10 <= xi < sci.shape[1] - 10 and 10 <= yi < sci.shape[0] - 10):
+                continue
+            stamp = sci[yi - 7:yi + 8, xi - 7:xi + 8]
+            if not np.isfinite(stamp).all():
+                continue
+            cx, cy = _centroid(stamp)
+            offsets.append((xi - 7 + cx - x[i], yi - 7 + cy - y[i]))
+    assert len(offsets) >= 6
+    offsets = np.array(offsets)
+    assert np.all(np.abs(np.median(offsets, axis=0)) < 0.1), np.median(offsets, axis=0)
+    assert np.median(np.hypot(*offsets.T)) < 0.1
+
+
+def test_neighbouring_sky_cells_agree_in_their_overlap(run):
+    layers = {p.parent.name: p for p in _acs_layers(run)}
+    pairs = [(a, b) for a in layers for b in layers if a < b]
+    compared = 0
+    for a, b in pairs:
+        ha, hb = fits.getheader(layers[a], "SCI"), fits.getheader(layers[b], "SCI")
+        # a sky position at a-pixel x is at b-pixel x - dx (and likewise in y)
+        dx = int(round(ha["CRPIX1"] - hb["CRPIX1"]))
+        dy = int(round(ha["CRPIX2"] - hb["CRPIX2"]))
+        sa, wa = fits.getdata(layers[a], "SCI"), fits.getdata(layers[a], "WHT")
+        sb, wb = fits.getdata(layers[b], "SCI"), fits.getdata(layers[b], "WHT")
+        ya0, xa0 = max(0, dy), max(0, dx)
+        ya1, xa1 = min(sa.shape[0], sb.shape[0] + dy), min(sa.shape[1], sb.shape[1] + dx)
+        if ya1 <= ya0 or xa1 <= xa0:
+            continue
+        A = sa[ya0:ya1, xa0:xa1]
+        B = sb[ya0 - dy:ya1 - dy, xa0 - dx:xa1 - dx]
+        WA = wa[ya0:ya1, xa0:xa1]
+        WB = wb[ya0 - dy:ya1 - dy, xa0 - dx:xa1 - dx]
+        both = (WA > 0) & (WB > 0)
+        if both.sum() < 1000:
+            continue
+        compared += 1
+        np.testing.assert_allclose(WA[both], WB[both], rtol=1e-5)
+        np.testing.assert_allclose(A[both], B[both], rtol=1e-4,
+                                   atol=1e-5 * np.nanmax(np.abs(A[both])))
+    assert compared >= 2
+
+
+def test_rerun_is_bit_identical(run):
+    snakemake(run["base"], f"{run['data']}/*_fl?.fits", "results_rerun")
+    first, second = products(run["out"]), products(run["base"] / "results_rerun")
+    assert first.keys() == second.keys()
+    for name in first:
+        with fits.open(first[name]) as a, fits.open(second[name]) as b:
+            for ext in ("SCI", "WHT", "CTX"):
+                assert np.array_equal(a[ext].data, b[ext].data, equal_nan=True), (name, ext)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_same_products(run):
+    base = run["base"]
+    proc = snakemake(base, f"{run['data']}/*_fl?.fits", "results_killed", popen=True)
+    partials = base / "results_killed" / "partials"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(partials.rglob("*.fits")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the killed run left a locked, incomplete directory: unlock and resume
+    lock = base / ".snakemake" / "locks"
+    if lock.exists():
+        shutil.rmtree(lock)
+    snakemake(base, f"{run['data']}/*_fl?.fits", "results_killed", "--rerun-incomplete")
+    first, resumed = products(run["out"]), products(base / "results_killed")
+    assert first.keys() == resumed.keys()
+    for name in first:
+        with fits.open(first[name]) as a, fits.open(resumed[name]) as b:
+            for ext in ("SCI", "WHT", "CTX"):
+                assert np.array_equal(a[ext].data, b[ext].data, equal_nan=True), (name, ext)
