@@ -13,6 +13,7 @@ checkpoint plan:
             key: config[key] for key in ("include_small", "only_cte", "quality_testing")
         },
         layer_method=config["layer_method"],
+        skycells=config["skycells"],
         exp_limit=config["exp_limit"],
         detectors=config.get("detectors", {}),
     log:

@@ -18,6 +18,7 @@ with rule_logging(snakemake.log[0]):
     plan = plan_skycells(
         records,
         layer_method=snakemake.params.layer_method,
+        skycells=snakemake.params.skycells or None,
         exp_limit=snakemake.params.exp_limit,
         include_small=switches["include_small"],
         only_cte=switches["only_cte"],
