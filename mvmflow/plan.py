@@ -41,7 +41,8 @@ Differences from the reference, by design
   never aborts a run that still has exposures to process (the reference's duplicate-index
   bug, spec 7.9).
 - ``hard`` layers carry the class and year in every name (``short-2012``,
-  ``coarse-long-2013``), so names are unique (spec 7.8).
+  ``coarse-long-2013``), so names are unique (spec 7.8). As in the reference, each year also
+  gets an all-exposure-times layer (``all-2012``) holding every class of that year.
 - ``kmeans`` works (the reference's crashes or is overwritten): per (instrument, detector,
   filter), over the members that are layered (NEW and OLD), if max/min EXPTIME exceeds
   ``exp_limit`` the exposures are split in two classes, ``short`` and ``long``, by the exact
@@ -691,8 +692,11 @@ def build_layers(skycell: str, members: Iterable[Member], *, layer_method: str =
             dropped.append(Dropped.of(m, reason))
     classes = exposure_classes(kept, layer_method, exp_limit)
 
-    def key(m: Member) -> tuple:
-        return (m.instrument, m.detector, m.filter) + classes[m.filename]
+    def keys_of(m: Member) -> list[tuple]:
+        cls, year = classes[m.filename]
+        base = (m.instrument, m.detector, m.filter)
+        # like the reference, a class layer comes with an all-exposure-times layer
+        return [base + (cls, year)] + ([base + ("all", year)] if cls != "all" else [])
 
     detectors: list[tuple] = []
     keys: list[tuple] = []
@@ -700,16 +704,16 @@ def build_layers(skycell: str, members: Iterable[Member], *, layer_method: str =
         if m.is_new:
             if (m.instrument, m.detector) not in detectors:
                 detectors.append((m.instrument, m.detector))
-            if key(m) not in keys:
-                keys.append(key(m))
+            keys += [k for k in keys_of(m) if k not in keys]
     keys.sort(key=lambda k: detectors.index(k[:2]))  # stable: first-seen within a detector
     layers = []
     for k in keys:
-        new = [m for m in kept if m.is_new and key(m) == k]
-        old = [m for m in kept if not m.is_new and key(m) == k]
+        new = [m for m in kept if m.is_new and k in keys_of(m)]
+        old = [m for m in kept if not m.is_new and k in keys_of(m)]
         layers += _layer_plans(skycell, k, new, old)
     notes = []
-    old_only = sorted({key(m) for m in kept if not m.is_new} - set(keys), key=str)
+    old_only = sorted({k for m in kept if not m.is_new for k in keys_of(m)} - set(keys),
+                      key=str)
     for k in old_only:
         notes.append(f"no layer for {'/'.join(str(v) for v in k if v is not None)}: "
                      "all its members are OLD (nothing new to drizzle)")
@@ -921,13 +925,8 @@ def reference_box_points(frame: Frame, chips: Iterable[np.ndarray]) -> np.ndarra
             edges += [diagonals, diagonals]
         twin = np.zeros(sum(len(e) for e in edges), dtype=bool)
         if len(corners) == 4:
-            import os as _os
-            mode = _os.environ.get("TWIN", "c")
-            if mode == "b":
-                twin[-2:] = True
-            elif mode == "c":
-                twin[-2:] = [not _side_goes_down(distinct, idx[a], idx[b])
-                             for a, b in ((0, 2), (1, 3))]
+            twin[-2:] = [not _side_goes_down(distinct, idx[a], idx[b])
+                         for a, b in ((0, 2), (1, 3))]
         edges = np.concatenate(edges) - np.array([x0, y0, x0, y0])
         box = _fill_box(edges, int(x1 - x0), int(y1 - y0), twin)
         if box is None:

@@ -138,7 +138,8 @@ def skycell_products(wildcards):
 
 def final_outputs(wildcards=None):
     """The final targets: every layer product, trailer and manifest of the plan."""
-    targets = [f"{OUT}/screen/accepted.ecsv", f"{OUT}/screen/rejected.ecsv"]
+    targets = [f"{OUT}/screen/accepted.ecsv", f"{OUT}/screen/rejected.ecsv",
+               f"{OUT}/plan/dropped.ecsv"]
     for cell in plan_data()["skycells"]:
         targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_manifest.txt")
         targets += skycell_products(type("W", (), {"skycell": cell["name"]}))

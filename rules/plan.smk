@@ -8,6 +8,7 @@ checkpoint plan:
         detectors=os.path.join(workflow.basedir, "config", "detectors.yaml"),
     output:
         plan=f"{OUT}/plan/plan.json",
+        dropped=f"{OUT}/plan/dropped.ecsv",
     params:
         switches={
             key: config[key] for key in ("include_small", "only_cte", "quality_testing")

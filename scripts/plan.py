@@ -4,6 +4,8 @@ import json
 import logging
 from pathlib import Path
 
+from astropy.table import Table
+
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
 from mvmflow.plan import plan_skycells
 from mvmflow.records import read_record
@@ -35,6 +37,19 @@ with rule_logging(snakemake.log[0]):
                  layer.coverage.n, data["params"][layer.name]["set"])
     for note in plan.notes + [n for sc in plan.skycells for n in sc.notes]:
         log.warning(note)
+    rows = []
+    for sc in plan.skycells:
+        for d in sc.dropped:
+            rows.append((sc.name, "(every layer)", d.filename, d.reason))
+        for layer in sc.layers:
+            for d in layer.dropped:
+                rows.append((sc.name, layer.name, d.filename, d.reason))
+    for row in rows:
+        log.warning("%s: %s left out of %s: %s", row[0], row[2], row[1], row[3])
+    table = Table(rows=rows or None, names=("skycell", "layer", "file", "reason"),
+                  dtype=(str, str, str, str))
+    with atomic_path(snakemake.output.dropped) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
     with atomic_path(snakemake.output.plan) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     log.info("%d sky cells, %d layers, %d drizzle jobs", len(plan.skycells),

@@ -93,9 +93,13 @@ def run(tmp_path_factory):
     ir = next(p for p in good if p.name.startswith("i"))
     acs = next(p for p in good if p.name.startswith("j"))
     bad = make_bad_inputs(data, ir, acs)
+    # an FLT twin of an FLC exposure: left out of the drc layer, and reported
+    twin = data / acs.name.replace("_flc", "_flt")
+    shutil.copy(acs, twin)
+    good.append(twin)
     t0 = time.time()
     snakemake(base, f"{data}/*_fl?.fits")
-    return {"base": base, "data": data, "good": good, "bad": bad,
+    return {"base": base, "data": data, "good": good, "bad": bad, "twin": twin,
             "out": base / "results", "seconds": time.time() - t0}
 
 
@@ -111,6 +115,16 @@ def test_bad_inputs_rejected_run_completes(run):
         assert word.lower() in reasons[name].lower(), (name, reasons[name])
     accepted = Table.read(run["out"] / "screen" / "accepted.ecsv")
     assert sorted(Path(f).name for f in accepted["file"]) == sorted(p.name for p in run["good"])
+
+
+def test_flt_left_out_of_flc_layer_is_reported(run):
+    dropped = Table.read(run["out"] / "plan" / "dropped.ecsv")
+    rows = [r for r in dropped if r["file"] == run["twin"].name]
+    assert rows, "the FLT twin is not reported"
+    assert all("_acs_wfc_f814w_all_drc" in r["layer"] and "FLC" in r["reason"].upper()
+               for r in rows)
+    for path in _acs_layers(run):
+        assert fits.getheader(path)["NUMEXP"] == 2  # the twin is not drizzled
 
 
 def test_every_expected_layer_of_every_sky_cell(run):
