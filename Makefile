@@ -29,7 +29,7 @@ test-all: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check mvmflow tests scripts
+	$(BIN)/ruff check mvmflow tests scripts benchmarks
 	$(BIN)/snakemake --lint
 
 clean:

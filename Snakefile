@@ -33,12 +33,14 @@ wildcard_constraints:
     root=r"hst_[A-Za-z0-9_.\-]+",
     ptype=r"dr[cz]",
     preset=r"[a-z0-9_]+",
+    agroup=r"align-[a-z0-9]+",
     group=r"p\d{4}_[a-z0-9]+_[a-z0-9]+_[a-z0-9\-]+_[a-z0-9\-]+",
 
 
 include: "rules/simulate.smk"
 include: "rules/inputs.smk"
 include: "rules/screen.smk"
+include: "rules/align.smk"
 include: "rules/plan.smk"
 include: "rules/drizzle.smk"
 include: "rules/sky.smk"

@@ -367,7 +367,8 @@ class Exposure:
         return wcs
 
     def footprint(
-        self, extver: int = 1, samples_per_edge: int = DEFAULT_SAMPLES_PER_EDGE
+        self, extver: int = 1, samples_per_edge: int = DEFAULT_SAMPLES_PER_EDGE,
+        wcs: WCS | None = None,
     ) -> np.ndarray:
         """Return the chip outline on the sky through the full WCS.
 
@@ -377,6 +378,8 @@ class Exposure:
             SCI extension.
         samples_per_edge : int
             Points per edge (see :func:`edge_pixels`).
+        wcs : astropy.wcs.WCS, optional
+            A WCS to use instead of the header's (an aligned one).
 
         Returns
         -------
@@ -384,7 +387,7 @@ class Exposure:
             ``(4 * samples_per_edge, 2)`` array of ``(ra, dec)`` in degrees, RA in [0, 360),
             not closed.
         """
-        wcs = self.chip_wcs(extver)
+        wcs = self.chip_wcs(extver) if wcs is None else wcs
         pixels = edge_pixels(self.chip_shape(extver), samples_per_edge)
         world = wcs.all_pix2world(pixels, 0)
         world[:, 0] = np.mod(world[:, 0], 360.0)

@@ -32,6 +32,7 @@ import numpy as np
 from astropy.io import fits
 
 __all__ = [
+    "ALIGN_KEYWORDS",
     "HDRTAB_KEYWORDS",
     "PHOT_KEYWORDS",
     "PRIMARY_RULES",
@@ -167,6 +168,10 @@ def read_input_headers(path: str | os.PathLike) -> InputHeaders:
     return InputHeaders(primary, chips)
 
 
+ALIGN_KEYWORDS = ("WCSNAME", "RMS_RA", "RMS_DEC", "NMATCHES", "FITGEOM", "ALIGNST", "REFCAT")
+"""Alignment keywords of an aligned input (:func:`mvmflow.solution.solution_keywords`)."""
+
+
 def _record_values(record) -> dict:
     """Keyword values known from an ExposureRecord (empty or zero fields are left out)."""
     filename = record.filename or os.path.basename(str(record.file))
@@ -237,6 +242,7 @@ def exposure_values(record, headers: InputHeaders | None = None) -> dict:
             for key in (*PHOT_KEYWORDS, "BUNIT", "WCSNAME"):
                 if key not in headers.primary and key in first:
                     values[key] = _header_values(first)[key]
+    values.update(getattr(record, "alignment", None) or {})  # the aligned WCS wins
     if str(values.get("INSTRUME", "")).upper() == "ACS":
         acs = _acs_filter(values)
         if acs is not None:
@@ -347,6 +353,7 @@ def chip_rows(
                 values.update(_header_values(hdrs.chips[extver]))
                 if "FILTER" in base:  # keep the exposure's (ACS-joined) filter
                     values["FILTER"] = base["FILTER"]
+                values.update(getattr(record, "alignment", None) or {})
             filename = str(base["FILENAME"])
             values.update({
                 "SVMROOTNAME": _svm_root(filename),
@@ -388,11 +395,13 @@ def hdrtab(rows: Sequence[ChipRow]) -> fits.BinTableHDU:
 
     Columns ``SVMROOTNAME, GENDATE, ROOTNAME, EXTNAME, EXTVER, FILENAME``, then each of
     :data:`HDRTAB_KEYWORDS` that some input has (the required ones always), then
-    ``MDRIZSKY, CTXBIT, INSHA256, WCSNAME, WCSTYPE, HAPEXPNAME``. A value an input lacks is
+    ``MDRIZSKY, CTXBIT, INSHA256, WCSNAME, WCSTYPE, HAPEXPNAME`` and, for aligned inputs,
+    ``RMS_RA, RMS_DEC, NMATCHES, FITGEOM, ALIGNST, REFCAT``. A value an input lacks is
     NaN in a numeric column and empty in a text column.
     """
     head = ["SVMROOTNAME", "GENDATE", "ROOTNAME", "EXTNAME", "EXTVER", "FILENAME"]
     tail = ["MDRIZSKY", "CTXBIT", "INSHA256", "WCSNAME", "WCSTYPE", "HAPEXPNAME"]
+    tail += [k for k in ALIGN_KEYWORDS if k != "WCSNAME" and any(k in r.values for r in rows)]
     middle = [k for k in HDRTAB_KEYWORDS
               if k in _ALWAYS or any(k in r.values for r in rows)]
     cols = [

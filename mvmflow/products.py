@@ -35,6 +35,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.time import Time
 
@@ -125,6 +126,29 @@ def _frame_cards(frame: Frame, wcsname: str | None, naxis: int = 2) -> list:
     if wcsname:
         out.append(("WCSNAME", wcsname, "coordinate system title"))
     return out
+
+
+def _alignment_cards(exp_values: Sequence[Mapping]) -> list[tuple]:
+    """Summary of the inputs' alignment (per-input figures are in HDRTAB)."""
+    fits_ = [v for v in exp_values if "ALIGNST" in v]
+    if not fits_:
+        return []
+    aligned = [v for v in fits_ if v["ALIGNST"] != "unaligned"]
+
+    def worst(key):
+        vals = [float(v[key]) for v in aligned if np.isfinite(float(v.get(key, np.nan)))]
+        return round(max(vals), 3) if vals else "N/A"
+
+    refcats = sorted({str(v.get("REFCAT", "NONE")) for v in aligned})
+    return [
+        ("NALIGNED", len(aligned), "inputs with an alignment fit"),
+        ("NUNALIGN", len(fits_) - len(aligned), "inputs left on their header WCS"),
+        ("ALNREFC", ",".join(refcats) or "NONE", "reference catalogue(s) of the alignment"),
+        ("ALNRMSRA", worst("RMS_RA"), "[mas] largest input fit RMS in RA"),
+        ("ALNRMSDE", worst("RMS_DEC"), "[mas] largest input fit RMS in Dec"),
+        ("ALNMINMT", min((int(v.get("NMATCHES", 0)) for v in aligned), default=0),
+         "fewest matches of an aligned input"),
+    ]
 
 
 def _card(key: str, value, comment: str) -> fits.Card:
@@ -222,6 +246,7 @@ def build_layer(
         ("SKYSTAT", str(params.get("skystat", "median")), "sky statistic"),
         ("DRIZPARS", layer.trailer, "trailer file with the processing log"),
     ]
+    cards += _alignment_cards(exp_values)
     cards += drizzle_cards(rows, layer.filename, params, f"mvmflow {version}")
     cards += provenance.cards()
     primary = fits.PrimaryHDU(header=_header(cards))

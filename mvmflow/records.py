@@ -67,6 +67,7 @@ class ExposureRecord:
     size: int = 0
     chips: list[ChipRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    alignment: dict = field(default_factory=dict)  # solution keywords, once aligned
 
     @property
     def detkey(self) -> str:

@@ -142,6 +142,8 @@ def final_outputs(wildcards=None):
                f"{OUT}/plan/dropped.ecsv"]
     for cell in plan_data()["skycells"]:
         targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_manifest.txt")
+        if align_enabled():
+            targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_align.ecsv")
         targets += skycell_products(type("W", (), {"skycell": cell["name"]}))
     return targets
 
@@ -193,3 +195,94 @@ def sky_params(wildcards):
 def sky_file(wildcards):
     """The sky offsets file a layer uses."""
     return f"{OUT}/sky/{sky_group(layer_of(wildcards))}.json"
+
+
+# ---- alignment
+
+ALIGN = config.get("align", {})
+
+
+def align_enabled():
+    return bool(ALIGN.get("enabled", True))
+
+
+def align_reference():
+    """The configured reference catalogue, with ``auto`` resolved."""
+    ref = str(ALIGN.get("reference", "auto"))
+    if ref == "auto":
+        if config["inputs"] == "demo":
+            return str(demo_dir() / "truth" / "refcat.ecsv")
+        return "gaia"
+    return ref
+
+
+def align_reference_file(wildcards):
+    """The reference catalogue as an input file (so a missing file stops the run early)."""
+    ref = align_reference()
+    return [] if ref.lower() in ("gaia", "none") else [ref]
+
+
+_GROUPS_CACHE = {}
+
+
+def align_groups():
+    """{group: [input keys]} (after the align_groups checkpoint)."""
+    path = checkpoints.align_groups.get().output[0]
+    key = (path, os.path.getmtime(path))
+    if key not in _GROUPS_CACHE:
+        with open(path) as f:
+            _GROUPS_CACHE.clear()
+            _GROUPS_CACHE[key] = json.load(f)["groups"]
+    return _GROUPS_CACHE[key]
+
+
+def group_of(key):
+    for name, members in align_groups().items():
+        if key in members:
+            return name
+    raise ValueError(f"{key} is in no alignment group")
+
+
+def group_exposures(wildcards):
+    table = input_table()
+    return [table[k] for k in align_groups()[wildcards.agroup]]
+
+
+def group_catalogs(wildcards):
+    return [f"{OUT}/catalogs/{k}.ecsv" for k in align_groups()[wildcards.agroup]]
+
+
+def group_records(wildcards):
+    return [f"{OUT}/screen/records/{k}.json" for k in align_groups()[wildcards.agroup]]
+
+
+def align_dirs(wildcards=None):
+    """Every alignment group's directory (none when alignment is off)."""
+    if not align_enabled():
+        return []
+    return [f"{OUT}/align/{g}" for g in align_groups()]
+
+
+def align_dirs_of(keys):
+    """The alignment directories holding the solutions of input ``keys``."""
+    if not align_enabled():
+        return []
+    return sorted({f"{OUT}/align/{group_of(k)}" for k in keys})
+
+
+def solution_dir(wildcards):
+    return align_dirs_of([wildcards.exposure])
+
+
+def layer_align_dirs(wildcards):
+    return align_dirs_of([_key(j["filename"]) for j in layer_jobs(wildcards)])
+
+
+def skycell_keys(skycell):
+    """Input keys of every exposure planned into a sky cell."""
+    cell = next(c for c in plan_data()["skycells"] if c["name"] == skycell)
+    return sorted({_key(m["filename"]) for layer in cell["layers"] for m in layer["members"]})
+
+
+def skycell_align_dirs(wildcards):
+    return align_dirs_of(skycell_keys(wildcards.skycell))

@@ -5,6 +5,7 @@ rule drizzle:
     input:
         exposure=input_path,
         plan=f"{OUT}/plan/plan.json",
+        align=solution_dir,
     output:
         f"{OUT}/partials/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
     params:

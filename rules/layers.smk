@@ -5,6 +5,7 @@ rule layer:
     input:
         partials=partials_of,
         records=records_of,
+        align=layer_align_dirs,
         sky=sky_file,
         plan=f"{OUT}/plan/plan.json",
     output:

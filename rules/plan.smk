@@ -5,6 +5,7 @@ checkpoint plan:
     input:
         records=screen_records,
         accepted=f"{OUT}/screen/accepted.ecsv",
+        align=align_dirs,
         detectors=os.path.join(workflow.basedir, "config", "detectors.yaml"),
     output:
         plan=f"{OUT}/plan/plan.json",

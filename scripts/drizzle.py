@@ -2,15 +2,21 @@
 
 import logging
 
+from mvmflow.aligned import load_solution
 from mvmflow.grid import Frame
-from mvmflow.resample import drizzle_file, write_partial
+from mvmflow.resample import drizzle_exposure, load_chips, write_partial
+from mvmflow.solution import apply_solution
 from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
+    log = logging.getLogger("mvmflow")
     frame = Frame(**snakemake.params.layer["frame"])
-    partial = drizzle_file(snakemake.input.exposure, frame, snakemake.params.drizzle)
+    solution = load_solution(snakemake.wildcards.exposure, snakemake.input.align)
+    chips = apply_solution(load_chips(snakemake.input.exposure), solution)
+    partial = drizzle_exposure(chips, frame, snakemake.params.drizzle)
     write_partial(partial, snakemake.output[0])
-    logging.getLogger("mvmflow").info(
-        "%s -> %s: box %s", snakemake.input.exposure, snakemake.params.layer["name"],
+    log.info(
+        "%s -> %s (%s): box %s", snakemake.input.exposure, snakemake.params.layer["name"],
+        solution["wcsname"] if solution else "header WCS",
         partial.window if not partial.empty else "empty",
     )

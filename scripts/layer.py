@@ -4,11 +4,11 @@ import json
 import logging
 from pathlib import Path
 
+from mvmflow.aligned import load_record
 from mvmflow.combine import combine_partials
 from mvmflow.grid import Frame
 from mvmflow.names import LayerName
 from mvmflow.products import write_layer
-from mvmflow.records import read_record
 from mvmflow.resample import read_partial
 from mvmflow.skygroup import offsets_for_scale
 from mvmflow.workflow import rule_logging
@@ -27,7 +27,7 @@ with rule_logging(snakemake.log[0]):
         for name, value in sorted(sky.items()):
             log.info("sky offset %s: %.6g e-/s per pixel", name, value)
     arrays = combine_partials(partials, frame, sky)
-    records = [read_record(p) for p in snakemake.input.records]
+    records = [load_record(p, snakemake.input.align) for p in snakemake.input.records]
     write_layer(snakemake.output[0], arrays, frame, LayerName.parse(layer["name"]), records,
                 params)
     log.info("wrote %s (%d x %d, %d inputs)", layer["name"], frame.nx, frame.ny,

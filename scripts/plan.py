@@ -6,9 +6,9 @@ from pathlib import Path
 
 from astropy.table import Table
 
+from mvmflow.aligned import load_record
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
 from mvmflow.plan import plan_skycells
-from mvmflow.records import read_record
 from mvmflow.switches import resolve_switches
 from mvmflow.workflow import atomic_path, rule_logging
 
@@ -16,7 +16,7 @@ with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
     switches = resolve_switches(snakemake.params.switches)
     table = resolve_table(load_defaults(snakemake.input.detectors), snakemake.params.detectors)
-    records = [read_record(p) for p in snakemake.input.records]
+    records = [load_record(p, snakemake.input.align) for p in snakemake.input.records]
     plan = plan_skycells(
         records,
         layer_method=snakemake.params.layer_method,

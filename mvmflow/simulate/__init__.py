@@ -13,7 +13,9 @@ Usage::
     wcs = true_wcs(result.exposures[0], extver=1)   # the WCS the pixels were drawn with
 
 Presets (:data:`PRESETS`): ``tiny`` (tests; seconds), ``tiny_noerr`` (tiny without pointing
-errors), ``demo`` (the main job's data set), ``all_detectors`` (every detector, full frame).
+errors), ``demo`` (the main job's data set), ``all_detectors`` (every detector, full frame),
+``align`` and ``align_pair`` (alignment tests: visits with pointing errors and one with too
+few stars).
 
 What is real and what is simulated
 ----------------------------------

@@ -240,7 +240,66 @@ _ALL_DETECTORS = Preset(
     write_flt=True,
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS)}
+_ALIGN = Preset(
+    name="align",
+    description=("Alignment tests: three overlapping visits over nine years (ACS/WFC F814W "
+                 "WFC1-512 in 2012, WFC3/IR F110W IRSUB256 in 2016, WFC3/UVIS F555W "
+                 "UVIS2-C512C-SUB in 2021; two dithered exposures each) with pointing errors "
+                 "of up to 1 arcsec and 0.05 deg, plus a short WFC3/UVIS F275W visit with too "
+                 "few stars to align (F275W, 6 s); seconds to make."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=5,
+    visits=(
+        VisitSpec(instrument="ACS", proposid=12345, program="c1a", visit="01",
+                  start="2012-04-11T03:12:40", pa=76.0, pointing_error=(0.62, -0.71, 0.045),
+                  exposures=tuple(ExposureSpec("WFC", "F814W", 300.0, "WFC1-512", d)
+                                  for d in ((0.0, 0.0), (0.93, 0.57)))),
+        VisitSpec(instrument="WFC3", proposid=14321, program="d2b", visit="02",
+                  start="2016-09-23T21:40:05", pa=151.0, offset=(1.0, 1.5),
+                  pointing_error=(-0.95, 0.28, -0.05),
+                  exposures=tuple(ExposureSpec("IR", "F110W", 252.93, "IRSUB256", d)
+                                  for d in ((0.0, 0.0), (1.07, 0.81)))),
+        VisitSpec(instrument="WFC3", proposid=16543, program="e3c", visit="03",
+                  start="2021-02-17T10:05:52", pa=302.0, offset=(-1.2, 0.8),
+                  pointing_error=(0.18, 0.97, 0.03),
+                  exposures=tuple(ExposureSpec("UVIS", "F555W", 400.0, "UVIS2-C512C-SUB", d)
+                                  for d in ((0.0, 0.0), (0.88, -0.66)))),
+        VisitSpec(instrument="WFC3", proposid=16543, program="e3c", visit="04",
+                  start="2021-02-18T01:30:11", pa=302.0, offset=(0.5, -0.5),
+                  pointing_error=(-0.45, -0.52, -0.02),
+                  exposures=(ExposureSpec("UVIS", "F275W", 6.0, "UVIS2-C512C-SUB"),)),
+    ),
+    scene=SceneSpec(star_density=1100.0, mag_range=(17.5, 25.0), lf_slope=0.25,
+                    bright_stars=1, galaxy_density=4.0, young_fraction=0.05),
+)
+
+_ALIGN_PAIR = Preset(
+    name="align_pair",
+    description=("Drizzling after alignment: two WFC3/UVIS F555W visits (UVIS2-C512C-SUB, two "
+                 "dithered exposures each) five years apart, at different orientations, with "
+                 "pointing errors of 0.4-0.6 arcsec and 0.03-0.04 deg, plus a 6 s F275W exposure with "
+                 "too few stars to align; seconds to make."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=11,
+    visits=(
+        VisitSpec(instrument="WFC3", proposid=14321, program="d2c", visit="05",
+                  start="2016-03-02T11:20:31", pa=122.0, pointing_error=(0.41, -0.33, 0.04),
+                  exposures=tuple(ExposureSpec("UVIS", "F555W", 350.0, "UVIS2-C512C-SUB", d)
+                                  for d in ((0.0, 0.0), (0.91, 0.62)))),
+        VisitSpec(instrument="WFC3", proposid=16543, program="e3d", visit="06",
+                  start="2021-03-09T04:47:13", pa=128.0, offset=(0.6, -0.4),
+                  pointing_error=(-0.38, 0.47, -0.03),
+                  exposures=tuple(ExposureSpec("UVIS", "F555W", 350.0, "UVIS2-C512C-SUB", d)
+                                  for d in ((0.0, 0.0), (0.87, -0.58)))),
+        VisitSpec(instrument="WFC3", proposid=16543, program="e3d", visit="07",
+                  start="2021-03-09T06:02:44", pa=128.0, offset=(0.3, 0.2),
+                  pointing_error=(0.52, 0.36, 0.02),
+                  exposures=(ExposureSpec("UVIS", "F275W", 6.0, "UVIS2-C512C-SUB"),)),
+    ),
+    scene=SceneSpec(star_density=1100.0, mag_range=(17.5, 25.0), lf_slope=0.25,
+                    bright_stars=1, galaxy_density=2.0, young_fraction=0.05),
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS,
+                                                  _ALIGN, _ALIGN_PAIR)}
 """The named presets."""
 
 

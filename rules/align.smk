@@ -1,0 +1,88 @@
+# Alignment: catalogues per exposure (map), WCS solutions per overlap-connected group.
+
+
+checkpoint align_groups:
+    input:
+        records=screen_records,
+        accepted=f"{OUT}/screen/accepted.ecsv",
+    output:
+        f"{OUT}/align/groups.json",
+    params:
+        margin=ALIGN.get("group_margin", 2.0),
+    log:
+        "logs/align_groups.log",
+    benchmark:
+        "logs/benchmarks/align_groups.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/align_groups.py"
+
+
+rule catalog:
+    input:
+        exposure=input_path,
+    output:
+        f"{OUT}/catalogs/{{exposure}}.ecsv",
+    params:
+        catalogs=ALIGN.get("catalogs", {}),
+    log:
+        "logs/catalog/{exposure}.log",
+    benchmark:
+        "logs/benchmarks/catalog/{exposure}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1000, int(10 * input.size_mb)),
+    script:
+        "../scripts/catalog.py"
+
+
+rule align:
+    input:
+        exposures=group_exposures,
+        catalogs=group_catalogs,
+        records=group_records,
+        refcat=align_reference_file,
+    output:
+        directory(f"{OUT}/align/{{agroup}}"),
+    params:
+        reference=align_reference(),
+        gaia_url=ALIGN.get("gaia_url"),
+        align=ALIGN.get("params", {}),
+    log:
+        "logs/align/{agroup}.log",
+    benchmark:
+        "logs/benchmarks/align/{agroup}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1000, int(4 * input.size_mb)),
+    script:
+        "../scripts/align.py"
+
+
+rule align_report:
+    input:
+        align=skycell_align_dirs,
+        plan=f"{OUT}/plan/plan.json",
+    output:
+        f"{OUT}/skycells/{{skycell}}/{{skycell}}_align.ecsv",
+    params:
+        members=lambda wildcards: skycell_keys(wildcards.skycell),
+    log:
+        "logs/align_report/{skycell}.log",
+    benchmark:
+        "logs/benchmarks/align_report/{skycell}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/align_report.py"

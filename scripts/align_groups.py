@@ -1,0 +1,26 @@
+"""Checkpoint align_groups: overlap-connected groups of the accepted exposures."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mvmflow.aligned import input_key
+from mvmflow.groups import group_name, overlap_groups
+from mvmflow.records import read_record
+from mvmflow.workflow import atomic_path, rule_logging
+
+with rule_logging(snakemake.log[0]):
+    log = logging.getLogger("mvmflow")
+    records = [(input_key(p), read_record(p)) for p in snakemake.input.records]
+    records = [(k, r) for k, r in records if r.accepted and r.chips]
+    footprints = [[np.asarray(c.footprint) for c in r.chips] for _, r in records]
+    groups = {}
+    for members in overlap_groups(footprints, margin_arcsec=snakemake.params.margin):
+        keys = sorted(records[i][0] for i in members)
+        name = group_name([records[i][1].filename or keys[0] for i in members])
+        groups[name] = keys
+        log.info("%s: %d exposures: %s", name, len(keys), " ".join(keys))
+    with atomic_path(snakemake.output[0]) as tmp:
+        Path(tmp).write_text(json.dumps({"groups": groups}, indent=1, sort_keys=True) + "\n")

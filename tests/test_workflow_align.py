@@ -1,0 +1,181 @@
+"""Alignment in the workflow, on the ``align_pair`` preset, against the simulation's truth.
+
+Two WFC3/UVIS F555W visits five years apart with pointing errors of about 0.5 arcsec and
+0.03-0.04 deg, plus a 6-s F275W exposure with too few stars. The workflow runs twice on the
+same files: aligned to the simulated reference catalogue, and with alignment off.
+
+- the per-sky-cell reports and the layer headers record every input's fit;
+- the aligned chip WCSs match the true WCSs within 5 mas over each exposure;
+- stars in the aligned F555W layer have the FWHM of a single aligned exposure within 5%;
+  without alignment they don't (the visits' stars sit ~0.5 arcsec apart);
+- the F275W exposure keeps its header WCS, is flagged in the report, and still gets its layer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+from photutils.psf import fit_fwhm
+
+from mvmflow.combine import combine_partials
+from mvmflow.exposure import Exposure
+from mvmflow.grid import Frame
+from mvmflow.resample import drizzle_exposure, load_chips
+from mvmflow.simulate import read_truth, simulate, true_wcs
+from mvmflow.solution import apply_solution, corrected_chip_wcs, read_solution
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARSE = "ie3d07abq_flc"
+
+
+def snakemake(workdir: Path, configfile: Path, outdir: str):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile),
+           "--config", f"outdir={outdir}"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("workflow_align")
+    result = simulate("align_pair", base / "data")
+    common = {"inputs": f"{base / 'data'}/*_fl?.fits"}
+    aligned = base / "aligned.yaml"
+    aligned.write_text(yaml.safe_dump(
+        {**common, "align": {"reference": str(result.truth["refcat"])}}))
+    unaligned = base / "unaligned.yaml"
+    unaligned.write_text(yaml.safe_dump({**common, "align": {"enabled": False}}))
+    snakemake(base, aligned, "aligned")
+    snakemake(base, unaligned, "unaligned")
+    return {"base": base, "data": base / "data", "result": result,
+            "aligned": base / "aligned", "unaligned": base / "unaligned"}
+
+
+def _layers(out: Path, filt: str) -> list[Path]:
+    return sorted(out.glob(f"skycells/*/hst_skycell-*_wfc3_uvis_{filt}_all_drc.fits"))
+
+
+def _solutions(run) -> dict[str, dict]:
+    return {p.name[: -len("_wcs.json")]: read_solution(p)
+            for p in (run["aligned"] / "align").glob("*/*_wcs.json")}
+
+
+def test_reports_and_headers_record_every_fit(runs):
+    sols = _solutions(runs)
+    assert sorted(sols) == sorted(p.name[:-5] for p in runs["data"].glob("*_flc.fits"))
+    reports = sorted(runs["aligned"].glob("skycells/*/*_align.ecsv"))
+    assert reports, "no per-sky-cell alignment report"
+    for report in reports:
+        table = Table.read(report)
+        cell = report.parent.name
+        members = {line.split(",")[0][:-5] for line in
+                   (report.parent / f"{cell}_input.out").read_text().splitlines()}
+        assert {Path(f).name[:-5] for f in table["file"]} == members
+    row = {Path(r["file"]).name[:-5]: r for r in Table.read(reports[0])}
+    assert row[SPARSE]["flagged"] and row[SPARSE]["status"] == "unaligned"
+    for key, sol in sols.items():
+        if key == SPARSE:
+            original = Exposure.open(runs["data"] / f"{key}.fits").wcsname
+            assert sol["wcsname"] == original  # keeps its header WCS
+            continue
+        assert sol["status"].startswith("absolute"), (key, sol["status"], sol["notes"])
+        assert sol["wcsname"].endswith("-FIT_MVM_REFCAT")
+        assert sol["nmatches"] >= 6 and max(sol["rms_ra"], sol["rms_dec"]) < 10.0
+    visits = {}
+    for key, sol in sols.items():
+        visits[key[:6]] = visits.get(key[:6], 0) + sol["nmatches"]
+    assert all(n >= 12 for v, n in visits.items() if v != SPARSE[:6]), visits
+    for layer in _layers(runs["aligned"], "f555w"):
+        with fits.open(layer) as hdul:
+            tab = hdul["HDRTAB"].data
+            assert all(name.endswith("-FIT_MVM_REFCAT") for name in tab["WCSNAME"])
+            assert (tab["NMATCHES"] >= 6).all() and set(tab["ALIGNST"]) <= {
+                "absolute", "absolute-group"}
+            head = hdul[0].header
+            assert head["NALIGNED"] == head["NUMEXP"] == 4 and head["NUNALIGN"] == 0
+            assert hdul["SCI"].header["WCSNAME"].endswith("-FIT_MVM_REFCAT")
+    for layer in _layers(runs["aligned"], "f275w"):  # the flagged one is still drizzled
+        head = fits.getheader(layer)
+        assert head["NUMEXP"] == 1 and head["NUNALIGN"] == 1 and head["NALIGNED"] == 0
+
+
+def _rms(ra, dec, ra_t, dec_t) -> float:
+    """RMS angular distance (mas) between two sets of positions (degrees)."""
+    cosd = np.cos(np.radians(dec_t))
+    return float(np.sqrt(np.mean(((ra - ra_t) * cosd) ** 2 + (dec - dec_t) ** 2)) * 3.6e6)
+
+
+def test_solved_wcs_matches_truth_within_5_mas(runs):
+    for key, sol in _solutions(runs).items():
+        if key == SPARSE:
+            continue
+        path = runs["data"] / f"{key}.fits"
+        exposure = Exposure.open(path)
+        for extver in exposure.extvers:
+            ny, nx = exposure.chip_shape(extver)
+            y, x = np.mgrid[0:ny:10j, 0:nx:10j]
+            ra_s, dec_s = corrected_chip_wcs(exposure, sol, extver).all_pix2world(
+                x.ravel(), y.ravel(), 0)
+            ra_t, dec_t = true_wcs(path, extver).all_pix2world(x.ravel(), y.ravel(), 0)
+            ra_h, dec_h = exposure.chip_wcs(extver).all_pix2world(x.ravel(), y.ravel(), 0)
+            solved, header = _rms(ra_s, dec_s, ra_t, dec_t), _rms(ra_h, dec_h, ra_t, dec_t)
+            assert solved < 5.0, (key, solved)
+            assert header > 200.0  # the injected error it corrected
+
+
+def _isolated_stars(run, layer: Path, n: int = 25) -> np.ndarray:
+    """Frame pixel positions of the brightest truth stars well inside the layer."""
+    sources = read_truth(run["result"].truth_dir, "sources")
+    sources = sources[sources["type"] == "star"]
+    flux = np.asarray(sources["rate_wfc3_uvis_f555w"])
+    with fits.open(layer) as hdul:
+        wcs, wht = WCS(hdul["SCI"].header), hdul["WHT"].data
+    x, y = wcs.all_world2pix(sources["ra"], sources["dec"], 0)
+    ny, nx = wht.shape
+    xi, yi = np.round(x).astype(int), np.round(y).astype(int)
+    inside = (xi > 15) & (yi > 15) & (xi < nx - 16) & (yi < ny - 16)
+    inside[inside] &= wht[yi[inside], xi[inside]] > 0.5 * np.nanmax(wht)
+    pos = np.column_stack([x, y])
+    d = np.hypot(*(pos[:, None, :] - pos[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(d, np.inf)
+    isolated = inside & (d.min(axis=1) > 12)
+    order = np.argsort(-flux[isolated])[:n]
+    return pos[isolated][order]
+
+
+def _fwhm(image: np.ndarray, xy: np.ndarray) -> float:
+    image = np.nan_to_num(image - np.nanmedian(image))
+    return float(np.median(fit_fwhm(image, xypos=xy, fit_shape=7, fwhm=3.0)))
+
+
+def test_drizzled_stars_keep_single_exposure_fwhm(runs):
+    layers = _layers(runs["aligned"], "f555w")
+    assert layers
+    layer = max(layers, key=lambda p: fits.getheader(p, "SCI")["NAXIS1"]
+                * fits.getheader(p, "SCI")["NAXIS2"])
+    unaligned = runs["unaligned"] / layer.relative_to(runs["aligned"])
+    xy = _isolated_stars(runs, layer)
+    assert len(xy) >= 10
+    aligned_fwhm = _fwhm(fits.getdata(layer, "SCI"), xy)
+    unaligned_fwhm = _fwhm(fits.getdata(unaligned, "SCI"), xy)
+    # one aligned exposure drizzled alone onto the same frame, with the same parameters
+    plan = json.loads((runs["aligned"] / "plan" / "plan.json").read_text())
+    entry = next(lay for cell in plan["skycells"] for lay in cell["layers"]
+                 if lay["name"] == layer.name)
+    frame, params = Frame(**entry["frame"]), plan["params"][layer.name]
+    key = sorted(_solutions(runs))[0]
+    chips = apply_solution(load_chips(runs["data"] / f"{key}.fits"), _solutions(runs)[key])
+    single = combine_partials([drizzle_exposure(chips, frame, params)], frame, {}).sci
+    single_fwhm = _fwhm(single, xy)
+    assert abs(aligned_fwhm / single_fwhm - 1) < 0.05, (aligned_fwhm, single_fwhm)
+    assert unaligned_fwhm / single_fwhm - 1 > 0.05, (unaligned_fwhm, single_fwhm)
