@@ -31,6 +31,7 @@ wildcard_constraints:
     exposure=r"[A-Za-z0-9_.\-]+",
     skycell=r"skycell-p\d{4}x\d{2}y\d{2}",
     root=r"hst_[A-Za-z0-9_.\-]+",
+    ipppssoo=r"[a-z][a-z0-9]{7}",
     ptype=r"dr[cz]",
     preset=r"[a-z0-9_]+",
     agroup=r"align-[a-z0-9]+",

@@ -86,7 +86,11 @@ def _float_keyword(header: fits.Header, key: str, where: str) -> float:
 def edge_pixels(
     shape: tuple[int, int], samples_per_edge: int = DEFAULT_SAMPLES_PER_EDGE
 ) -> np.ndarray:
-    """Return 0-based ``(x, y)`` points along the pixel edges of an image, going round once.
+    """Return 0-based ``(x, y)`` points along the edge pixels of an image, going round once.
+
+    The points are the centres of the outermost pixels (``0 .. n - 1``), as the reference's
+    ``SkyFootprint`` samples them: footprints, sky-cell membership and the trimmed layer
+    frames then match the reference's to the pixel.
 
     Parameters
     ----------
@@ -100,12 +104,12 @@ def edge_pixels(
     -------
     numpy.ndarray
         ``(4 * samples_per_edge, 2)`` array of ``(x, y)``, counter-clockwise in pixel space
-        from the corner ``(-0.5, -0.5)``.
+        from the corner pixel ``(0, 0)``.
     """
     if samples_per_edge < 1:
         raise ValueError(f"samples_per_edge must be at least 1, not {samples_per_edge}")
     ny, nx = shape
-    x0, y0, x1, y1 = -0.5, -0.5, nx - 0.5, ny - 0.5
+    x0, y0, x1, y1 = 0.0, 0.0, float(nx - 1), float(ny - 1)
     t = np.linspace(0.0, 1.0, samples_per_edge, endpoint=False)
     xs = np.concatenate(
         [x0 + (x1 - x0) * t, np.full_like(t, x1), x1 - (x1 - x0) * t, np.full_like(t, x0)]

@@ -30,9 +30,10 @@ objects (no FITS I/O), following drizzlepac 3.11.0's ``interpret_mvm_input`` and
    layer frame down-sampled so that the members' box is at most ``coverage_size`` cells on a
    side (exact, 1:1, for boxes up to that size). ``n = round(MEANNEXP)`` (Python's round,
    halves to even) picks the n1/n2 drizzle parameters.
-6. **Map jobs**: one per (layer, member), with the member's integer bounding box in the
-   layer frame (its chip outline, widened by ``margin`` pixels for the kernel, clipped to the
-   frame); members whose box is empty get no job.
+6. **Map jobs**: one per (layer, member), with the member's integer bounding box on the
+   sky cell (its chip outline, widened by ``margin`` pixels for the kernel, clipped to the
+   sky cell, not to the trimmed frame, so a job does not change when other members come or
+   go); members that miss the layer frame get no job.
 
 Differences from the reference, by design
 -----------------------------------------
@@ -350,9 +351,11 @@ class MapJob:
     order : int
         Position of the exposure in the layer's drizzle order (0-based).
     box : list of int
-        ``[x0, y0, nx, ny]``: the exposure's box in the layer frame (0-based offsets).
+        ``[x0, y0, nx, ny]``: the exposure's box relative to the layer frame (0-based
+        offsets; it may reach past the trimmed frame's edges, never past the sky cell's).
     frame : Frame
-        The box as a frame of the projection-cell plane (places the partial absolutely).
+        The box as a frame of the projection-cell plane: the drizzle's output frame (places
+        the partial absolutely; independent of the other members).
     """
 
     name: str
@@ -1125,25 +1128,29 @@ def _plan_skycell(name: str, members: list[Member], records: Mapping, opts: dict
                 plan.notes.append(f"{lay.name} not made: its members cover no pixel")
                 continue
             plan.layers.append(lay)
-            jobs += _layer_jobs(lay, pix, dx, dy, opts["margin"], plan.notes)
+            jobs += _layer_jobs(lay, full, pix, dx, dy, opts["margin"], plan.notes)
     order = {lay.name: i for i, lay in enumerate(layers)}
     plan.layers.sort(key=lambda lay: order[lay.name])
     jobs.sort(key=lambda j: (order[j.layer], j.order))
     return plan, jobs
 
 
-def _layer_jobs(lay: LayerPlan, pix: Mapping, dx: int, dy: int, margin: int,
+def _layer_jobs(lay: LayerPlan, full: Frame, pix: Mapping, dx: int, dy: int, margin: int,
                 notes: list[str]) -> list[MapJob]:
+    """Map jobs of a layer. A job's frame is its exposure's box in the *whole* sky cell
+    (``full``), not in the trimmed layer frame, so it does not depend on the other members:
+    adding or removing exposures leaves the partials of the others valid."""
     jobs = []
     for i, m in enumerate(lay.members):
-        box = exposure_box(lay.frame, _shift(pix[m.filename], dx, dy), margin)
-        if box is None:
+        box = exposure_box(full, pix[m.filename], margin)
+        inside = exposure_box(lay.frame, _shift(pix[m.filename], dx, dy), margin)
+        if box is None or inside is None:
             notes.append(f"{m.filename} not drizzled into {lay.name}: no pixel on the frame")
             continue
         jobs.append(MapJob(
             name=lay.exposure_name(m), skycell=lay.skycell, layer=lay.name, scale=lay.scale,
-            file=m.file, filename=m.filename, ipppssoo=m.ipppssoo, order=i, box=list(box),
-            frame=lay.frame.window(*box),
+            file=m.file, filename=m.filename, ipppssoo=m.ipppssoo, order=i,
+            box=[box[0] - dx, box[1] - dy, box[2], box[3]], frame=full.window(*box),
         ))
     return jobs
 

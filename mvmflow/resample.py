@@ -74,7 +74,6 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy.interpolate import RectBivariateSpline
 
 from mvmflow.grid import Frame
 from mvmflow.masks import good_pixel_mask, parse_bits, static_mask
@@ -353,6 +352,8 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
             gx1, gy1 = np.meshgrid(x, y)
             out[..., k] = _map_points(chip_wcs, target_wcs, gx1, gy1)[k]
             continue
+        from scipy.interpolate import RectBivariateSpline  # lazy: 0.8 s to import
+
         spline = RectBivariateSpline(ys, xs, values, kx=ky, ky=kx, s=0)
         out[..., k] = spline(y, x)
         if offsets[0] is not None:

@@ -1,10 +1,13 @@
 # Helpers shared by the rules: paths, the input list, the plan, and the final outputs.
 
+import glob
 import json
 import os
 from pathlib import Path
 
 OUT = config["outdir"]
+# a layer's root, not an exposure-level product's (which ends in -<ipppssoo>)
+LAYER_ROOT = r"hst_[A-Za-z0-9_.\-]+(?<!-[a-z][a-z0-9]{7})"
 RES = config["resources"]
 
 
@@ -20,6 +23,16 @@ def inputs_sources():
         return [str(demo_dir() / "truth" / "exposures.ecsv")]
     if not any(c in spec for c in "*?[") and Path(spec).is_file():
         return [spec]
+    return []
+
+
+def input_glob_files():
+    """The files a glob ``inputs`` matches now (a rule parameter, so that files added to or
+    removed from the pattern's directory make the input list, and what depends on it, be
+    redone)."""
+    spec = config["inputs"]
+    if spec != "demo" and any(c in spec for c in "*?["):
+        return sorted(glob.glob(spec))
     return []
 
 
@@ -106,6 +119,11 @@ def layer_params(wildcards):
     return plan_data()["params"][f"{wildcards.root}_{wildcards.ptype}.fits"]
 
 
+def drizzle_params(wildcards):
+    """The parameters a map job depends on (without the layer's coverage figure ``n``)."""
+    return {k: v for k, v in layer_params(wildcards).items() if k != "n"}
+
+
 def _layer_by_root(wildcards):
     for cell in plan_data()["skycells"]:
         for layer in cell["layers"]:
@@ -126,14 +144,51 @@ def log_of_root(wildcards):
     return f"logs/layer/{cell['name']}/{layer['name'][:-5]}.log"
 
 
+def exposure_level():
+    return bool(config.get("products", {}).get("exposure_level", False))
+
+
+def exposure_products(cell, layer):
+    """Exposure-level product paths of a layer (its drizzled members), in drizzle order."""
+    root, ptype = layer["name"][: -len(".fits")].rsplit("_", 1)
+    jobs = sorted((j for j in plan_data()["jobs"] if j["layer"] == layer["name"]),
+                  key=lambda j: j["order"])
+    return [f"{OUT}/skycells/{cell}/{root}-{j['ipppssoo']}_{ptype}.fits" for j in jobs]
+
+
 def skycell_products(wildcards):
-    """Every product of a sky cell: layers and their trailers, in plan order."""
+    """Every product of a sky cell: layers, their trailers (and exposure-level products),
+    in plan order."""
     cell = next(c for c in plan_data()["skycells"] if c["name"] == wildcards.skycell)
     out = []
     for layer in cell["layers"]:
         out.append(f"{OUT}/skycells/{cell['name']}/{layer['name']}")
         out.append(f"{OUT}/skycells/{cell['name']}/{layer['name'].rsplit('_', 1)[0]}_trl.txt")
+        if exposure_level():
+            out += exposure_products(cell["name"], layer)
     return out
+
+
+def exposure_job(wildcards):
+    """The drizzle job of one exposure-level product."""
+    for job in layer_jobs(wildcards):
+        if job["ipppssoo"] == wildcards.ipppssoo:
+            return job
+    raise ValueError(f"{wildcards.ipppssoo} is not drizzled into {wildcards.root}")
+
+
+def exposure_partial(wildcards):
+    job = exposure_job(wildcards)
+    return (f"{OUT}/partials/{wildcards.skycell}/{wildcards.root}_{wildcards.ptype}/"
+            f"{_key(job['filename'])}.fits")
+
+
+def exposure_record(wildcards):
+    return f"{OUT}/screen/records/{_key(exposure_job(wildcards)['filename'])}.json"
+
+
+def exposure_align_dirs(wildcards):
+    return align_dirs_of([_key(exposure_job(wildcards)["filename"])])
 
 
 def final_outputs(wildcards=None):

@@ -4,14 +4,14 @@
 rule drizzle:
     input:
         exposure=input_path,
-        plan=f"{OUT}/plan/plan.json",
         align=solution_dir,
     output:
         f"{OUT}/partials/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
     params:
-        job=map_job,
-        layer=layer_of,
-        drizzle=layer_params,
+        # only what the partial depends on (not the layer's other members), so adding or
+        # removing exposures leaves this job's result valid
+        frame=lambda wildcards: map_job(wildcards)["frame"],
+        drizzle=drizzle_params,
     log:
         "logs/drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
     benchmark:

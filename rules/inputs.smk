@@ -8,6 +8,7 @@ checkpoint inputs:
         f"{OUT}/inputs.tsv",
     params:
         spec=config["inputs"],
+        files=input_glob_files(),
     log:
         "logs/inputs.log",
     benchmark:

@@ -10,6 +10,8 @@ rule layer:
         plan=f"{OUT}/plan/plan.json",
     output:
         f"{OUT}/skycells/{{skycell}}/{{root}}_{{ptype}}.fits",
+    wildcard_constraints:
+        root=LAYER_ROOT,
     params:
         layer=layer_of,
         drizzle=layer_params,
@@ -63,3 +65,28 @@ rule manifest:
         mem_mb=500,
     script:
         "../scripts/manifest.py"
+
+
+rule exposure_product:
+    input:
+        partial=exposure_partial,
+        record=exposure_record,
+        align=exposure_align_dirs,
+        sky=sky_file,
+        plan=f"{OUT}/plan/plan.json",
+    output:
+        f"{OUT}/skycells/{{skycell}}/{{root}}-{{ipppssoo}}_{{ptype}}.fits",
+    params:
+        layer=layer_of,
+        drizzle=layer_params,
+    log:
+        "logs/exposure_product/{skycell}/{root}-{ipppssoo}_{ptype}.log",
+    benchmark:
+        "logs/benchmarks/exposure_product/{skycell}/{root}-{ipppssoo}_{ptype}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: mem_for_frame(layer_of(wildcards)),
+    script:
+        "../scripts/exposure_product.py"

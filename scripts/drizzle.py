@@ -10,13 +10,13 @@ from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
-    frame = Frame(**snakemake.params.layer["frame"])
+    frame = Frame(**snakemake.params.frame)  # the exposure's box on the sky cell
     solution = load_solution(snakemake.wildcards.exposure, snakemake.input.align)
     chips = apply_solution(load_chips(snakemake.input.exposure), solution)
     partial = drizzle_exposure(chips, frame, snakemake.params.drizzle)
     write_partial(partial, snakemake.output[0])
     log.info(
-        "%s -> %s (%s): box %s", snakemake.input.exposure, snakemake.params.layer["name"],
+        "%s -> %s (%s): box %s", snakemake.input.exposure, snakemake.wildcards.root,
         solution["wcsname"] if solution else "header WCS",
         partial.window if not partial.empty else "empty",
     )

@@ -190,18 +190,19 @@ def test_construction_is_lazy_and_open_is_eager(tmp_path):
 # geometry
 
 
-def test_edge_pixels_walks_the_pixel_edges():
+def test_edge_pixels_walks_the_edge_pixel_centres():
+    """As the reference's SkyFootprint: centres of the outermost pixels, 0 .. n - 1."""
     pts = edge_pixels((3, 5), samples_per_edge=4)
     assert pts.shape == (16, 2)
-    assert tuple(pts[0]) == (-0.5, -0.5)
-    assert tuple(pts[4]) == (4.5, -0.5)
-    assert tuple(pts[8]) == (4.5, 2.5)
-    assert tuple(pts[12]) == (-0.5, 2.5)
-    assert pts[:, 0].min() == -0.5 and pts[:, 0].max() == 4.5
-    assert pts[:, 1].min() == -0.5 and pts[:, 1].max() == 2.5
-    # every point lies on an edge
-    on_x = np.isin(pts[:, 0], [-0.5, 4.5])
-    on_y = np.isin(pts[:, 1], [-0.5, 2.5])
+    assert tuple(pts[0]) == (0.0, 0.0)
+    assert tuple(pts[4]) == (4.0, 0.0)
+    assert tuple(pts[8]) == (4.0, 2.0)
+    assert tuple(pts[12]) == (0.0, 2.0)
+    assert pts[:, 0].min() == 0.0 and pts[:, 0].max() == 4.0
+    assert pts[:, 1].min() == 0.0 and pts[:, 1].max() == 2.0
+    # every point lies on an edge pixel
+    on_x = np.isin(pts[:, 0], [0.0, 4.0])
+    on_y = np.isin(pts[:, 1], [0.0, 2.0])
     assert np.all(on_x | on_y)
     with pytest.raises(ValueError):
         edge_pixels((3, 5), 0)
@@ -280,12 +281,12 @@ def test_footprint_encloses_the_chip_and_nothing_far(wfc_lookup):
     exp = Exposure(wfc_lookup)
     wcs = exp.chip_wcs(1)
     fp = exp.footprint(1)
-    for x, y in [(2047.5, 1023.5), (0, 0), (4095, 2047), (10, 2040)]:
+    for x, y in [(2047.5, 1023.5), (0.5, 0.5), (4094.5, 2046.5), (10, 2040)]:
         assert _inside(fp, wcs.all_pix2world([[x, y]], 0)[0])
     for x, y in [(-3, 1000), (4099, 1000), (2000, -3), (2000, 2051)]:
         assert not _inside(fp, wcs.all_pix2world([[x, y]], 0)[0])
-    # the corner is the outer pixel edge, half a pixel beyond the corner pixel's centre
-    np.testing.assert_allclose(fp[0], wcs.all_pix2world([[-0.5, -0.5]], 0)[0], atol=1e-12)
+    # the corner is the corner pixel's centre (the reference's SkyFootprint sampling)
+    np.testing.assert_allclose(fp[0], wcs.all_pix2world([[0.0, 0.0]], 0)[0], atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------

@@ -266,7 +266,12 @@ def test_vector9_bounded_frame(frac):
     assert full.integer_offset_of(want) == (1000, 2000)
     assert full.window(1000, 2000, 99, 79) == want
     (job,) = plan.jobs
-    assert job.box == [0, 0, 99, 79] and job.frame == want
+    # the job box is the chip's pixels plus the 4 px kernel margin on the *sky cell*, so
+    # it reaches past the trimmed frame by the margin (it must not depend on the frame)
+    x0, y0, nx, ny = job.box
+    assert -4 <= x0 <= -3 and -4 <= y0 <= -3 and 99 + 3 <= x0 + nx <= 99 + 6
+    assert 79 + 3 <= y0 + ny <= 79 + 6
+    assert job.frame == full.window(1000 + x0, 2000 + y0, nx, ny) == want.window(*job.box)
 
 
 def test_all_layers_share_the_frame(plan8):
@@ -278,11 +283,12 @@ def test_all_layers_share_the_frame(plan8):
 
 
 def test_job_boxes(plan8):
-    """Each job box is the chip's pixels in the layer frame plus a 4 px margin, clipped."""
+    """Each job box is the chip's pixels plus a 4 px margin, clipped to the sky cell but not
+    to the trimmed layer frame (so it does not depend on the other members)."""
     boxes = {j.name.split("_")[-2]: j.box for j in plan8.jobs}
     # fine IR ib2v02ab: x 1200.25..1299.25 -> 200..299 in the frame, y 0..99
-    assert boxes["all-ib2v02ab"] == [196, 0, 108, 104]
-    assert boxes["all-j8cw02af"] == [396, 296, 103, 103]  # clipped at the frame's top right
+    assert boxes["all-ib2v02ab"] == [196, -4, 108, 108]
+    assert boxes["all-j8cw02af"] == [396, 296, 108, 108]  # past the frame's top right
     for j in plan8.jobs:
         lay = next(lay for lay in plan8.layers if lay.name == j.layer)
         assert j.frame == lay.frame.window(*j.box)

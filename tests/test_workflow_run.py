@@ -46,7 +46,7 @@ def snakemake(workdir: Path, inputs: str, outdir: str = "results", *extra: str,
     # no pointing errors here: the header WCS is the truth, so drizzle it unaligned
     # (alignment is tested in test_workflow_align.py)
     configfile = workdir / "no_align.yaml"
-    configfile.write_text("align: {enabled: false}\n")
+    configfile.write_text("align: {enabled: false}\nproducts: {exposure_level: true}\n")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile),
            "--config", f"inputs={inputs}", f"outdir={outdir}", *extra]
@@ -107,8 +107,10 @@ def run(tmp_path_factory):
             "out": base / "results", "seconds": time.time() - t0}
 
 
-def products(out: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted((out / "skycells").glob("*/hst_*_dr?.fits"))}
+def products(out: Path, exposures: bool = False) -> dict[str, Path]:
+    """Layer products (or, with ``exposures``, exposure-level products) by name."""
+    return {p.name: p for p in sorted((out / "skycells").glob("*/hst_*_dr?.fits"))
+            if LayerName.parse(p.name).is_exposure == exposures}
 
 
 def test_bad_inputs_rejected_run_completes(run):
@@ -152,9 +154,11 @@ def test_every_expected_layer_of_every_sky_cell(run):
     for cell in cells:
         d = run["out"] / "skycells" / cell
         manifest = (d / f"{cell}_manifest.txt").read_text().split()
+        exposure_level = [n for n in products(run["out"], exposures=True) if cell in n]
+        assert exposure_level
         assert sorted(manifest) == sorted(
             [n for n in expected if cell in n] + [LayerName.parse(n).trailer for n in expected
-                                                   if cell in n])
+                                                   if cell in n] + exposure_level)
         poller = (d / f"{cell}_input.out").read_text()
         assert not poller.endswith("\n") and all(
             len(line.split(",")) == 10 for line in poller.split("\n"))
@@ -200,37 +204,91 @@ def _epoch(run, prefix):
                           if f.startswith(prefix)]))
 
 
+def _star_ratios(path: Path, ra, dec, rate, max_holes: float = 0.0) -> list[float]:
+    """Measured / true count rate of the isolated bright stars of a product (6.4" boxes,
+    local sky from a surrounding ring; up to ``max_holes`` of the box may be masked, away
+    from the core, and is filled with the sky)."""
+    half = 80  # 161 px = 6.4": the model PSF stamp is 6.0" wide
+    with fits.open(path) as hdul:
+        sci, wht = hdul["SCI"].data.astype(float), hdul["WHT"].data
+        w = WCS(hdul["SCI"].header)
+    x, y = w.world_to_pixel_values(ra, dec)
+    ratios = []
+    for i in _isolated_bright(x, y, rate, 1.4 * half, 300.0):
+        xi, yi = int(round(x[i])), int(round(y[i]))
+        y0, y1, x0, x1 = yi - half - 30, yi + half + 31, xi - half - 30, xi + half + 31
+        if y0 < 0 or x0 < 0 or y1 > sci.shape[0] or x1 > sci.shape[1]:
+            continue
+        cut = sci[y0:y1, x0:x1]
+        inner = cut[30:-30, 30:-30]
+        holes = ~(wht[y0 + 30:y1 - 30, x0 + 30:x1 - 30] > 0)
+        if holes.mean() > max_holes or holes[half - 8:half + 9, half - 8:half + 9].any():
+            continue  # masked pixels (one exposure alone has some) must be few, off the core
+        ring = np.concatenate([cut[:25].ravel(), cut[-25:].ravel(),
+                               cut[25:-25, :25].ravel(), cut[25:-25, -25:].ravel()])
+        ring = ring[np.isfinite(ring)]
+        if ring.size < 2000:
+            continue
+        sky = np.median(ring)
+        inner = np.where(holes, sky, inner)
+        ratios.append((inner.sum() - sky * inner.size) / rate[i])
+    return ratios
+
+
 def test_star_fluxes_match_truth(run):
     """Total count rate of isolated stars in the ACS layers equals the truth within 1%."""
-    half = 80  # 161 px = 6.4": the model PSF stamp is 6.0" wide
     ratios = []
     for path in _acs_layers(run):
-        with fits.open(path) as hdul:
-            sci, wht = hdul["SCI"].data.astype(float), hdul["WHT"].data
-            w = WCS(hdul["SCI"].header)
         ra, dec, rate = _truth_positions(run["data"] / "truth", _epoch(run, "j"),
                                          "rate_acs_wfc_f814w")
-        x, y = w.world_to_pixel_values(ra, dec)
-        for i in _isolated_bright(x, y, rate, 1.4 * half, 300.0):
-            xi, yi = int(round(x[i])), int(round(y[i]))
-            y0, y1, x0, x1 = yi - half - 30, yi + half + 31, xi - half - 30, xi + half + 31
-            if y0 < 0 or x0 < 0 or y1 > sci.shape[0] or x1 > sci.shape[1]:
-                continue
-            cut = sci[y0:y1, x0:x1]
-            inner = cut[30:-30, 30:-30]
-            if not (wht[y0 + 30:y1 - 30, x0 + 30:x1 - 30] > 0).all():
-                continue
-            ring = np.concatenate([cut[:25].ravel(), cut[-25:].ravel(),
-                                   cut[25:-25, :25].ravel(), cut[25:-25, -25:].ravel()])
-            ring = ring[np.isfinite(ring)]
-            if ring.size < 2000:
-                continue
-            sky = np.median(ring)
-            ratios.append((inner.sum() - sky * inner.size) / rate[i])
+        ratios += _star_ratios(path, ra, dec, rate)
     assert len(ratios) >= 4, f"only {len(ratios)} isolated bright stars measured"
     ratios = np.array(ratios)
     assert abs(np.median(ratios) - 1) < 0.01, ratios
     assert np.all(np.abs(ratios - 1) < 0.03), ratios
+
+
+def test_exposure_products_add_up_to_their_layer(run):
+    """Exposure-level products (one per drizzled member, same frame) summed with their
+    weights reproduce the layer."""
+    exposure_level = products(run["out"], exposures=True)
+    for name, path in products(run["out"]).items():
+        layer = LayerName.parse(name)
+        members = [p for n, p in exposure_level.items() if LayerName.parse(n).layer == layer]
+        with fits.open(path) as hdul:
+            assert len(members) == hdul[0].header["NUMEXP"] >= 1
+            sci, wht = hdul["SCI"].data, hdul["WHT"].data
+        wsum = np.zeros(wht.shape)
+        fsum = np.zeros(wht.shape)
+        for member in members:
+            with fits.open(member) as hdul:
+                assert hdul[0].header["NUMEXP"] == 1
+                assert hdul["SCI"].data.shape == sci.shape
+                w = hdul["WHT"].data.astype(float)
+                wsum += w
+                fsum += np.where(w > 0, np.nan_to_num(hdul["SCI"].data) * w, 0.0)
+        np.testing.assert_allclose(wsum, wht, rtol=1e-6)
+        on = wht > 0
+        np.testing.assert_allclose(fsum[on] / wsum[on], sci[on], rtol=1e-5,
+                                   atol=1e-6 * np.nanmax(np.abs(sci)))
+        assert np.isnan(sci[~on]).all()
+
+
+def test_exposure_product_fluxes_match_truth(run):
+    """Isolated bright stars in each ACS exposure-level product hold their true count rate."""
+    t = Table.read(run["data"] / "truth" / "exposures.ecsv")
+    epochs = {f[:8]: e for f, e in zip(t["file"], t["epoch"], strict=True)}
+    ratios = []
+    for name, path in products(run["out"], exposures=True).items():
+        ipppssoo = LayerName.parse(name).ipppssoo
+        if "acs_wfc_f814w" not in name or ipppssoo not in epochs:
+            continue
+        ra, dec, rate = _truth_positions(run["data"] / "truth", epochs[ipppssoo],
+                                         "rate_acs_wfc_f814w")
+        ratios += _star_ratios(path, ra, dec, rate, max_holes=0.002)
+    assert len(ratios) >= 4, f"only {len(ratios)} isolated bright stars measured"
+    assert abs(np.median(ratios) - 1) < 0.01, ratios
+    assert np.all(np.abs(np.array(ratios) - 1) < 0.03), ratios
 
 
 def _centroid(img):
@@ -301,7 +359,9 @@ def test_neighbouring_sky_cells_agree_in_their_overlap(run):
 
 def test_rerun_is_bit_identical(run):
     snakemake(run["base"], f"{run['data']}/*_fl?.fits", "results_rerun")
-    first, second = products(run["out"]), products(run["base"] / "results_rerun")
+    first = {**products(run["out"]), **products(run["out"], exposures=True)}
+    second = {**products(run["base"] / "results_rerun"),
+              **products(run["base"] / "results_rerun", exposures=True)}
     assert first.keys() == second.keys()
     for name in first:
         with fits.open(first[name]) as a, fits.open(second[name]) as b:
@@ -327,7 +387,9 @@ def test_killed_run_resumes_with_same_products(run):
             hdul.verify("exception")
             [h.data for h in hdul]
     snakemake(base, f"{run['data']}/*_fl?.fits", "results_killed", "--rerun-incomplete")
-    first, resumed = products(run["out"]), products(base / "results_killed")
+    first = {**products(run["out"]), **products(run["out"], exposures=True)}
+    resumed = {**products(base / "results_killed"),
+               **products(base / "results_killed", exposures=True)}
     assert first.keys() == resumed.keys()
     for name in first:
         with fits.open(first[name]) as a, fits.open(resumed[name]) as b:
