@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["convex_hull", "hulls_overlap", "overlap_groups", "group_name"]
+__all__ = ["convex_hull", "hulls_overlap", "overlap_groups", "connected_components",
+           "group_name"]
 
 
 def _tangent(ra, dec, ra0: float, dec0: float) -> np.ndarray:
@@ -96,24 +97,35 @@ def overlap_groups(footprints: Sequence[Sequence[np.ndarray]],
     dec0 = float(np.median(allpts[:, 1]))
     hulls = [[convex_hull(_tangent(np.asarray(c)[:, 0], np.asarray(c)[:, 1], ra0, dec0))
               for c in chips] for chips in footprints]
+    edges = [(i, j) for i in range(n) for j in range(i + 1, n)
+             if any(len(a) >= 3 and len(b) >= 3 and hulls_overlap(a, b, margin_arcsec / 3600)
+                    for a in hulls[i] for b in hulls[j])]
+    return connected_components(n, edges)
+
+
+def connected_components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of the graph of ``n`` nodes and ``edges`` (union-find).
+
+    Returns
+    -------
+    list of list of int
+        Nodes of each component, ascending; components ordered by their first node.
+    """
     parent = list(range(n))
 
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
 
-    for i in range(n):
-        for j in range(i + 1, n):
-            if find(i) == find(j):
-                continue
-            if any(len(a) >= 3 and len(b) >= 3 and hulls_overlap(a, b, margin_arcsec / 3600)
-                   for a in hulls[i] for b in hulls[j]):
-                parent[max(find(i), find(j))] = min(find(i), find(j))
+    for i, j in edges:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
     groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
+    for k in range(n):
+        groups.setdefault(find(k), []).append(k)
     return sorted(groups.values(), key=lambda g: g[0])
 
 

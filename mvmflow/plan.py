@@ -242,6 +242,8 @@ class Coverage:
         by the whole sky cell).
     downsample : int
         Frame pixels per raster cell along each axis (1 = exact pixel centres).
+    maxnexp : float
+        Most chips covering one raster cell (2+ means exposures overlap somewhere).
     """
 
     n: int
@@ -251,6 +253,7 @@ class Coverage:
     medexpt: float
     npixfrac: float
     downsample: int
+    maxnexp: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -1073,6 +1076,7 @@ def coverage_stats(frame: Frame, chips: Iterable[tuple[np.ndarray, float]],
         medexpt=_weighted_median(texp, w),
         npixfrac=float(np.sum(w) / (frame.nx * frame.ny)),
         downsample=int(f),
+        maxnexp=float(nexp.max()),
     )
 
 

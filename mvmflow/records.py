@@ -68,6 +68,7 @@ class ExposureRecord:
     chips: list[ChipRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     alignment: dict = field(default_factory=dict)  # solution keywords, once aligned
+    cr_flagged: bool = False  # any DQ pixel carries the cosmic-ray flag (4096)
 
     @property
     def detkey(self) -> str:

@@ -41,6 +41,7 @@ import numpy as np
 
 from mvmflow.combine import input_name, overlap_slices
 from mvmflow.grid import Frame
+from mvmflow.groups import connected_components
 
 __all__ = ["PairStat", "SkyMatch", "clipped_stat", "match_sky", "sky_match"]
 
@@ -228,22 +229,7 @@ def _pair(pa, pb, sa, sb, stat, min_overlap, max_pixels, kwargs):
 
 
 def _groups(n: int, pairs: list[PairStat]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for p in pairs:
-        ra, rb = find(p.i), find(p.j)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for k in range(n):
-        groups.setdefault(find(k), []).append(k)
-    return [groups[r] for r in sorted(groups)]
+    return connected_components(n, [(p.i, p.j) for p in pairs])
 
 
 def _solve(members: list[int], pairs: list[PairStat], weighted: bool) -> dict[int, float]:

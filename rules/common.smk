@@ -121,7 +121,34 @@ def layer_params(wildcards):
 
 def drizzle_params(wildcards):
     """The parameters a map job depends on (without the layer's coverage figure ``n``)."""
-    return {k: v for k, v in layer_params(wildcards).items() if k != "n"}
+    skip = ("n", "cosmic_rays", "cr")  # do not change a separate drizzle
+    return {k: v for k, v in layer_params(wildcards).items() if k not in skip}
+
+
+def cr_applies(wildcards):
+    """Whether the layer gets cosmic-ray rejection (decided by the plan)."""
+    return bool(layer_params(wildcards).get("cosmic_rays"))
+
+
+def final_partials_of(wildcards):
+    """The partials a layer sums: the CR-masked ones when the layer rejects cosmic rays."""
+    paths = partials_of(wildcards)
+    if cr_applies(wildcards):
+        return [p.replace(f"{OUT}/partials/", f"{OUT}/partials_cr/", 1) for p in paths]
+    return paths
+
+
+def final_exposure_partial(wildcards):
+    path = exposure_partial(wildcards)
+    if cr_applies(wildcards):
+        return path.replace(f"{OUT}/partials/", f"{OUT}/partials_cr/", 1)
+    return path
+
+
+def separate_partial(wildcards):
+    """The exposure's separate drizzle (its CR-free-or-not partial) on the layer."""
+    return (f"{OUT}/partials/{wildcards.skycell}/{wildcards.root}_{wildcards.ptype}/"
+            f"{wildcards.exposure}.fits")
 
 
 def _layer_by_root(wildcards):

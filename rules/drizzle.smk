@@ -23,3 +23,76 @@ rule drizzle:
         mem_mb=lambda wildcards, input: max(1000, int(12 * input.size_mb)),
     script:
         "../scripts/drizzle.py"
+
+
+# Cosmic-ray rejection (layers the plan marks): median of the separate drizzles (reduce),
+# blot + derivative test per exposure (map), final drizzle without the flagged pixels (map).
+
+
+rule cr_median:
+    input:
+        partials=partials_of,
+        sky=sky_file,
+    output:
+        f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}_median.fits",
+    params:
+        layer=layer_of,
+        drizzle=layer_params,
+    log:
+        "logs/cr_median/{skycell}/{root}_{ptype}.log",
+    benchmark:
+        "logs/benchmarks/cr_median/{skycell}/{root}_{ptype}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: 1500 + mem_for_frame(layer_of(wildcards), arrays=2),
+    script:
+        "../scripts/cr_median.py"
+
+
+rule cr_mask:
+    input:
+        exposure=input_path,
+        median=f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}_median.fits",
+        partial=separate_partial,
+        sky=sky_file,
+        align=solution_dir,
+    output:
+        f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits",
+    params:
+        drizzle=layer_params,
+    log:
+        "logs/cr_mask/{skycell}/{root}_{ptype}/{exposure}.log",
+    benchmark:
+        "logs/benchmarks/cr_mask/{skycell}/{root}_{ptype}/{exposure}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1500, int(12 * input.size_mb)),
+    script:
+        "../scripts/cr_mask.py"
+
+
+rule drizzle_cr:
+    input:
+        exposure=input_path,
+        crmask=f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits",
+        align=solution_dir,
+    output:
+        f"{OUT}/partials_cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
+    params:
+        frame=lambda wildcards: map_job(wildcards)["frame"],
+        drizzle=drizzle_params,
+    log:
+        "logs/drizzle_cr/{skycell}/{root}_{ptype}/{exposure}.log",
+    benchmark:
+        "logs/benchmarks/drizzle_cr/{skycell}/{root}_{ptype}/{exposure}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1000, int(12 * input.size_mb)),
+    script:
+        "../scripts/drizzle.py"

@@ -3,7 +3,7 @@
 
 rule layer:
     input:
-        partials=partials_of,
+        partials=final_partials_of,
         records=records_of,
         align=layer_align_dirs,
         sky=sky_file,
@@ -69,7 +69,7 @@ rule manifest:
 
 rule exposure_product:
     input:
-        partial=exposure_partial,
+        partial=final_exposure_partial,
         record=exposure_record,
         align=exposure_align_dirs,
         sky=sky_file,

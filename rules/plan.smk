@@ -18,6 +18,7 @@ checkpoint plan:
         skycells=config["skycells"],
         exp_limit=config["exp_limit"],
         detectors=config.get("detectors", {}),
+        cosmic_rays=config.get("cosmic_rays", {"default": "auto"}),
     log:
         "logs/plan.log",
     benchmark:

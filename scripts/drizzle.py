@@ -3,6 +3,7 @@
 import logging
 
 from mvmflow.aligned import load_solution
+from mvmflow.crreject import read_cr_masks
 from mvmflow.grid import Frame
 from mvmflow.resample import drizzle_exposure, load_chips, write_partial
 from mvmflow.solution import apply_solution
@@ -13,7 +14,12 @@ with rule_logging(snakemake.log[0]):
     frame = Frame(**snakemake.params.frame)  # the exposure's box on the sky cell
     solution = load_solution(snakemake.wildcards.exposure, snakemake.input.align)
     chips = apply_solution(load_chips(snakemake.input.exposure), solution)
-    partial = drizzle_exposure(chips, frame, snakemake.params.drizzle)
+    masks = None
+    if "crmask" in snakemake.input.keys():  # the final drizzle of a CR-rejecting layer
+        masks = read_cr_masks(snakemake.input.crmask, chips)
+        log.info("cosmic rays masked: %d pixels", sum(int(m.sum()) for m in masks
+                                                      if m is not None))
+    partial = drizzle_exposure(chips, frame, snakemake.params.drizzle, cr_masks=masks)
     write_partial(partial, snakemake.output[0])
     log.info(
         "%s -> %s (%s): box %s", snakemake.input.exposure, snakemake.wildcards.root,

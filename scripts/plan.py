@@ -7,6 +7,7 @@ from pathlib import Path
 from astropy.table import Table
 
 from mvmflow.aligned import load_record
+from mvmflow.crreject import cr_mode_applies
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
 from mvmflow.plan import plan_skycells
 from mvmflow.switches import resolve_switches
@@ -28,13 +29,19 @@ with rule_logging(snakemake.log[0]):
     data = plan.to_dict()
     data["switches"] = switches
     data["params"] = {}
+    flagged = {r.filename: r.cr_flagged for r in records}
+    modes = snakemake.params.cosmic_rays
     for layer in plan.layers:
         detkey = f"{layer.instrument}_{layer.detector}"
-        data["params"][layer.name] = layer_parameters(
-            table, detkey, layer.filter, layer.coverage.meannexp
-        )
-        log.info("layer %s: %d members, n=%d (%s)", layer.name, len(layer.members),
-                 layer.coverage.n, data["params"][layer.name]["set"])
+        params = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)
+        mode = modes.get(detkey, modes.get("default", "auto"))
+        params["cosmic_rays"] = cr_mode_applies(
+            mode, [flagged.get(m.filename, False) for m in layer.members],
+            layer.coverage.maxnexp)
+        data["params"][layer.name] = params
+        log.info("layer %s: %d members, n=%d (%s), cosmic-ray rejection %s (%s)",
+                 layer.name, len(layer.members), layer.coverage.n, params["set"],
+                 "on" if params["cosmic_rays"] else "off", mode)
     for note in plan.notes + [n for sc in plan.skycells for n in sc.notes]:
         log.warning(note)
     rows = []

@@ -17,6 +17,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unflagged-cr", action="store_true",
                         help="leave cosmic rays unflagged in the CCD DQ arrays (raw-pipeline "
                              "FLT/FLC instead of SVM-processed ones)")
+    parser.add_argument("--no-cosmic-rays", action="store_true",
+                        help="write the same exposures (same noise) without cosmic rays")
     parser.add_argument("--flt", action="store_true",
                         help="also write an _flt.fits beside every _flc.fits")
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
@@ -40,6 +42,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         return 2
     if args.unflagged_cr:
         preset = dataclasses.replace(preset, flag_crs=False)
+    if getattr(args, "no_cosmic_rays", False):
+        preset = dataclasses.replace(preset, cosmic_rays=False)
     if args.flt:
         preset = dataclasses.replace(preset, write_flt=True)
     result = simulate(preset, args.out, seed=args.seed)

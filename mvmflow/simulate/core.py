@@ -220,7 +220,7 @@ def simulate(preset: str | Preset, out: str | Path, seed: int | None = None) -> 
                 wcs=full_chip_wcs(plan.det, chip, plan.true_chips[chip], *region),
                 exptime=plan.exptime, psf=psf, sky_rate=sky,
                 readnoise=_readnoise(plan.det, chip), flag_crs=preset.flag_crs,
-                seed=seed, nsamp=plan.nsamp)
+                seed=seed, nsamp=plan.nsamp, cosmic_rays=preset.cosmic_rays)
             images[chip] = render_chip(setup, sources, ra, dec, rates, rng)
         hdul = make_hdulist(plan, images)
         path = out / plan.filename
@@ -244,6 +244,7 @@ def simulate(preset: str | Preset, out: str | Path, seed: int | None = None) -> 
     truth = out / "truth"
     exposures = Table(rows=exp_rows)
     exposures.meta.update({"preset": preset.name, "seed": seed,
+                           "cosmic_rays": bool(preset.cosmic_rays),
                            "pointing_error": "header WCS = true WCS moved by (offset_dx, "
                            "offset_dy) arcsec east/north and rotated by `rotation` deg about "
                            "(error_ra, error_dec)"})

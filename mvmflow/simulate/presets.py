@@ -104,6 +104,9 @@ class Preset:
         Flag cosmic rays in the CCD DQ arrays (4096), as after SVM processing.
     write_flt : bool
         Also write an ``_flt.fits`` beside each ``_flc.fits`` (same pixels).
+    cosmic_rays : bool
+        Inject cosmic rays (default). False writes the very same exposures (same seed, same
+        noise, same defects) without them: the truth for cosmic-ray rejection tests.
     sky_rates : dict
         Sky background per filter key (``acs_wfc_f814w``), e-/s per ``IDCSCALE**2`` pixel;
         missing filters use :data:`SKY_RATES`.
@@ -121,6 +124,7 @@ class Preset:
     flag_crs: bool = True
     write_flt: bool = False
     sky_rates: dict = field(default_factory=dict)
+    cosmic_rays: bool = True
 
     @property
     def n_exposures(self) -> int:
@@ -298,8 +302,27 @@ _ALIGN_PAIR = Preset(
                     bright_stars=1, galaxy_density=2.0, young_fraction=0.05),
 )
 
+_CR = Preset(
+    name="cr",
+    description=("Cosmic-ray rejection tests: one WFC3/UVIS visit, four dithered 400 s F555W "
+                 "exposures of UVIS2-C512C-SUB (most pixels covered three or four times), "
+                 "cosmic rays left unflagged, no pointing errors; seconds to make. Use "
+                 "cosmic_rays=False (dataclasses.replace) for the same exposures without them."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=23,
+    visits=(
+        VisitSpec(instrument="WFC3", proposid=16543, program="e3f", visit="08",
+                  start="2021-04-14T09:12:37", pa=212.0,
+                  exposures=tuple(ExposureSpec("UVIS", "F555W", 400.0, "UVIS2-C512C-SUB", d)
+                                  for d in ((0.0, 0.0), (0.523, 0.347), (1.061, -0.213),
+                                            (0.279, 0.815)))),
+    ),
+    scene=SceneSpec(star_density=900.0, mag_range=(17.5, 25.0), lf_slope=0.25,
+                    bright_stars=1, galaxy_density=2.0, young_fraction=0.05),
+    max_shift_arcsec=0.0, max_rotation_deg=0.0, flag_crs=False,
+)
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS,
-                                                  _ALIGN, _ALIGN_PAIR)}
+                                                  _ALIGN, _ALIGN_PAIR, _CR)}
 """The named presets."""
 
 

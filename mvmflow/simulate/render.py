@@ -64,6 +64,8 @@ class ChipSetup:
 
     ``region`` is ``(x0, y0, nx, ny)`` in full-chip pixels; ``wcs`` the true WCS in the pixel
     frame of the region; ``readnoise`` the read noise of the left and right chip halves (e-).
+    ``cosmic_rays=False`` renders the same chip without its cosmic rays: they are still drawn
+    (so every other random number, hence the noise, is identical) but not deposited.
     """
 
     det: Detector
@@ -77,6 +79,7 @@ class ChipSetup:
     flag_crs: bool
     seed: int
     nsamp: int = 0
+    cosmic_rays: bool = True
 
 
 @dataclass
@@ -362,6 +365,8 @@ def render_chip(setup: ChipSetup, sources: Table, ra: np.ndarray, dec: np.ndarra
     photons = rng.poisson(expected).astype(np.float64)
     dark_counts = rng.poisson(dark * t).astype(np.float64)
     crs = _cosmic_rays(rng, (ny, nx), det.cr_rate, t)
+    if not setup.cosmic_rays:
+        crs[...] = 0.0  # drawn all the same: the rest of the random stream is unchanged
     samp = time = None
 
     if det.ccd:
