@@ -5,7 +5,14 @@ The forms make_custom_mosaic accepts, plus the simulated demo:
 - ``demo``: the exposures listed in the simulated demo set's ``truth/exposures.ecsv``;
 - a glob pattern (``data/*_fl?.fits``, ``**`` allowed);
 - a text file listing exposure paths, one per line (blank lines and ``#`` comments are
-  skipped; relative paths are relative to the list file's directory).
+  skipped; relative paths are relative to the list file's directory);
+- a poller file (the reference's 10-column MVM or 8-column SVM format, lines with commas):
+  each row's last column is the exposure's path; a row whose path does not exist is looked
+  up by file name beside the poller file and in the working directory (the reference
+  needs its inputs there). NEW and OLD rows are both inputs: an OLD exposure is one the
+  sky cell already holds, so its partials are reused where they exist (the reference
+  drops OLD exposures from the re-drizzled layer, spec 1.11; we keep them, so an update
+  equals a run from scratch).
 
 Every input gets a *key*, its file name without ``.fits`` (``ib2v01abq_flc``), which names
 its jobs and per-exposure files. Two inputs with the same key are an error: it would be
@@ -32,7 +39,34 @@ def exposure_key(path: str | os.PathLike) -> str:
     return name
 
 
+def _is_poller(path: Path) -> bool:
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            return line.count(",") in (7, 9)
+    return False
+
+
+def _from_poller(path: Path) -> list[Path]:
+    from mvmflow.poller import locate_input, read_poller
+
+    files = []
+    for n, row in enumerate(read_poller(path), start=1):
+        given = Path(row.path) if row.path else None
+        if given is not None and given.is_file():
+            files.append(given)
+            continue
+        found = locate_input(row.filename, [path.parent])
+        if found is None:
+            raise FileNotFoundError(f"{path}, row {n}: exposure {row.filename} is neither at "
+                                    f"{row.path} nor beside the poller file")
+        files.append(found)
+    return files
+
+
 def _from_list(path: Path) -> list[Path]:
+    if _is_poller(path):
+        return _from_poller(path)
     files = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()

@@ -1,9 +1,9 @@
 """Incremental sky-cell updates: adding or removing exposures redoes only what they change.
 
 Six exposures (the ``tiny_noerr`` visits with a third dither each; alignment off, as the
-header WCS is the truth here). Run 1 processes four of them; run 2 adds the other two to the
-input list; a from-scratch run processes all six in another directory; run 3 removes the two
-again. Then:
+header WCS is the truth here). Run 1 processes four of them (a list file); run 2 is given
+an MVM poller file with the four as OLD rows and the other two as NEW; a from-scratch run
+processes all six in another directory; run 3 removes the two again. Then:
 
 - run 2's layers equal the from-scratch run's, bit for bit (SCI, WHT, CTX);
 - run 2 drizzled only the two new exposures: the partials of the first four are the same
@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from mvmflow.poller import make_poller, write_poller
 from mvmflow.simulate import PRESETS, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,11 +92,14 @@ def runs(tmp_path_factory):
     r["log1"] = snakemake(base, first, "results")
     r["layers1"], r["partials1"] = layers(base / "results"), partials(base / "results")
     r["dry1"] = snakemake(base, first, "results", "--dry-run")
-    # the same list file, now with all six
-    first.write_text(every.read_text())
-    r["log2"] = snakemake(base, first, "results")
+    # an MVM poller file: the first four as OLD rows, the other two as NEW
+    poller = base / "skycell-p0081x14y14_input.out"
+    rows = (make_poller(old, "mvm", skycell="skycell-p0081x14y14", status="OLD")
+            + make_poller(new, "mvm", skycell="skycell-p0081x14y14", status="NEW"))
+    write_poller(rows, poller)
+    r["log2"] = snakemake(base, poller, "results")
     r["layers2"], r["partials2"] = layers(base / "results"), partials(base / "results")
-    r["dry2"] = snakemake(base, first, "results", "--dry-run")
+    r["dry2"] = snakemake(base, poller, "results", "--dry-run")
     snakemake(base, every, "scratch")
     r["scratch"] = layers(base / "scratch")
     # remove the two again

@@ -68,3 +68,27 @@ def test_table_round_trip(tmp_path):
     table = {"a_flc": "/x/a_flc.fits", "b_flt": "/y/b_flt.fits"}
     write_input_table(table, tmp_path / "t.tsv")
     assert read_input_table(tmp_path / "t.tsv") == table
+
+
+def test_mvm_poller_new_and_old_rows_are_inputs(tmp_path):
+    """A 10-column MVM poller: both NEW and OLD rows are inputs; a row whose path is gone
+    is found beside the poller file; a missing one names the row."""
+    a = touch(tmp_path / "data" / "ib2v01abq_flt.fits")
+    b = touch(tmp_path / "ib2v01acq_flt.fits")
+    poller = tmp_path / "skycell-p0081x14y14_input.out"
+    poller.write_text(
+        f"ib2v01abq_flt.fits,11360,B2V,01,602.937,F160W,IR,skycell-p0081x14y14,NEW,{a}\n"
+        "ib2v01acq_flt.fits,11360,B2V,01,602.937,F160W,IR,skycell-p0081x14y14,OLD,"
+        "/archive/gone/ib2v01acq_flt.fits")
+    assert resolve_inputs(str(poller)) == {"ib2v01abq_flt": str(a.resolve()),
+                                           "ib2v01acq_flt": str(b.resolve())}
+    b.unlink()
+    with pytest.raises(FileNotFoundError, match=r"input.out, row 2: .*ib2v01acq_flt.fits"):
+        resolve_inputs(str(poller))
+
+
+def test_svm_poller(tmp_path):
+    a = touch(tmp_path / "ib2v01abq_flt.fits")
+    poller = tmp_path / "svm_input.out"
+    poller.write_text(f"ib2v01abq_flt.fits,11360,B2V,01,602.937,F160W,IR,{a}")
+    assert resolve_inputs(str(poller)) == {"ib2v01abq_flt": str(a.resolve())}
