@@ -10,6 +10,8 @@ Subcommands::
                                           write an MVM (or --svm) poller file
     mvmflow params [--configfile FILE ...] -o OUT
                                           write a run's fully resolved parameters
+    mvmflow cut FILES... --ra RA --dec DEC --size W [H] [-o DIR]
+                                          cutouts of layer products at a position
 """
 
 from __future__ import annotations
@@ -85,6 +87,19 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cut(args: argparse.Namespace) -> int:
+    from mvmflow.cutouts import make_cutouts
+
+    written, failed = make_cutouts(args.files, args.ra, args.dec, args.size, args.out_dir)
+    for path in written:
+        print(path)
+    for path, reason in failed:
+        print(f"mvmflow cut: cannot cut {path}: {reason}", file=sys.stderr)
+    if not written and not failed:
+        print(f"no product overlaps the box at ({args.ra}, {args.dec})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mvmflow`` command."""
     from mvmflow import __version__
@@ -125,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-detector defaults (default: config/detectors.yaml)")
     p.add_argument("-o", "--output", required=True, help="output YAML file")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("cut", help="cutouts of layer products (SCI and WHT) at a sky position")
+    p.add_argument("files", nargs="+", help="layer products (ours or the archive's MVM files)")
+    p.add_argument("--ra", type=float, required=True, help="right ascension in degrees")
+    p.add_argument("--dec", type=float, required=True, help="declination in degrees")
+    p.add_argument("--size", type=float, nargs="+", required=True, metavar="ARCSEC",
+                   help="box size in arcsec: one value (square) or W H (W along RA)")
+    p.add_argument("-o", "--out-dir", default=".", help="output directory (default: .)")
+    p.set_defaults(func=_cmd_cut)
     return parser
 
 
