@@ -23,7 +23,8 @@ import numpy as np
 from mvmflow.grid import PC_SCALE, Frame
 from mvmflow.skymatch import SkyMatch, sky_match
 
-__all__ = ["MergedPartial", "group_sky", "merge_on_plane", "offsets_for_scale"]
+__all__ = ["MergedPartial", "group_sky", "merge_on_plane", "offsets_for_scale",
+           "read_sky_offsets"]
 
 
 @dataclass
@@ -110,3 +111,14 @@ def offsets_for_scale(offsets: Mapping[str, float], scale: float) -> dict[str, f
     """Convert per-fine-pixel offsets to per-pixel offsets at ``scale`` (arcsec/px)."""
     factor = (float(scale) / PC_SCALE) ** 2
     return {k: float(v) * factor for k, v in offsets.items()}
+
+
+def read_sky_offsets(path, names, scale: float) -> dict[str, float]:
+    """The offsets of the exposures ``names`` from a sky-group file (rule ``sky``), per pixel
+    at ``scale``; exposures the file does not list are left out (their offset is 0)."""
+    import json
+    from pathlib import Path
+
+    names = set(names)
+    group = json.loads(Path(path).read_text())["offsets"]
+    return offsets_for_scale({k: v for k, v in group.items() if k in names}, scale)

@@ -1,6 +1,5 @@
 """Rule exposure_product: one exposure's partial of a layer as a product on the layer frame."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from mvmflow.grid import Frame
 from mvmflow.names import LayerName
 from mvmflow.products import write_layer
 from mvmflow.resample import read_partial
-from mvmflow.skygroup import offsets_for_scale
+from mvmflow.skygroup import read_sky_offsets
 from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
@@ -19,9 +18,7 @@ with rule_logging(snakemake.log[0]):
     partial = read_partial(snakemake.input.partial)
     sky = {}
     if params["skysub"]:  # the same offset as in the layer, so the products add up to it
-        group = json.loads(Path(snakemake.input.sky).read_text())["offsets"]
-        sky = offsets_for_scale({k: v for k, v in group.items() if k == partial.filename},
-                                frame.scale)
+        sky = read_sky_offsets(snakemake.input.sky, [partial.filename], frame.scale)
     arrays = combine_partials([partial], frame, sky)
     record = load_record(snakemake.input.record, snakemake.input.align)
     write_layer(snakemake.output[0], arrays, frame, LayerName.parse(snakemake.output[0]),

@@ -1,8 +1,6 @@
 """Rule layer (reduce): sky-match and sum the partials of a layer; write the product."""
 
-import json
 import logging
-from pathlib import Path
 
 from mvmflow.aligned import load_record
 from mvmflow.combine import combine_partials
@@ -10,7 +8,7 @@ from mvmflow.grid import Frame
 from mvmflow.names import LayerName
 from mvmflow.products import write_layer
 from mvmflow.resample import read_partial
-from mvmflow.skygroup import offsets_for_scale
+from mvmflow.skygroup import read_sky_offsets
 from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
@@ -21,9 +19,7 @@ with rule_logging(snakemake.log[0]):
     partials = [read_partial(p) for p in snakemake.input.partials]  # drizzle order
     sky = {}
     if params["skysub"]:
-        group = json.loads(Path(snakemake.input.sky).read_text())["offsets"]
-        members = {p.filename for p in partials}
-        sky = offsets_for_scale({k: v for k, v in group.items() if k in members}, frame.scale)
+        sky = read_sky_offsets(snakemake.input.sky, [p.filename for p in partials], frame.scale)
         for name, value in sorted(sky.items()):
             log.info("sky offset %s: %.6g e-/s per pixel", name, value)
     arrays = combine_partials(partials, frame, sky)
