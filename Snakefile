@@ -10,6 +10,7 @@ import os
 
 from snakemake.utils import min_version, validate
 
+from mvmflow.names import custom_prefix
 from mvmflow.switches import resolve_switches
 
 min_version("9.0")
@@ -22,6 +23,9 @@ validate(config, "config/schema.yaml")
 # MVM_INCLUDE_SMALL, MVM_ONLY_CTE and MVM_QUALITY_TESTING override the config switches; a bad
 # value stops the run here, before any work.
 config.update(resolve_switches(config))
+# a bad mosaic prefix stops the run here too
+if config.get("mosaic", {}).get("prefix"):
+    custom_prefix(config["mosaic"]["prefix"])
 
 
 include: "rules/common.smk"
@@ -36,6 +40,9 @@ wildcard_constraints:
     preset=r"[a-z0-9_]+",
     agroup=r"align-[a-z0-9]+",
     group=r"p\d{4}_[a-z0-9]+_[a-z0-9]+_[a-z0-9\-]+_[a-z0-9\-]+",
+    mroot=r"[A-Za-z0-9][A-Za-z0-9_.+\-]*",
+    tile=r"t\d{4}",
+    cutid=r"ra\d+d\d+-dec[ns]\d+d\d+_[0-9.]+x[0-9.]+",
 
 
 include: "rules/simulate.smk"
@@ -46,6 +53,8 @@ include: "rules/plan.smk"
 include: "rules/drizzle.smk"
 include: "rules/sky.smk"
 include: "rules/layers.smk"
+include: "rules/mosaic.smk"
+include: "rules/cutouts.smk"
 
 
 rule all:

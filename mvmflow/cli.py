@@ -12,6 +12,10 @@ Subcommands::
                                           write a run's fully resolved parameters
     mvmflow cut FILES... --ra RA --dec DEC --size W [H] [-o DIR]
                                           cutouts of layer products at a position
+    mvmflow combine CUTOUTS... [-o DIR] [--method weighted|mean]
+                                          combine cutouts of neighbouring sky cells
+    mvmflow mosaic FILES... [--prefix P] [--tile-size N] [--outdir DIR] [-- SNAKEMAKE...]
+                                          run the workflow with a custom mosaic of FILES
 """
 
 from __future__ import annotations
@@ -100,6 +104,57 @@ def _cmd_cut(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_combine(args: argparse.Namespace) -> int:
+    from mvmflow.cutcombine import run_combine
+
+    report = run_combine(args.files, args.out_dir, args.method)
+    for path in report.written:
+        print(path)
+    for group, reason in report.skipped:
+        print(f"mvmflow combine: skipped {group}: {reason}", file=sys.stderr)
+    for item, reason in report.failed:
+        print(f"mvmflow combine: cannot combine {item}: {reason}", file=sys.stderr)
+    if not (report.written or report.skipped or report.failed):
+        print("mvmflow combine: nothing to combine", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def mosaic_command(args: argparse.Namespace) -> list[str]:
+    """The snakemake command line of ``mvmflow mosaic`` (writes the input list file)."""
+    from pathlib import Path
+
+    import yaml
+
+    files = [Path(f).resolve() for f in args.files]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such exposure(s): {', '.join(missing)}")
+    out = Path(args.outdir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    listfile = out / "mosaic_inputs.txt"
+    listfile.write_text("".join(f"{f}\n" for f in files))
+    mosaic = {"enabled": True, "prefix": args.prefix, "scale": args.scale,
+              "tile_size": args.tile_size,
+              "projection_cell": "auto" if args.projection_cell is None else args.projection_cell}
+    config = {"inputs": str(listfile), "outdir": str(out), "mosaic": mosaic}
+    if args.no_align:
+        config["align"] = {"enabled": False}
+    configfile = out / "mosaic_config.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=True))
+    snakefile = Path(__file__).resolve().parents[1] / "Snakefile"
+    return [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory",
+            str(out), "--cores", str(args.cores), "--configfile", str(configfile),
+            *args.snakemake]
+
+
+def _cmd_mosaic(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cmd = mosaic_command(args)
+    print("running:", " ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mvmflow`` command."""
     from mvmflow import __version__
@@ -149,13 +204,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box size in arcsec: one value (square) or W H (W along RA)")
     p.add_argument("-o", "--out-dir", default=".", help="output directory (default: .)")
     p.set_defaults(func=_cmd_cut)
+
+    p = sub.add_parser("combine", help="combine cutouts of one position from neighbouring sky "
+                                       "cells (WHT-weighted, each exposure counted once)")
+    p.add_argument("files", nargs="+", help="cutouts (mvmflow cut's or the reference's)")
+    p.add_argument("-o", "--out-dir", default=".", help="output directory (default: .)")
+    p.add_argument("--method", default="weighted", choices=["weighted", "mean"],
+                   help="weighted (default): sum(w*s)/sum(w), WHT summed, no exposure counted "
+                        "twice; mean: the reference's unweighted mean, WHT averaged")
+    p.set_defaults(func=_cmd_combine)
+
+    p = sub.add_parser("mosaic", help="run the workflow with a custom mosaic of the given "
+                                      "exposures (plus their sky-cell layers)")
+    p.add_argument("files", nargs="+", help="calibrated exposures (_flt.fits / _flc.fits)")
+    p.add_argument("--prefix", default=None, help="file-name prefix of the mosaic's files "
+                   "(default: hst_skycell-p<PPPP>-ra<##>d<####>-dec<n|s><##>d<####>)")
+    p.add_argument("--projection-cell", type=int, default=None,
+                   help="projection cell (default: the one nearest the observations' centre)")
+    p.add_argument("--scale", default="auto", choices=["auto", "fine", "coarse"])
+    p.add_argument("--tile-size", type=int, default=4096, help="largest tile side (pixels)")
+    p.add_argument("--outdir", default="mosaic_run", help="where everything goes "
+                   "(products in OUTDIR/mosaic/)")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--no-align", action="store_true", help="drizzle with the header WCS")
+    p.set_defaults(func=_cmd_mosaic, snakemake=[])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mvmflow`` command; return its exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:  # the rest goes to snakemake (mvmflow mosaic)
+        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
+    if extra:
+        if args.command != "mosaic":
+            parser.error("options after -- are only for 'mvmflow mosaic'")
+        args.snakemake = extra
     if getattr(args, "configfile", "unset") is None:
         args.configfile = ["config/config.yaml"]
     try:

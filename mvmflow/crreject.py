@@ -564,3 +564,22 @@ def read_cr_masks(path: str | os.PathLike, chips: Iterable[Chip]) -> list[np.nda
                                  f"{mask.shape}, chip {chip.shape}")
             out.append(mask)
     return out
+
+
+def union_cr_masks(paths: Iterable[str | os.PathLike], chips: Iterable[Chip]
+                   ) -> list[np.ndarray | None] | None:
+    """The union (logical or) of several mask files of one exposure, per chip.
+
+    A custom mosaic's drizzle of an exposure uses the masks its sky-cell layers found (each
+    covers the part of the exposure on its sky cell). None when ``paths`` is empty.
+    """
+    chips = list(chips)
+    out = None
+    for path in paths:
+        masks = read_cr_masks(path, chips)
+        if out is None:
+            out = masks
+            continue
+        out = [b if a is None else a if b is None else (a | b)
+               for a, b in zip(out, masks, strict=True)]
+    return out

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +52,18 @@ from mvmflow.headers import (
     merge_primary,
     sorted_proposids,
 )
-from mvmflow.names import LayerName, parse_manifest_filename
+from mvmflow.names import LayerName, _check_prefix, parse_manifest_filename
 from mvmflow.provenance import Provenance, collect
 from mvmflow.sregion import s_region
 from mvmflow.workflow import atomic_path
 
 __all__ = [
     "HAPLEVEL",
+    "LayerHeaders",
+    "LayerSummary",
     "align_records",
     "build_layer",
+    "layer_headers",
     "combine_partials",
     "manifest_entries",
     "trailer_lines",
@@ -173,8 +177,51 @@ def _first(values: Sequence[Mapping], key: str):
     return None
 
 
-def build_layer(
-    arrays: LayerArrays,
+@dataclass(frozen=True)
+class LayerSummary:
+    """What a layer's headers need from its arrays (so tiled products need no whole array).
+
+    Attributes
+    ----------
+    files, exptimes, sky, used : tuple
+        As :class:`mvmflow.combine.LayerArrays`.
+    stats : dict
+        :meth:`mvmflow.combine.LayerArrays.coverage_stats`.
+    region : str
+        The ``S_REGION`` value.
+    nplanes : int
+        Context planes.
+    """
+
+    files: tuple
+    exptimes: tuple
+    sky: tuple
+    used: tuple
+    stats: dict
+    region: str
+    nplanes: int
+
+    @classmethod
+    def of(cls, arrays: LayerArrays, npix_total: int | None = None) -> LayerSummary:
+        """The summary of in-memory layer arrays."""
+        return cls(tuple(arrays.files), tuple(arrays.exptimes), tuple(arrays.sky),
+                   tuple(arrays.used), arrays.coverage_stats(npix_total),
+                   s_region(arrays.sci, arrays.frame), arrays.nplanes)
+
+
+@dataclass
+class LayerHeaders:
+    """The headers of a layer product: primary, SCI, WHT, CTX cards and the HDRTAB HDU."""
+
+    primary: fits.Header
+    sci: fits.Header
+    wht: fits.Header
+    ctx: fits.Header
+    hdrtab: fits.BinTableHDU
+
+
+def layer_headers(
+    summary: LayerSummary,
     frame: Frame,
     layer_name: LayerName | str,
     records: Iterable,
@@ -182,13 +229,10 @@ def build_layer(
     provenance: Provenance | None = None,
     *,
     input_headers: Mapping[str, InputHeaders] | None = None,
-    npix_total: int | None = None,
-) -> fits.HDUList:
-    """Build the HDUs of a layer product in memory (see :func:`write_layer`)."""
+) -> LayerHeaders:
+    """The headers of a layer product (see :func:`write_layer`), without its pixels."""
     layer = _layer_name(layer_name)
-    if arrays.frame != frame:
-        raise ValueError(f"the arrays are on {arrays.frame}, not on the layer frame {frame}")
-    files = list(arrays.files)
+    files = list(summary.files)
     recs = align_records(files, records)
     headers = dict(input_headers or {})
     if provenance is None:
@@ -201,13 +245,13 @@ def build_layer(
         layer.layer.exposure(r.ipppssoo, pt).rootname if r.ipppssoo else ""
         for r, pt in zip(recs, ptypes, strict=True)
     ]
-    rows = chip_rows(files, recs, headers, hapexpnames, arrays.sky)
-    stats = arrays.coverage_stats(npix_total)
+    rows = chip_rows(files, recs, headers, hapexpnames, summary.sky)
+    stats = summary.stats
     merged = merge_primary(exp_values)
     phot = [(k, v, c) for k, v, c in merged if k in PHOT_KEYWORDS]
     proposids = [r.values["PROPOSID"] for r in rows if r.values.get("PROPOSID") not in (None, "")]
     wcsname = _first(exp_values, "WCSNAME")
-    n_contrib = int(sum(arrays.used))
+    n_contrib = int(sum(summary.used))
 
     # ---- primary
     cards = [
@@ -249,7 +293,6 @@ def build_layer(
     cards += _alignment_cards(exp_values)
     cards += drizzle_cards(rows, layer.filename, params, f"mvmflow {version}")
     cards += provenance.cards()
-    primary = fits.PrimaryHDU(header=_header(cards))
 
     # ---- SCI, WHT, CTX
     units = str(params.get("units", "cps"))
@@ -265,19 +308,41 @@ def build_layer(
         ("CCDCHIP", "-999", "CCD chip (not applicable)"),
         ("NCOMBINE", n_contrib, "number of exposures combined"),
     ]
-    region = s_region(arrays.sci, frame)
-    if region:
-        sci_cards.append(("S_REGION", region, "spatial extent of the data"))
-    sci = fits.ImageHDU(arrays.sci, header=_header(sci_cards), name="SCI", ver=1)
+    if summary.region:
+        sci_cards.append(("S_REGION", summary.region, "spatial extent of the data"))
     wht_cards = [("BUNIT", "UNITLESS", "sum of input weights (EXP)")]
-    wht = fits.ImageHDU(arrays.wht, header=_header(wht_cards + _frame_cards(frame, wcsname)),
-                        name="WHT", ver=1)
-    ctx_cards = _frame_cards(frame, wcsname, naxis=arrays.ctx.ndim) + [
+    wht_cards += _frame_cards(frame, wcsname)
+    ctx_cards = _frame_cards(frame, wcsname, naxis=2 if summary.nplanes == 1 else 3) + [
         ("CTXNEXP", len(files), "inputs encoded: bit k%32 of plane k//32"),
-        ("CTXNPLN", arrays.nplanes, f"int32 planes of {CTX_BITS} inputs each"),
+        ("CTXNPLN", summary.nplanes, f"int32 planes of {CTX_BITS} inputs each"),
     ]
-    ctx = fits.ImageHDU(arrays.ctx, header=_header(ctx_cards), name="CTX", ver=1)
-    return fits.HDUList([primary, sci, wht, ctx, hdrtab(rows)])
+    return LayerHeaders(_header(cards), _header(sci_cards), _header(wht_cards),
+                        _header(ctx_cards), hdrtab(rows))
+
+
+def build_layer(
+    arrays: LayerArrays,
+    frame: Frame,
+    layer_name: LayerName | str,
+    records: Iterable,
+    params: Mapping,
+    provenance: Provenance | None = None,
+    *,
+    input_headers: Mapping[str, InputHeaders] | None = None,
+    npix_total: int | None = None,
+) -> fits.HDUList:
+    """Build the HDUs of a layer product in memory (see :func:`write_layer`)."""
+    if arrays.frame != frame:
+        raise ValueError(f"the arrays are on {arrays.frame}, not on the layer frame {frame}")
+    h = layer_headers(LayerSummary.of(arrays, npix_total), frame, layer_name, records, params,
+                      provenance, input_headers=input_headers)
+    return fits.HDUList([
+        fits.PrimaryHDU(header=h.primary),
+        fits.ImageHDU(arrays.sci, header=h.sci, name="SCI", ver=1),
+        fits.ImageHDU(arrays.wht, header=h.wht, name="WHT", ver=1),
+        fits.ImageHDU(arrays.ctx, header=h.ctx, name="CTX", ver=1),
+        h.hdrtab,
+    ])
 
 
 def write_layer(
@@ -391,7 +456,7 @@ def manifest_entries(layers: Iterable[LayerName | str]) -> list[str]:
 
 
 def write_manifest(path: str | os.PathLike, filenames: Iterable[str | os.PathLike]) -> Path:
-    """Write a sky cell's manifest ``<skycell>_manifest.txt`` atomically.
+    """Write a manifest ``<skycell>_manifest.txt`` (or a mosaic's ``<prefix>_manifest.txt``).
 
     One file name (base name) per line, **in the order given** (the order the products
     were made), duplicates dropped after their first occurrence; the reference sorts the
@@ -403,7 +468,12 @@ def write_manifest(path: str | os.PathLike, filenames: Iterable[str | os.PathLik
         If the path's name is not a manifest name.
     """
     path = Path(path)
-    parse_manifest_filename(path.name)
+    if not path.name.endswith("_manifest.txt"):
+        parse_manifest_filename(path.name)  # raises, naming the expected form
+    try:
+        parse_manifest_filename(path.name)
+    except ValueError:
+        _check_prefix(path.name[: -len("_manifest.txt")])  # a custom mosaic's prefix
     names = list(dict.fromkeys(os.path.basename(os.fspath(f)) for f in filenames))
     with atomic_path(path) as tmp:
         tmp.write_text("".join(f"{n}\n" for n in names))

@@ -28,7 +28,7 @@ from scipy.spatial import ConvexHull
 
 from mvmflow.grid import Frame
 
-__all__ = ["block_mask", "region_polygons", "s_region"]
+__all__ = ["block_mask", "block_polygons", "polygons_to_s_region", "region_polygons", "s_region"]
 
 
 def _valid(chunk: np.ndarray) -> np.ndarray:
@@ -74,7 +74,16 @@ def region_polygons(
     """
     ny, nx = data.shape
     factor = max(1, math.ceil(max(ny, nx) / max_blocks))
-    low = block_mask(data, factor)
+    return block_polygons(block_mask(data, factor), factor, nx, ny, merge_px=merge_px)
+
+
+def block_polygons(low: np.ndarray, factor: int, nx: int, ny: int, *,
+                   merge_px: int = 11) -> list[np.ndarray]:
+    """Convex outlines of the connected regions of a block mask (see :func:`region_polygons`).
+
+    ``low`` is the valid mask reduced to ``factor``-px blocks of an ``(ny, nx)`` array
+    (:func:`block_mask`), so it can be gathered piece by piece for arrays not in memory.
+    """
     if not low.any():
         return []
     grow = math.ceil(merge_px / factor) if merge_px > 0 else 0
@@ -103,17 +112,23 @@ def region_polygons(
     return polygons
 
 
-def s_region(data: np.ndarray, frame: Frame, *, max_blocks: int = 1024,
-             merge_px: int = 11, digits: int = 9) -> str:
-    """The ``S_REGION`` value of ``data`` on ``frame``; ``''`` when nothing is valid."""
-    if data.shape != frame.shape:
-        raise ValueError(f"data shape {data.shape} differs from the frame's {frame.shape}")
+def polygons_to_s_region(polygons: list[np.ndarray], frame: Frame, digits: int = 9) -> str:
+    """``POLYGON ICRS ...`` text of pixel polygons on ``frame``; ``''`` for none."""
     wcs = frame.wcs
     parts = []
-    for poly in region_polygons(data, max_blocks=max_blocks, merge_px=merge_px):
+    for poly in polygons:
         ra, dec = wcs.pixel_to_world_values(poly[:, 0], poly[:, 1])
         coords = " ".join(f"{a:.{digits}f} {d:.{digits}f}"
                           for a, d in zip(np.atleast_1d(ra) % 360.0, np.atleast_1d(dec),
                                           strict=True))
         parts.append(f"POLYGON ICRS {coords}")
     return " ".join(parts)
+
+
+def s_region(data: np.ndarray, frame: Frame, *, max_blocks: int = 1024,
+             merge_px: int = 11, digits: int = 9) -> str:
+    """The ``S_REGION`` value of ``data`` on ``frame``; ``''`` when nothing is valid."""
+    if data.shape != frame.shape:
+        raise ValueError(f"data shape {data.shape} differs from the frame's {frame.shape}")
+    polys = region_polygons(data, max_blocks=max_blocks, merge_px=merge_px)
+    return polygons_to_s_region(polys, frame, digits)

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: paths, the input list, the plan, and the final outputs.
 
+import functools
 import glob
 import json
 import os
@@ -75,6 +76,28 @@ def _key(filename):
     return filename[: -len(".fits")] if filename.endswith(".fits") else filename
 
 
+def stale_safe(default):
+    """Decorate an input/params function so that a job of an outdated plan gets ``default``.
+
+    When a checkpoint (the plan) is rerun because its parameters changed, snakemake first
+    re-evaluates the jobs built from the previous plan, then drops those no target needs.
+    A layer, tile or exposure that the new plan no longer has must not stop the run there.
+    """
+
+    def wrap(func):
+        @functools.wraps(func)  # snakemake reads the signature
+        def inner(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except (LookupError, ValueError):
+                return default() if callable(default) else default
+
+        return inner
+
+    return wrap
+
+
+@stale_safe(dict)
 def layer_of(wildcards):
     """The plan entry of one layer product."""
     name = f"{wildcards.root}_{wildcards.ptype}.fits"
@@ -106,6 +129,7 @@ def records_of(wildcards):
     return [f"{OUT}/screen/records/{_key(j['filename'])}.json" for j in layer_jobs(wildcards)]
 
 
+@stale_safe(dict)
 def map_job(wildcards):
     """The plan's drizzle job for one (exposure, layer)."""
     for job in layer_jobs(wildcards):
@@ -114,6 +138,7 @@ def map_job(wildcards):
     raise ValueError(f"no drizzle job for {wildcards.exposure} in {wildcards.root}")
 
 
+@stale_safe(dict)
 def layer_params(wildcards):
     """Resolved drizzle parameters of a layer (set by the plan)."""
     return plan_data()["params"][f"{wildcards.root}_{wildcards.ptype}.fits"]
@@ -159,12 +184,14 @@ def _layer_by_root(wildcards):
     raise ValueError(f"{wildcards.root} is not a layer of the plan")
 
 
+@stale_safe(list)
 def product_of_root(wildcards):
     """The layer product a trailer belongs to."""
     cell, layer = _layer_by_root(wildcards)
     return f"{OUT}/skycells/{cell['name']}/{layer['name']}"
 
 
+@stale_safe(str)
 def log_of_root(wildcards):
     """The log of the layer job a trailer belongs to."""
     cell, layer = _layer_by_root(wildcards)
@@ -196,6 +223,7 @@ def skycell_products(wildcards):
     return out
 
 
+@stale_safe(dict)
 def exposure_job(wildcards):
     """The drizzle job of one exposure-level product."""
     for job in layer_jobs(wildcards):
@@ -227,11 +255,15 @@ def final_outputs(wildcards=None):
         if align_enabled():
             targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_align.ecsv")
         targets += skycell_products(type("W", (), {"skycell": cell["name"]}))
+    targets += mosaic_outputs()
+    targets += cutout_outputs()
     return targets
 
 
 def mem_for_frame(layer, arrays=6):
     """MB needed to hold ``arrays`` float64 frames of a layer, plus a margin."""
+    if "frame" not in layer:  # a job of an outdated plan (see stale_safe)
+        return 1000
     nx, ny = layer["frame"]["nx"], layer["frame"]["ny"]
     return int(500 + arrays * 8 * nx * ny / 1e6)
 
@@ -274,6 +306,7 @@ def sky_params(wildcards):
     return {"skysub": bool(used), "skystat": (used or params)[0]["skystat"]}
 
 
+@stale_safe(list)
 def sky_file(wildcards):
     """The sky offsets file a layer uses."""
     return f"{OUT}/sky/{sky_group(layer_of(wildcards))}.json"
@@ -368,3 +401,231 @@ def skycell_keys(skycell):
 
 def skycell_align_dirs(wildcards):
     return align_dirs_of(skycell_keys(wildcards.skycell))
+
+
+# ---- custom mosaic
+
+MOSAIC = config.get("mosaic", {})
+
+
+def mosaic_enabled():
+    return bool(MOSAIC.get("enabled", False))
+
+
+_MOSAIC_CACHE = {}
+
+
+def mosaic_plan():
+    """The mosaic plan (:class:`mvmflow.mosaic.MosaicPlan`) of the plan checkpoint."""
+    from mvmflow.mosaic import MosaicPlan
+
+    data = plan_data()
+    if id(data) not in _MOSAIC_CACHE:
+        _MOSAIC_CACHE.clear()
+        _MOSAIC_CACHE[id(data)] = MosaicPlan.from_dict(data["mosaic"])
+    return _MOSAIC_CACHE[id(data)]
+
+
+def _mosaic_name(wildcards):
+    return f"{wildcards.mroot}_{wildcards.ptype}.fits"
+
+
+def mosaic_layer(wildcards):
+    name = _mosaic_name(wildcards)
+    for layer in mosaic_plan().layers:
+        if layer.name == name:
+            return layer
+    raise ValueError(f"{name} is not a layer of the mosaic")
+
+
+@stale_safe(dict)
+def mosaic_layer_dict(wildcards):
+    return mosaic_layer(wildcards).to_dict()
+
+
+def mosaic_jobs(wildcards):
+    """The drizzle jobs of a mosaic layer, in drizzle order."""
+    name = _mosaic_name(wildcards)
+    return sorted((j for j in mosaic_plan().jobs if j.layer == name), key=lambda j: j.order)
+
+
+@stale_safe(dict)
+def mosaic_job(wildcards):
+    for job in mosaic_jobs(wildcards):
+        if _key(job.filename) == wildcards.exposure:
+            return job.to_dict()
+    raise ValueError(f"no mosaic drizzle job for {wildcards.exposure} in {wildcards.mroot}")
+
+
+@stale_safe(list)
+def mosaic_members(wildcards):
+    """(file name, exposure time) of each drizzled member, in layer (context-bit) order."""
+    return [[j.filename, mosaic_layer(wildcards).members[j.order].exptime]
+            for j in mosaic_jobs(wildcards)]
+
+
+@stale_safe(dict)
+def mosaic_params(wildcards):
+    return plan_data()["mosaic_params"][_mosaic_name(wildcards)]
+
+
+@stale_safe(dict)
+def mosaic_drizzle_params(wildcards):
+    return {k: v for k, v in mosaic_params(wildcards).items()
+            if k not in ("n", "cosmic_rays", "cr")}
+
+
+def _partial_path(kind, root_ptype, filename):
+    return f"{OUT}/{kind}/{root_ptype}/{_key(filename)}.fits"
+
+
+@stale_safe(list)
+def mosaic_crmasks(wildcards):
+    """The cosmic-ray masks the sky-cell layers of the same key found for this exposure."""
+    if not mosaic_params(wildcards).get("cosmic_rays"):
+        return []
+    params = plan_data()["params"]
+    out = []
+    for name in mosaic_layer(wildcards).skycell_layers:
+        if not params[name].get("cosmic_rays"):
+            continue
+        for job in plan_data()["jobs"]:
+            if job["layer"] == name and _key(job["filename"]) == wildcards.exposure:
+                out.append(f"{OUT}/cr/{job['skycell']}/{name[:-5]}/"
+                           f"{wildcards.exposure}_crmask.fits")
+    return out
+
+
+def mosaic_partials(wildcards):
+    return [f"{OUT}/mosaic/partials/{wildcards.mroot}_{wildcards.ptype}/{_key(j.filename)}.fits"
+            for j in mosaic_jobs(wildcards)]
+
+
+def _tile_index(tile):
+    return int(tile[1:])
+
+
+@stale_safe(list)
+def mosaic_tile_box(wildcards):
+    return mosaic_layer(wildcards).tiles[_tile_index(wildcards.tile)]
+
+
+@stale_safe(list)
+def mosaic_tile_partials(wildcards):
+    """The partials of the members whose boxes reach the tile, in drizzle order."""
+    from mvmflow.mosaic import tile_jobs
+
+    jobs = tile_jobs(mosaic_plan(), _mosaic_name(wildcards), mosaic_tile_box(wildcards))
+    return [f"{OUT}/mosaic/partials/{wildcards.mroot}_{wildcards.ptype}/{_key(j.filename)}.fits"
+            for j in jobs]
+
+
+@stale_safe(list)
+def mosaic_tile_files(wildcards):
+    layer = mosaic_layer(wildcards)
+    return [f"{OUT}/mosaic/tiles/{wildcards.mroot}_{wildcards.ptype}/t{i:04d}.fits"
+            for i in range(len(layer.tiles))]
+
+
+@stale_safe(1000)
+def mosaic_tile_mem(wildcards):
+    """MB for one tile's float64 sums and arrays, plus a margin."""
+    _, _, nx, ny = mosaic_layer(wildcards).tiles[0]
+    return int(500 + 48 * nx * ny / 1e6)
+
+
+@stale_safe(list)
+def mosaic_sky_file(wildcards):
+    return f"{OUT}/sky/{mosaic_layer(wildcards).sky_group}.json"
+
+
+@stale_safe(str)
+def mosaic_sky_offsets(wildcards):
+    return mosaic_sky_file(wildcards)
+
+
+def mosaic_records(wildcards):
+    return [f"{OUT}/screen/records/{_key(j.filename)}.json" for j in mosaic_jobs(wildcards)]
+
+
+def mosaic_align_dirs(wildcards):
+    return align_dirs_of([_key(j.filename) for j in mosaic_jobs(wildcards)])
+
+
+def _mosaic_layer_by_root(wildcards):
+    for layer in mosaic_plan().layers:
+        if layer.name.rsplit("_", 1)[0] == wildcards.mroot:
+            return layer
+    raise ValueError(f"{wildcards.mroot} is not a layer of the mosaic")
+
+
+@stale_safe(list)
+def mosaic_product_of_root(wildcards):
+    return f"{OUT}/mosaic/{_mosaic_layer_by_root(wildcards).name}"
+
+
+@stale_safe(str)
+def mosaic_log_of_root(wildcards):
+    return f"logs/mosaic_layer/{_mosaic_layer_by_root(wildcards).name[:-5]}.log"
+
+
+def mosaic_products(wildcards=None):
+    """Every mosaic product and trailer, in the reference's layer order."""
+    out = []
+    for layer in mosaic_plan().layers:
+        out.append(f"{OUT}/mosaic/{layer.name}")
+        out.append(f"{OUT}/mosaic/{layer.name.rsplit('_', 1)[0]}_trl.txt")
+    return out
+
+
+def mosaic_outputs():
+    if not mosaic_enabled() or not plan_data().get("mosaic"):
+        return []
+    return mosaic_products() + [f"{OUT}/mosaic/{mosaic_plan().manifest}"]
+
+
+# ---- cutouts
+
+
+def cutout_id(box):
+    """``<coords>_<w>x<h>``: the directory of one configured cutout box."""
+    from mvmflow.names import coord_token, cutout_size_arcsec
+
+    w, h = cutout_size_arcsec(box["size"])
+    return f"{coord_token(box['ra'], box['dec'])}_{w:g}x{h:g}"
+
+
+@stale_safe(dict)
+def cutout_box_of(wildcards):
+    for box in config.get("cutouts", []):
+        if cutout_id(box) == wildcards.cutid:
+            return box
+    raise ValueError(f"{wildcards.cutid} is not a configured cutout")
+
+
+def cutout_sources(wildcards):
+    """Every sky-cell layer product (and exposure-level product) of the plan."""
+    out = []
+    for cell in plan_data()["skycells"]:
+        out += [p for p in skycell_products(type("W", (), {"skycell": cell["name"]}))
+                if p.endswith(".fits")]
+    return out
+
+
+def cutout_outputs():
+    out = []
+    for box in config.get("cutouts", []):
+        out.append(f"{OUT}/cutouts/{cutout_id(box)}/cutouts")
+        if config.get("combine", {}).get("enabled", True):
+            out.append(f"{OUT}/cutouts/{cutout_id(box)}/combined")
+    return out
+
+
+@stale_safe(dict)
+def mosaic_job_frame(wildcards):
+    return mosaic_job(wildcards)["frame"]
+
+
+@stale_safe(dict)
+def map_job_frame(wildcards):
+    return map_job(wildcards)["frame"]

@@ -10,7 +10,7 @@ rule drizzle:
     params:
         # only what the partial depends on (not the layer's other members), so adding or
         # removing exposures leaves this job's result valid
-        frame=lambda wildcards: map_job(wildcards)["frame"],
+        frame=map_job_frame,
         drizzle=drizzle_params,
     log:
         "logs/drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
@@ -85,7 +85,7 @@ rule drizzle_cr:
     output:
         f"{OUT}/partials_cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
     params:
-        frame=lambda wildcards: map_job(wildcards)["frame"],
+        frame=map_job_frame,
         drizzle=drizzle_params,
     log:
         "logs/drizzle_cr/{skycell}/{root}_{ptype}/{exposure}.log",

@@ -19,6 +19,7 @@ checkpoint plan:
         exp_limit=config["exp_limit"],
         detectors=config.get("detectors", {}),
         cosmic_rays=config.get("cosmic_rays", {"default": "auto"}),
+        mosaic=config.get("mosaic", {}),
     log:
         "logs/plan.log",
     benchmark:

@@ -3,7 +3,7 @@
 import logging
 
 from mvmflow.aligned import load_solution
-from mvmflow.crreject import read_cr_masks
+from mvmflow.crreject import union_cr_masks
 from mvmflow.grid import Frame
 from mvmflow.resample import drizzle_exposure, load_chips, write_partial
 from mvmflow.solution import apply_solution
@@ -14,15 +14,16 @@ with rule_logging(snakemake.log[0]):
     frame = Frame(**snakemake.params.frame)  # the exposure's box on the sky cell
     solution = load_solution(snakemake.wildcards.exposure, snakemake.input.align)
     chips = apply_solution(load_chips(snakemake.input.exposure), solution)
-    masks = None
-    if "crmask" in snakemake.input.keys():  # the final drizzle of a CR-rejecting layer
-        masks = read_cr_masks(snakemake.input.crmask, chips)
+    # the final drizzle of a CR-rejecting layer: its mask (a mosaic: its sky cells' masks)
+    crmasks = snakemake.input.get("crmask", [])
+    masks = union_cr_masks([crmasks] if isinstance(crmasks, str) else crmasks, chips)
+    if masks is not None:
         log.info("cosmic rays masked: %d pixels", sum(int(m.sum()) for m in masks
                                                       if m is not None))
     partial = drizzle_exposure(chips, frame, snakemake.params.drizzle, cr_masks=masks)
     write_partial(partial, snakemake.output[0])
     log.info(
-        "%s -> %s (%s): box %s", snakemake.input.exposure, snakemake.wildcards.root,
+        "%s -> %s (%s): box %s", snakemake.input.exposure, snakemake.output[0],
         solution["wcsname"] if solution else "header WCS",
         partial.window if not partial.empty else "empty",
     )

@@ -7,7 +7,7 @@ from mvmflow.combine import combine_partials
 from mvmflow.grid import Frame
 from mvmflow.names import LayerName
 from mvmflow.products import write_layer
-from mvmflow.resample import read_partial
+from mvmflow.resample import read_partial, read_partial_header
 from mvmflow.skygroup import read_sky_offsets
 from mvmflow.workflow import rule_logging
 
@@ -16,15 +16,16 @@ with rule_logging(snakemake.log[0]):
     layer = snakemake.params.layer
     params = snakemake.params.drizzle
     frame = Frame(**layer["frame"])
-    partials = [read_partial(p) for p in snakemake.input.partials]  # drizzle order
+    paths = list(snakemake.input.partials)  # drizzle order
     sky = {}
     if params["skysub"]:
-        sky = read_sky_offsets(snakemake.input.sky, [p.filename for p in partials], frame.scale)
+        names = [read_partial_header(p)["FILENAME"] for p in paths]
+        sky = read_sky_offsets(snakemake.input.sky, names, frame.scale)
         for name, value in sorted(sky.items()):
             log.info("sky offset %s: %.6g e-/s per pixel", name, value)
-    arrays = combine_partials(partials, frame, sky)
+    # one partial in memory at a time, besides the layer's sums
+    arrays = combine_partials((read_partial(p) for p in paths), frame, sky)
     records = [load_record(p, snakemake.input.align) for p in snakemake.input.records]
     write_layer(snakemake.output[0], arrays, frame, LayerName.parse(layer["name"]), records,
                 params)
-    log.info("wrote %s (%d x %d, %d inputs)", layer["name"], frame.nx, frame.ny,
-             len(partials))
+    log.info("wrote %s (%d x %d, %d inputs)", layer["name"], frame.nx, frame.ny, len(paths))

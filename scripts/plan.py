@@ -8,6 +8,7 @@ from astropy.table import Table
 
 from mvmflow.aligned import load_record
 from mvmflow.crreject import cr_mode_applies
+from mvmflow.mosaic import plan_mosaic
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
 from mvmflow.plan import plan_skycells
 from mvmflow.switches import resolve_switches
@@ -42,6 +43,29 @@ with rule_logging(snakemake.log[0]):
         log.info("layer %s: %d members, n=%d (%s), cosmic-ray rejection %s (%s)",
                  layer.name, len(layer.members), layer.coverage.n, params["set"],
                  "on" if params["cosmic_rays"] else "off", mode)
+    mopts = snakemake.params.mosaic
+    if mopts.get("enabled"):
+        mosaic = plan_mosaic(
+            records, plan, prefix=mopts.get("prefix"),
+            projection_cell=mopts.get("projection_cell", "auto"),
+            scale=mopts.get("scale", "auto"), tile_size=mopts.get("tile_size", 4096),
+            layer_method=snakemake.params.layer_method, exp_limit=snakemake.params.exp_limit,
+            include_small=switches["include_small"], only_cte=switches["only_cte"])
+        data["mosaic"] = mosaic.to_dict()
+        data["mosaic_params"] = {}
+        for layer in mosaic.layers:
+            detkey = f"{layer.instrument}_{layer.detector}"
+            params = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)
+            # cosmic rays: the masks of the sky-cell layers of the same key, where made
+            params["cosmic_rays"] = any(data["params"][n]["cosmic_rays"]
+                                        for n in layer.skycell_layers)
+            data["mosaic_params"][layer.name] = params
+            log.info("mosaic layer %s: %d members, n=%d (%s), %d tiles", layer.name,
+                     len(layer.members), layer.coverage.n, params["set"], len(layer.tiles))
+        for note in mosaic.notes:
+            log.warning("mosaic: %s", note)
+        log.info("mosaic: prefix %s, projection cell p%04d (observations' centre %.6f %.6f)",
+                 mosaic.prefix, mosaic.projection_cell, *mosaic.center)
     for note in plan.notes + [n for sc in plan.skycells for n in sc.notes]:
         log.warning(note)
     rows = []

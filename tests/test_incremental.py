@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from wfrun import run_snakemake
 
 from mvmflow.poller import make_poller, write_poller
 from mvmflow.simulate import PRESETS, simulate
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = PRESETS["tiny_noerr"]
 SIX = dataclasses.replace(
     BASE, name="tiny_six",
@@ -37,13 +35,8 @@ SIX = dataclasses.replace(
 
 
 def snakemake(workdir: Path, listfile: Path, outdir: str, *extra: str) -> str:
-    config = workdir / "incremental.yaml"
-    config.write_text("align: {enabled: false}\n")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--configfile", str(config),
-           "--config", f"inputs={listfile}", f"outdir={outdir}", *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    config = {"align": {"enabled": False}, "inputs": str(listfile), "outdir": outdir}
+    out = run_snakemake(workdir, config, *extra)
     return out.stdout + out.stderr
 
 

@@ -14,8 +14,6 @@ same files: aligned to the simulated reference catalogue, and with alignment off
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from photutils.psf import fit_fwhm
+from wfrun import run_snakemake
 
 from mvmflow.combine import combine_partials
 from mvmflow.exposure import Exposure
@@ -33,16 +32,11 @@ from mvmflow.resample import drizzle_exposure, load_chips
 from mvmflow.simulate import read_truth, simulate, true_wcs
 from mvmflow.solution import apply_solution, corrected_chip_wcs, read_solution
 
-ROOT = Path(__file__).resolve().parents[1]
 SPARSE = "ie3d07abq_flc"
 
 
 def snakemake(workdir: Path, configfile: Path, outdir: str):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile),
-           "--config", f"outdir={outdir}"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_snakemake(workdir, {**yaml.safe_load(configfile.read_text()), "outdir": outdir})
 
 
 @pytest.fixture(scope="module")

@@ -17,33 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from wfrun import run_snakemake
 
 from mvmflow.simulate import PRESETS, simulate
 
-ROOT = Path(__file__).resolve().parents[1]
 LAYER = "*_wfc3_uvis_f555w_all_drc.fits"
 
 
-def snakemake(workdir: Path, data: Path, outdir: str, mode: str) -> None:
-    config = workdir / f"{outdir}.yaml"
-    config.write_text(yaml.safe_dump({
-        "inputs": f"{data}/*_fl?.fits", "align": {"enabled": False},
-        "cosmic_rays": {"default": mode}}))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--configfile", str(config),
-           "--config", f"outdir={outdir}"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+def snakemake(workdir: Path, data: Path, outdir: str, mode: str, **extra) -> None:
+    run_snakemake(workdir, {"inputs": f"{data}/*_fl?.fits", "align": {"enabled": False},
+                            "cosmic_rays": {"default": mode}, "outdir": outdir, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +42,8 @@ def runs(tmp_path_factory):
     preset = PRESETS["cr"]
     sim = simulate(preset, base / "crs")
     simulate(dataclasses.replace(preset, cosmic_rays=False), base / "clean")
-    snakemake(base, base / "crs", "rejected", "auto")
+    snakemake(base, base / "crs", "rejected", "auto",
+              mosaic={"enabled": True, "tile_size": 512})
     snakemake(base, base / "clean", "clean", "auto")
     snakemake(base, base / "crs", "kept", "never")
     return {"base": base, "truth": sim.truth_dir}
@@ -93,25 +84,51 @@ def _sigma(clean: np.ndarray, nexp: np.ndarray) -> np.ndarray:
     return np.sqrt(mad**2 + signal * mad**2 / max(sky, 1e-6))
 
 
+def _residuals(rej, clean, kept, nexp) -> tuple[int, int]:
+    """(CR pixels injected, CR pixels left above 3 sigma after rejection)."""
+    sigma = _sigma(clean, nexp)
+    covered = (nexp >= 3) & np.isfinite(clean) & np.isfinite(kept) & np.isfinite(rej)
+    injected = covered & ((kept - clean) > 3 * sigma)
+    residual = injected & (np.abs(rej - clean) > 3 * sigma)
+    return int(injected.sum()), int(residual.sum())
+
+
+def _mosaic_window(mosaic: Path, layer: Path) -> np.ndarray:
+    """The mosaic's SCI over a sky-cell layer's frame (same plane and scale)."""
+    with fits.open(mosaic) as m, fits.open(layer) as lay:
+        dx = int(round(lay["SCI"].header["PCX0"] - m["SCI"].header["PCX0"]))
+        dy = int(round(lay["SCI"].header["PCY0"] - m["SCI"].header["PCY0"]))
+        ny, nx = lay["SCI"].data.shape
+        return m["SCI"].data[dy:dy + ny, dx:dx + nx]
+
+
 def test_cosmic_ray_residuals_below_one_percent(runs):
+    """In every sky-cell layer, and in the custom mosaic over each of them (its drizzle
+    masks each exposure with the union of the masks its sky-cell layers found)."""
     b = runs["base"]
     checked = 0
+    (mosaic,) = (b / "rejected" / "mosaic").glob(LAYER)
     for path in _layers(b / "rejected"):
         rel = path.relative_to(b / "rejected")
         with fits.open(path) as r, fits.open(b / "clean" / rel) as c, \
                 fits.open(b / "kept" / rel) as k:
             rej, clean, kept = r["SCI"].data, c["SCI"].data, k["SCI"].data
             nexp = _nexp(c["CTX"].data)
-        sigma = _sigma(clean, nexp)
-        covered = (nexp >= 3) & np.isfinite(clean) & np.isfinite(kept) & np.isfinite(rej)
-        injected = covered & ((kept - clean) > 3 * sigma)
-        residual = injected & (np.abs(rej - clean) > 3 * sigma)
-        if injected.sum() < 50:
+        injected, residual = _residuals(rej, clean, kept, nexp)
+        if injected < 50:
             continue
         checked += 1
-        frac = residual.sum() / injected.sum()
-        print(f"{path.name}: {injected.sum()} CR pixels, {residual.sum()} residual ({frac:.4%})")
+        frac = residual / injected
+        print(f"{path.name}: {injected} CR pixels, {residual} residual ({frac:.4%})")
         assert frac < 0.01
+        window = _mosaic_window(mosaic, path)
+        m_injected, m_residual = _residuals(window, clean, kept, nexp)
+        print(f"  mosaic over it: {m_injected} CR pixels, {m_residual} residual "
+              f"({m_residual / m_injected:.4%}); "
+              f"{np.mean(np.isclose(window, rej, rtol=1e-5, equal_nan=True)):.4%} of pixels "
+              "equal to the layer")
+        assert m_injected == injected and m_residual / m_injected < 0.01
+        assert np.mean(np.isclose(window, rej, rtol=1e-5, equal_nan=True)) > 0.99
     assert checked
 
 

@@ -10,8 +10,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from wfrun import run_snakemake
 
 from mvmflow.grid import sky_cells_for_footprint
 from mvmflow.names import LayerName
@@ -45,17 +44,9 @@ def snakemake(workdir: Path, inputs: str, outdir: str = "results", *extra: str,
               popen: bool = False):
     # no pointing errors here: the header WCS is the truth, so drizzle it unaligned
     # (alignment is tested in test_workflow_align.py)
-    configfile = workdir / "no_align.yaml"
-    configfile.write_text("align: {enabled: false}\nproducts: {exposure_level: true}\n")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile),
-           "--config", f"inputs={inputs}", f"outdir={outdir}", *extra]
-    if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+    config = {"align": {"enabled": False}, "products": {"exposure_level": True},
+              "inputs": inputs, "outdir": outdir}
+    return run_snakemake(workdir, config, *extra, popen=popen)
 
 
 def _copy_with(src: Path, dst: Path, **cards):

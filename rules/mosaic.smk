@@ -1,0 +1,116 @@
+# Custom mosaic (make_custom_mosaic): one product per layer over all inputs, on one
+# projection cell. Map: each exposure drizzled onto its box of the plane. Reduce: one job per
+# tile. Write: the product assembled tile by tile (memory bounded by a tile).
+
+
+rule mosaic_drizzle:
+    input:
+        exposure=input_path,
+        align=solution_dir,
+        crmask=mosaic_crmasks,
+    output:
+        f"{OUT}/mosaic/partials/{{mroot}}_{{ptype}}/{{exposure}}.fits",
+    params:
+        frame=mosaic_job_frame,
+        drizzle=mosaic_drizzle_params,
+    log:
+        "logs/mosaic_drizzle/{mroot}_{ptype}/{exposure}.log",
+    benchmark:
+        "logs/benchmarks/mosaic_drizzle/{mroot}_{ptype}/{exposure}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
+    script:
+        "../scripts/drizzle.py"
+
+
+rule mosaic_tile:
+    input:
+        partials=mosaic_tile_partials,
+        sky=mosaic_sky_file,
+        plan=f"{OUT}/plan/plan.json",
+    output:
+        f"{OUT}/mosaic/tiles/{{mroot}}_{{ptype}}/{{tile}}.fits",
+    params:
+        layer=mosaic_layer_dict,
+        tile=mosaic_tile_box,
+        members=mosaic_members,
+        drizzle=mosaic_params,
+    log:
+        "logs/mosaic_tile/{mroot}_{ptype}/{tile}.log",
+    benchmark:
+        "logs/benchmarks/mosaic_tile/{mroot}_{ptype}/{tile}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: mosaic_tile_mem(wildcards),
+    script:
+        "../scripts/mosaic_tile.py"
+
+
+rule mosaic_layer:
+    input:
+        tiles=mosaic_tile_files,
+        records=mosaic_records,
+        align=mosaic_align_dirs,
+        plan=f"{OUT}/plan/plan.json",
+    output:
+        f"{OUT}/mosaic/{{mroot}}_{{ptype}}.fits",
+    params:
+        layer=mosaic_layer_dict,
+        members=mosaic_members,
+        sky=mosaic_sky_offsets,
+        drizzle=mosaic_params,
+    log:
+        "logs/mosaic_layer/{mroot}_{ptype}.log",
+    benchmark:
+        "logs/benchmarks/mosaic_layer/{mroot}_{ptype}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        # histograms and one tile at a time
+        mem_mb=lambda wildcards: mosaic_tile_mem(wildcards),
+    script:
+        "../scripts/mosaic_layer.py"
+
+
+rule mosaic_trailer:
+    input:
+        product=mosaic_product_of_root,
+    output:
+        f"{OUT}/mosaic/{{mroot}}_trl.txt",
+    params:
+        layer_log=mosaic_log_of_root,
+    log:
+        "logs/mosaic_trailer/{mroot}.log",
+    benchmark:
+        "logs/benchmarks/mosaic_trailer/{mroot}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/trailer.py"
+
+
+rule mosaic_manifest:
+    input:
+        products=mosaic_products,
+    output:
+        f"{OUT}/mosaic/{{mroot}}_manifest.txt",
+    log:
+        "logs/mosaic_manifest/{mroot}.log",
+    benchmark:
+        "logs/benchmarks/mosaic_manifest/{mroot}.tsv"
+    conda:
+        "../envs/mvmflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/manifest.py"

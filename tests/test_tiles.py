@@ -1,0 +1,103 @@
+"""Tests of mvmflow.tiles: tiled reduce and the tile-by-tile product writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from test_products import LAYER, PARAMS, make_record
+
+from mvmflow import grid, products
+from mvmflow.combine import combine_partials
+from mvmflow.mosaic import tile_boxes
+from mvmflow.resample import Partial, read_partial, write_partial
+from mvmflow.tiles import read_partial_window, reduce_tile, write_tile, write_tiled_layer
+
+FRAME = grid.SkyCell(81, 14, 14).frame.window(1000, 2000, 230, 170)
+N_INPUTS = 35  # two context planes
+
+
+def _partials(tmp_path):
+    """Random partial files of 35 exposures on boxes of the plane around FRAME."""
+    rng = np.random.default_rng(5)
+    plane = grid.SkyCell(81, 14, 14).frame
+    members, paths = [], {}
+    for k in range(N_INPUTS):
+        nx, ny = rng.integers(20, 120, size=2)
+        bx, by = rng.integers(-30, 220, size=2)
+        box_frame = plane.window(1000 + int(bx) - 7, 2000 + int(by) - 3, int(nx) + 20,
+                                 int(ny) + 9)
+        w = (rng.random((ny, nx)) * 300 + 50).astype(np.float32)
+        w[rng.random((ny, nx)) < 0.1] = 0
+        flux = (w * rng.normal(2.0, 1.0, (ny, nx))).astype(np.float32)
+        chips = rng.integers(0, 3, (ny, nx)).astype(np.uint8)
+        name = f"ib2v{k:04d}q_flc.fits"
+        p = Partial(flux, w, chips, box_frame, 7, 3, name, f"ib2v{k:04d}", 100.0 + k)
+        path = tmp_path / "partials" / f"{k}.fits"
+        path.parent.mkdir(exist_ok=True)
+        write_partial(p, path)
+        members.append((name, 100.0 + k))
+        paths[name] = path
+    return members, paths
+
+
+def _tiled(tmp_path, members, paths, size, tag):
+    tiles = []
+    for box in tile_boxes(FRAME.nx, FRAME.ny, size):
+        arrays = reduce_tile(FRAME.window(*box), members, paths, {members[3][0]: 0.25})
+        tiles.append((box, write_tile(tmp_path / f"{tag}-{box[0]}-{box[1]}.fits", arrays, box)))
+    out = tmp_path / tag / LAYER.filename
+    out.parent.mkdir()
+    files = [m[0] for m in members]
+    sky = [0.25 if i == 3 else 0.0 for i in range(len(files))]
+    recs = [make_record(k, 100.0 + k) for k in range(N_INPUTS)]
+    write_tiled_layer(out, FRAME, tiles, LAYER, recs, PARAMS, [m[1] for m in members], sky,
+                      files)
+    return out
+
+
+def test_partial_window_reads_the_same_pixels(tmp_path):
+    members, paths = _partials(tmp_path)
+    whole = read_partial(paths[members[0][0]])
+    tile = FRAME.window(40, 30, 50, 40)
+    part = read_partial_window(paths[members[0][0]], tile)
+    ref = combine_partials([whole], tile)
+    got = combine_partials([part], tile)
+    np.testing.assert_array_equal(ref.wht, got.wht)
+    np.testing.assert_array_equal(ref.sci, got.sci)
+
+
+def test_tiled_equals_untiled_bit_for_bit_and_equals_the_in_memory_layer(tmp_path):
+    members, paths = _partials(tmp_path)
+    one = _tiled(tmp_path, members, paths, 4096, "one")
+    many = _tiled(tmp_path, members, paths, 64, "many")
+    assert one.read_bytes() == many.read_bytes()
+
+    # the same arrays and headers as the in-memory writer (statistics to rounding)
+    arrays = combine_partials([read_partial(paths[m[0]]) for m in members], FRAME,
+                              {members[3][0]: 0.25})
+    ref = tmp_path / "ref" / LAYER.filename
+    ref.parent.mkdir()
+    products.write_layer(ref, arrays, FRAME, LAYER,
+                         [make_record(k, 100.0 + k) for k in range(N_INPUTS)], PARAMS)
+    with fits.open(one) as a, fits.open(ref) as b:
+        assert [h.name for h in a] == [h.name for h in b]
+        for ext in ("SCI", "WHT", "CTX"):
+            np.testing.assert_array_equal(a[ext].data, b[ext].data)
+            assert a[ext].header == b[ext].header
+        assert a[0].data is None and a["CTX"].data.shape == (2, FRAME.ny, FRAME.nx)
+        for key in b[0].header:
+            if key.startswith(("MEAN", "MED")):
+                assert a[0].header[key] == pytest.approx(b[0].header[key], rel=1e-12), key
+            else:
+                assert a[0].header[key] == b[0].header[key], key
+        assert a["HDRTAB"].data.tobytes() == b["HDRTAB"].data.tobytes()
+
+
+def test_tiles_must_cover_the_frame(tmp_path):
+    members, paths = _partials(tmp_path)
+    box = [0, 0, 64, 64]
+    tile = write_tile(tmp_path / "t.fits", reduce_tile(FRAME.window(*box), members, paths), box)
+    with pytest.raises(ValueError, match="cover"):
+        write_tiled_layer(tmp_path / LAYER.filename, FRAME, [(box, tile)], LAYER, [], PARAMS,
+                          [], [], [m[0] for m in members])

@@ -1,0 +1,263 @@
+"""The demo with a custom mosaic and cutouts: the cutout box at the corner of the four demo
+sky cells gives cutouts from all four and one combined cutout per layer; the combined
+cutouts equal the same box of the mosaic; the mosaic equals every sky-cell layer over its
+footprint; the tiled mosaic equals an untiled one bit for bit.
+
+One run of the demo preset (alignment off: the comparisons are between our own products, and
+the alignment is tested in test_workflow_align.py), made once per module.
+"""
+
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+from astropy.wcs import WCS
+from wfrun import run_snakemake
+
+from mvmflow.aligned import load_record
+from mvmflow.cutouts import _read_box, cutout_box
+from mvmflow.grid import Frame
+from mvmflow.mosaic import MosaicPlan, tile_boxes
+from mvmflow.names import CombinedName, CutoutName, LayerName, parse_default_prefix
+from mvmflow.simulate.presets import DEMO_CENTER
+from mvmflow.tiles import reduce_tile, write_tile, write_tiled_layer
+
+RA, DEC = DEMO_CENTER  # where sky cells x14y14, x15y14, x14y15 and x15y15 of p0081 meet
+SIZE = 3.0
+TILE = 1024
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("mosaic")
+    config = {
+        "inputs": "demo", "resources": str(work / "resources"), "outdir": "results",
+        "align": {"enabled": False},
+        "mosaic": {"enabled": True, "tile_size": TILE},
+        "cutouts": [{"ra": RA, "dec": DEC, "size": SIZE}],
+    }
+    run_snakemake(work, config)
+    return work / "results"
+
+
+@pytest.fixture(scope="module")
+def plan(run):
+    import json
+
+    return json.loads((run / "plan" / "plan.json").read_text())
+
+
+def _cut_dir(run, kind):
+    (found,) = (run / "cutouts").glob(f"*/{kind}")
+    return found
+
+
+def test_mosaic_names_and_manifest(run, plan):
+    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    pc, _, _ = parse_default_prefix(mosaic.prefix)
+    assert pc == mosaic.projection_cell == 81
+    layers = [lay.name for lay in mosaic.layers]
+    # the sky cells' layers, one of each
+    skycell = {LayerName.parse(lay["name"]).with_prefix(mosaic.prefix).filename
+               for cell in plan["skycells"] for lay in cell["layers"]}
+    assert set(layers) == skycell and len(layers) == 5
+    manifest = (run / "mosaic" / f"{mosaic.prefix}_manifest.txt").read_text().split()
+    assert manifest == [n for name in layers for n in (name, name.rsplit("_", 1)[0] + "_trl.txt")]
+    for name in manifest:
+        assert (run / "mosaic" / name).is_file()
+    with fits.open(run / "mosaic" / layers[0]) as hdul:
+        assert hdul[0].header["FILENAME"] == layers[0]
+        assert "SCELLID" not in hdul[0].header
+        assert hdul[0].header["DRIZPARS"] == layers[0].rsplit("_", 1)[0] + "_trl.txt"
+    assert any(len(lay.tiles) > 1 for lay in mosaic.layers)
+
+
+def _mosaic_window(mosaic_path, frame: Frame):
+    """SCI and WHT of the mosaic over ``frame`` (a window of the same plane and scale)."""
+    with fits.open(mosaic_path) as hdul:
+        h = hdul["SCI"].header
+        mframe = Frame(int(h["PCELLID"]), frame.scale, h["CRPIX1"], h["CRPIX2"],
+                       h["NAXIS1"], h["NAXIS2"])
+        dx, dy = mframe.integer_offset_of(frame)
+        sci = _read_box(hdul["SCI"], dx, dy, frame.nx, frame.ny, np.nan)
+        wht = _read_box(hdul["WHT"], dx, dy, frame.nx, frame.ny, 0.0)
+    return sci, wht
+
+
+def _drizzle_set(params):
+    import json
+
+    return json.dumps({k: v for k, v in params.items() if k != "n"}, sort_keys=True)
+
+
+def _edge_weights(a: float, n: int, length: int) -> tuple[int, np.ndarray]:
+    """First pixel and per-pixel overlaps of the interval [a, a + length) with pixels
+    [i - 0.5, i + 0.5)."""
+    lo = int(np.floor(a + 0.5))
+    edges = np.arange(lo, lo + length + 2) - 0.5
+    w = np.clip(np.minimum(edges[1:], a + length) - np.maximum(edges[:-1], a), 0, 1)
+    return lo, w
+
+
+def _check_coarse_flux(mosaic: Path, layer: Path):
+    """The flux in a large box of a coarse sky-cell layer equals the mosaic's over the same
+    area of sky (pixels weighted by their overlap with the box), within 0.1% (measured:
+    0.07% at most; misplacing the box by one pixel gives up to 2%)."""
+    with fits.open(layer) as lay, fits.open(mosaic) as m:
+        sci, msci = lay["SCI"].data, m["SCI"].data
+        dx = lay["SCI"].header["PCX0"] - m["SCI"].header["PCX0"]
+        dy = lay["SCI"].header["PCY0"] - m["SCI"].header["PCY0"]
+    ys, xs = np.nonzero(np.isfinite(sci))
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    n = 120
+    box = sci[cy - n // 2:cy + n // 2, cx - n // 2:cx + n // 2]
+    assert box.shape == (n, n) and np.isfinite(box).all()
+    x0, wx = _edge_weights(cx - n // 2 - 0.5 + dx, n, n)
+    y0, wy = _edge_weights(cy - n // 2 - 0.5 + dy, n, n)
+    part = msci[y0:y0 + len(wy), x0:x0 + len(wx)]
+    assert np.isfinite(part).all()
+    assert abs(dx - round(dx)) > 0.3 or abs(dy - round(dy)) > 0.3  # really off-grid
+    assert np.sum(part * np.outer(wy, wx)) == pytest.approx(np.sum(box), rel=1e-3)
+
+
+def test_mosaic_equals_each_skycell_layer(run, plan):
+    """Same partials (up to the rounding of the pixel map's CRPIX), same drizzle parameters
+    and the same sky offsets (the sky group is shared): equal to float precision. Coarse
+    layers are compared by flux only: coarse sky cells' grids are offset from the projection
+    cell's coarse grid by 1/3 px (21442 fine px is not a multiple of 3), by the grid's design."""
+    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    compared, coarse = 0, 0
+    for cell in plan["skycells"]:
+        for lay in cell["layers"]:
+            name = LayerName.parse(lay["name"]).with_prefix(mosaic.prefix).filename
+            # the same drizzle (n may differ: it comes from each frame's own coverage)
+            assert _drizzle_set(plan["params"][lay["name"]]) == \
+                _drizzle_set(plan["mosaic_params"][name])
+            product = run / "skycells" / cell["name"] / lay["name"]
+            with fits.open(product) as hdul:
+                sci, wht = hdul["SCI"].data, hdul["WHT"].data
+            frame = Frame(**lay["frame"])
+            if lay["scale"] == "coarse":
+                _check_coarse_flux(run / "mosaic" / name, product)
+                coarse += 1
+                continue
+            msci, mwht = _mosaic_window(run / "mosaic" / name, frame)
+            assert np.array_equal(np.isfinite(sci), np.isfinite(msci)), lay["name"]
+            good = np.isfinite(sci)
+            assert good.sum() > 1000
+            scale = np.nanpercentile(np.abs(sci), 99)
+            np.testing.assert_allclose(msci[good], sci[good], rtol=1e-5, atol=1e-6 * scale)
+            np.testing.assert_allclose(mwht, wht, rtol=1e-5, atol=1e-6 * wht.max())
+            compared += 1
+    assert (compared, coarse) == (16, 4)  # 4 fine layers and 1 coarse in each sky cell
+
+
+def test_cutouts_from_all_four_skycells_and_one_combined_per_layer(run, plan):
+    cutouts = sorted(_cut_dir(run, "cutouts").glob("*.fits"))
+    names = [CutoutName.parse(p) for p in cutouts]
+    by_group = {}
+    for n in names:
+        by_group.setdefault(n.group_key, set()).add(n.skycell)
+    cells = {c["name"] for c in plan["skycells"]}
+    assert len(cells) == 4
+    assert len(by_group) == 5 and all(v == cells for v in by_group.values()), by_group
+    combined = sorted(_cut_dir(run, "combined").glob("*.fits"))
+    keys = [(c.instrument, c.detector, c.filter, c.scale, c.exptime_class, c.year, c.ipppssoo)
+            for c in map(CombinedName.parse, combined)]
+    assert sorted(keys, key=str) == sorted(by_group, key=str)
+
+
+def test_combined_cutout_equals_the_mosaic_box(run, plan):
+    """Fine layers: the combined cutout is the mosaic's box pixel for pixel (SCI and WHT, to
+    float precision): overlap strips hold the same exposures, counted once."""
+    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    checked = 0
+    for path in sorted(_cut_dir(run, "combined").glob("*.fits")):
+        c = CombinedName.parse(path)
+        if c.scale != "fine":
+            continue
+        layer = LayerName(mosaic.prefix, c.instrument, c.detector, c.filter,
+                          product_type="drc" if c.detector != "ir" else "drz")
+        with fits.open(path) as hdul:
+            sci, wht = hdul["SCI"].data, hdul["WHT"].data
+        with fits.open(run / "mosaic" / layer.filename) as hdul:
+            box = cutout_box(WCS(hdul["SCI"].header), RA, DEC, SIZE)
+            msci = _read_box(hdul["SCI"], *box, np.nan)
+            mwht = _read_box(hdul["WHT"], *box, 0.0)
+        assert sci.shape == msci.shape == (75, 75)
+        assert np.array_equal(np.isfinite(sci), np.isfinite(msci)), path.name
+        good = np.isfinite(sci)
+        assert good.sum() > 100
+        np.testing.assert_allclose(sci[good], msci[good], rtol=1e-5,
+                                   atol=1e-6 * np.abs(msci[good]).max())
+        np.testing.assert_allclose(wht, mwht, rtol=1e-5, atol=1e-6 * mwht.max())
+        checked += 1
+    assert checked == 4
+
+
+def test_tiled_mosaic_equals_untiled_bit_for_bit(run, plan, tmp_path):
+    """Rebuild the largest layer from the workflow's own partials as one tile: the file is
+    byte-identical to the workflow's tiled product."""
+    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    lay = max(mosaic.layers, key=lambda x: len(x.tiles))
+    assert len(lay.tiles) > 1
+    jobs = sorted((j for j in mosaic.jobs if j.layer == lay.name), key=lambda j: j.order)
+    root = lay.name[: -len(".fits")]
+    members = [(j.filename, lay.members[j.order].exptime) for j in jobs]
+    partials = {j.filename: run / "mosaic" / "partials" / root / j.filename for j in jobs}
+    import json
+
+    offsets = json.loads((run / "sky" / f"{lay.sky_group}.json").read_text())["offsets"]
+    factor = (lay.frame.scale / 0.04) ** 2
+    sky = {f: offsets.get(f, 0.0) * factor for f, _ in members}
+    box = tile_boxes(lay.frame.nx, lay.frame.ny, 10**6)[0]
+    tile = write_tile(tmp_path / "t.fits", reduce_tile(lay.frame, members, partials, sky), box)
+    records = [load_record(run / "screen" / "records" / f"{f[:-5]}.json", [])
+               for f, _ in members]
+    out = tmp_path / lay.name
+    write_tiled_layer(out, lay.frame, [(box, tile)], LayerName.parse(lay.name), records,
+                      plan["mosaic_params"][lay.name], [t for _, t in members],
+                      [sky[f] for f, _ in members], [f for f, _ in members])
+    assert out.read_bytes() == (run / "mosaic" / lay.name).read_bytes()
+
+
+def test_rerun_with_another_tile_size_gives_the_same_files(run, plan):
+    """Changing mosaic.tile_size on an existing run replans (jobs of the old plan are
+    dropped, not failed) and rewrites the mosaic as one tile: the same bytes. Runs last:
+    it rewrites the module's products."""
+    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    before = {lay.name: (run / "mosaic" / lay.name).read_bytes() for lay in mosaic.layers}
+    work = run.parent
+    config = yaml.safe_load((work / "test_config.yaml").read_text())
+    config["mosaic"]["tile_size"] = 100000
+    run_snakemake(work, config)
+    import json
+
+    new = MosaicPlan.from_dict(json.loads((run / "plan" / "plan.json").read_text())["mosaic"])
+    assert all(len(lay.tiles) == 1 for lay in new.layers)
+    for name, data in before.items():
+        assert (run / "mosaic" / name).read_bytes() == data, name
+
+
+@pytest.mark.slow
+def test_mosaic_command_with_a_user_prefix(tmp_path):
+    """``mvmflow mosaic FILES --prefix mymosaic_`` runs the workflow: every mosaic file,
+    the manifest included, carries the prefix (one trailing '_' dropped)."""
+    from mvmflow.cli import main
+    from mvmflow.simulate import simulate
+
+    data = simulate("tiny_noerr", tmp_path / "data")
+    files = sorted(str(p) for p in data.exposures)
+    out = tmp_path / "run"
+    assert main(["mosaic", *files, "--prefix", "mymosaic_", "--no-align", "--outdir", str(out),
+                 "--tile-size", "256", "--", "--quiet"]) == 0
+    names = sorted(p.name for p in (out / "mosaic").glob("*.*"))
+    assert "mymosaic_manifest.txt" in names
+    products = [n for n in names if n.endswith(".fits")]
+    assert products and all(n.startswith("mymosaic_") for n in products)
+    manifest = (out / "mosaic" / "mymosaic_manifest.txt").read_text().split()
+    assert sorted(manifest) == sorted(n for n in names if n != "mymosaic_manifest.txt")
+    assert (out / "skycells").is_dir()  # the sky-cell layers are made too
