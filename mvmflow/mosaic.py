@@ -50,6 +50,7 @@ from mvmflow.grid import Frame, ProjectionCell, _all_centres, _unit
 from mvmflow.plan import (
     Coverage,
     Dropped,
+    FramedJob,
     Member,
     MvmPlan,
     _bounded,
@@ -147,7 +148,7 @@ class MosaicLayer:
 
 
 @dataclass
-class MosaicJob:
+class MosaicJob(FramedJob):
     """One map job of the mosaic: an exposure drizzled onto its box of the plane.
 
     ``box`` is ``[x0, y0, nx, ny]`` relative to the layer frame (it may reach past the
@@ -162,17 +163,6 @@ class MosaicJob:
     order: int
     box: list[int]
     frame: Frame
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["frame"] = _frame_dict(self.frame)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> MosaicJob:
-        d = dict(data)
-        d["frame"] = Frame(**d["frame"])
-        return cls(**d)
 
 
 @dataclass

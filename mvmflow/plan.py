@@ -338,8 +338,24 @@ class LayerPlan:
         return cls(**d)
 
 
+class FramedJob:
+    """JSON round trip of a job dataclass with a ``frame`` (Frame) and a ``box`` (ints)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frame"] = _frame_dict(self.frame)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping):
+        d = dict(data)
+        d["frame"] = _frame_from(d["frame"])
+        d["box"] = [int(v) for v in d["box"]]
+        return cls(**d)
+
+
 @dataclass
-class MapJob:
+class MapJob(FramedJob):
     """One drizzle "map" job: an exposure resampled onto (a box of) a layer frame.
 
     Attributes
@@ -371,18 +387,6 @@ class MapJob:
     order: int
     box: list[int]
     frame: Frame
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["frame"] = _frame_dict(self.frame)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> MapJob:
-        d = dict(data)
-        d["frame"] = _frame_from(d["frame"])
-        d["box"] = [int(v) for v in d["box"]]
-        return cls(**d)
 
 
 @dataclass
