@@ -23,8 +23,8 @@ import numpy as np
 from mvmflow.grid import PC_SCALE, Frame
 from mvmflow.skymatch import SkyMatch, sky_match
 
-__all__ = ["MergedPartial", "group_sky", "merge_on_plane", "offsets_for_scale",
-           "read_sky_offsets"]
+__all__ = ["LazyMergedPartial", "MergedPartial", "group_sky", "group_sky_files",
+           "lazy_merge_on_plane", "merge_on_plane", "offsets_for_scale", "read_sky_offsets"]
 
 
 @dataclass
@@ -104,6 +104,126 @@ def merge_on_plane(partials: Iterable) -> tuple[Frame, list[MergedPartial]]:
 def group_sky(partials: Iterable, stat: str = "median", **kwargs) -> SkyMatch:
     """Sky offsets of a layer group from all its fine partials (see the module notes)."""
     frame, merged = merge_on_plane(partials)
+    return sky_match(merged, frame, stat, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# the same from partial files, without holding them
+
+
+@dataclass
+class _Part:
+    path: str
+    x0: int  # box origin in the merged partial's coordinates
+    y0: int
+    nx: int
+    ny: int
+
+
+@dataclass
+class _Shape:
+    shape: tuple[int, int]
+
+
+def _picked(start: int, stop: int, step: int, lo: int, hi: int) -> tuple[int, int]:
+    """Indices ``k`` with ``lo <= start + k * step < hi`` and ``start + k*step < stop``."""
+    n = len(range(start, stop, step))
+    k0 = max(0, -(-(lo - start) // step))
+    k1 = min(n, -(-(hi - start) // step))
+    return k0, max(k0, k1)
+
+
+@dataclass
+class LazyMergedPartial:
+    """One exposure's partial files merged on a common frame, read only where asked.
+
+    Stands for :class:`MergedPartial` in :func:`mvmflow.skymatch.sky_match`: ``read(slices)``
+    gives ``(flux, weight)`` of a region exactly as the merged arrays would (where partials
+    of the exposure overlap, the first one wins), reading only that region of the files.
+    """
+
+    file: str
+    exptime: float
+    frame: Frame
+    box_x0: int
+    box_y0: int
+    parts: list
+    shape: tuple[int, int]
+
+    @property
+    def weight(self) -> _Shape:
+        """Only the shape (for :func:`mvmflow.combine.placement`)."""
+        return _Shape(self.shape)
+
+    def read(self, key: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        from astropy.io import fits
+
+        ys, xs = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
+        out_shape = (len(range(*ys)), len(range(*xs)))
+        flux = np.zeros(out_shape, np.float32)
+        weight = np.zeros(out_shape, np.float32)
+        for part in reversed(self.parts):  # the first partial wins where they overlap
+            r0, r1 = _picked(*ys, part.y0, part.y0 + part.ny)
+            c0, c1 = _picked(*xs, part.x0, part.x0 + part.nx)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            fy0 = ys[0] + r0 * ys[2] - part.y0
+            fx0 = xs[0] + c0 * xs[2] - part.x0
+            rows = slice(fy0, fy0 + (r1 - r0 - 1) * ys[2] + 1)
+            cols = slice(fx0, fx0 + (c1 - c0 - 1) * xs[2] + 1)
+            with fits.open(part.path, memmap=False) as hdul:
+                w = np.asarray(hdul["WEIGHT"].section[rows, cols])[::ys[2], ::xs[2]]
+                f = np.asarray(hdul["FLUX"].section[rows, cols])[::ys[2], ::xs[2]]
+            has = w > 0
+            flux[r0:r1, c0:c1][has] = f[has]
+            weight[r0:r1, c0:c1][has] = w[has]
+        return flux, weight
+
+
+def lazy_merge_on_plane(paths: Iterable) -> tuple[Frame, list[LazyMergedPartial]]:
+    """:func:`merge_on_plane` of partial files, reading only their headers."""
+    from mvmflow.resample import _frame_from_header, read_partial_header
+
+    heads = []
+    for path in paths:
+        h = read_partial_header(path)
+        if int(h["BOXNX"]) and int(h["BOXNY"]):
+            heads.append((str(path), h, _frame_from_header(h)))
+    if not heads:
+        raise ValueError("no partial to merge")
+    ref = heads[0][2]
+    boxes = []
+    for _, h, frame in heads:
+        dx, dy = ref.integer_offset_of(frame)
+        boxes.append((dx + int(h["BOXX0"]), dy + int(h["BOXY0"]), int(h["BOXNX"]),
+                      int(h["BOXNY"])))
+    xmin, ymin = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    xmax = max(b[0] + b[2] for b in boxes)
+    ymax = max(b[1] + b[3] for b in boxes)
+    union = ref.window(xmin, ymin, xmax - xmin, ymax - ymin)
+    by_file: dict[str, list[int]] = {}
+    for i, (_, h, _) in enumerate(heads):
+        by_file.setdefault(str(h["FILENAME"]), []).append(i)
+    merged = []
+    for name, idx in by_file.items():
+        bx0 = min(boxes[i][0] for i in idx) - xmin
+        by0 = min(boxes[i][1] for i in idx) - ymin
+        bx1 = max(boxes[i][0] + boxes[i][2] for i in idx) - xmin
+        by1 = max(boxes[i][1] + boxes[i][3] for i in idx) - ymin
+        parts = [_Part(heads[i][0], boxes[i][0] - xmin - bx0, boxes[i][1] - ymin - by0,
+                       boxes[i][2], boxes[i][3]) for i in idx]
+        merged.append(LazyMergedPartial(name, float(heads[idx[0]][1]["EXPTIME"]), union, bx0,
+                                        by0, parts, (by1 - by0, bx1 - bx0)))
+    return union, merged
+
+
+def group_sky_files(paths: Iterable, stat: str = "median", **kwargs) -> SkyMatch:
+    """:func:`group_sky` of partial files, holding only the overlap being measured.
+
+    The same offsets, bit for bit, as reading every partial first; memory is bounded by one
+    pair of exposures' overlap, not by the number of exposures.
+    """
+    frame, merged = lazy_merge_on_plane(paths)
     return sky_match(merged, frame, stat, **kwargs)
 
 

@@ -185,8 +185,11 @@ class SkyMatch:
 
 
 def _normalised(partial, ps) -> tuple[np.ndarray, np.ndarray]:
-    w = np.asarray(partial.weight[ps], dtype=np.float64)
-    f = np.asarray(partial.flux[ps], dtype=np.float64)
+    if hasattr(partial, "read"):  # read on demand (mvmflow.skygroup.LazyMergedPartial)
+        f, w = (np.asarray(a, dtype=np.float64) for a in partial.read(ps))
+    else:
+        w = np.asarray(partial.weight[ps], dtype=np.float64)
+        f = np.asarray(partial.flux[ps], dtype=np.float64)
     good = w > 0
     d = np.zeros_like(f)
     np.divide(f, w, out=d, where=good)

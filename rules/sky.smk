@@ -18,6 +18,7 @@ rule sky:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(3 * input.size_mb)),
+        # one pair of overlapping exposures at a time (mvmflow.skygroup.group_sky_files)
+        mem_mb=lambda wildcards, input: max(1000, int(input.size_mb / max(1, len(input)) * 4)),
     script:
         "../scripts/sky.py"

@@ -4,17 +4,19 @@ import json
 import logging
 from pathlib import Path
 
-from mvmflow.resample import read_partial
-from mvmflow.skygroup import group_sky
+from mvmflow.resample import read_partial_header
+from mvmflow.skygroup import group_sky_files
 from mvmflow.workflow import atomic_path, rule_logging
 
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
-    partials = [read_partial(p) for p in snakemake.input.partials]
-    names = sorted({p.filename for p in partials})
+    paths = list(snakemake.input.partials)
+    names = sorted({read_partial_header(p)["FILENAME"] for p in paths})
     offsets = {name: 0.0 for name in names}
     if snakemake.params.sky["skysub"] and len(names) > 1:
-        match = group_sky(partials, snakemake.params.sky["skystat"])
+        # reads each overlap from the files when it is measured: memory is bounded by one
+        # pair of exposures, not by the group
+        match = group_sky_files(paths, snakemake.params.sky["skystat"])
         offsets.update({k: float(v) for k, v in match.offsets.items()})
         for line in match.lines():
             log.info("sky: %s", line)
