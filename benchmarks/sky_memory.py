@@ -40,8 +40,11 @@ def groups(run: Path) -> dict[str, list[str]]:
             key = "_".join([cell["name"][9:13], lay["instrument"], lay["detector"],
                             lay["filter"], lay["exptime_class"]])
             root = lay["name"][: -len(".fits")]
+            jobs = sorted((j for j in plan["jobs"] if j["layer"] == lay["name"]),
+                          key=lambda j: j["order"])  # the sky rule's order
             out.setdefault(key, []).extend(
-                sorted(str(p) for p in (run / "partials" / cell["name"] / root).glob("*.fits")))
+                str(run / "partials" / cell["name"] / root / (j["filename"][:-5] + ".fits"))
+                for j in jobs)
     return out
 
 

@@ -45,6 +45,26 @@ def _name(p) -> str:
     return str(getattr(p, "filename", None) or p.file)
 
 
+def _layout(ref: Frame, boxes: list[tuple[int, int, int, int]], names: list[str]):
+    """The union frame of ``boxes`` (``(x0, y0, nx, ny)`` in ``ref`` pixels) and, per file in
+    order of first appearance, ``(name, indices, (x0, y0, x1, y1))``: its partials and its
+    merged box in union pixels."""
+    xmin, ymin = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    xmax = max(b[0] + b[2] for b in boxes)
+    ymax = max(b[1] + b[3] for b in boxes)
+    union = ref.window(xmin, ymin, xmax - xmin, ymax - ymin)
+    by_file: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_file.setdefault(name, []).append(i)
+    files = []
+    for name, idx in by_file.items():
+        files.append((name, idx, (min(boxes[i][0] for i in idx) - xmin,
+                                  min(boxes[i][1] for i in idx) - ymin,
+                                  max(boxes[i][0] + boxes[i][2] for i in idx) - xmin,
+                                  max(boxes[i][1] + boxes[i][3] for i in idx) - ymin)))
+    return union, files
+
+
 def merge_on_plane(partials: Iterable) -> tuple[Frame, list[MergedPartial]]:
     """Merge partials (of possibly several sky-cell frames) per exposure on one frame.
 
@@ -69,20 +89,11 @@ def merge_on_plane(partials: Iterable) -> tuple[Frame, list[MergedPartial]]:
         x0, y0 = dx + int(p.box_x0), dy + int(p.box_y0)
         ny, nx = p.flux.shape
         boxes.append((x0, y0, nx, ny))
-    xmin = min(b[0] for b in boxes)
-    ymin = min(b[1] for b in boxes)
-    xmax = max(b[0] + b[2] for b in boxes)
-    ymax = max(b[1] + b[3] for b in boxes)
-    union = ref.window(xmin, ymin, xmax - xmin, ymax - ymin)
-    by_file: dict[str, list[int]] = {}
-    for i, p in enumerate(partials):
-        by_file.setdefault(_name(p), []).append(i)
+    union, files = _layout(ref, boxes, [_name(p) for p in partials])
+    xmin, ymin = union.offset_of(ref)
+    xmin, ymin = -int(round(xmin)), -int(round(ymin))
     merged = []
-    for name, idx in by_file.items():
-        bx0 = min(boxes[i][0] for i in idx) - xmin
-        by0 = min(boxes[i][1] for i in idx) - ymin
-        bx1 = max(boxes[i][0] + boxes[i][2] for i in idx) - xmin
-        by1 = max(boxes[i][1] + boxes[i][3] for i in idx) - ymin
+    for name, idx, (bx0, by0, bx1, by1) in files:
         flux = np.zeros((by1 - by0, bx1 - bx0), np.float32)
         weight = np.zeros_like(flux)
         nchips = np.zeros(flux.shape, np.uint8)
@@ -197,19 +208,11 @@ def lazy_merge_on_plane(paths: Iterable) -> tuple[Frame, list[LazyMergedPartial]
         dx, dy = ref.integer_offset_of(frame)
         boxes.append((dx + int(h["BOXX0"]), dy + int(h["BOXY0"]), int(h["BOXNX"]),
                       int(h["BOXNY"])))
-    xmin, ymin = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    xmax = max(b[0] + b[2] for b in boxes)
-    ymax = max(b[1] + b[3] for b in boxes)
-    union = ref.window(xmin, ymin, xmax - xmin, ymax - ymin)
-    by_file: dict[str, list[int]] = {}
-    for i, (_, h, _) in enumerate(heads):
-        by_file.setdefault(str(h["FILENAME"]), []).append(i)
+    union, files = _layout(ref, boxes, [str(h["FILENAME"]) for _, h, _ in heads])
+    xmin, ymin = union.offset_of(ref)
+    xmin, ymin = -int(round(xmin)), -int(round(ymin))
     merged = []
-    for name, idx in by_file.items():
-        bx0 = min(boxes[i][0] for i in idx) - xmin
-        by0 = min(boxes[i][1] for i in idx) - ymin
-        bx1 = max(boxes[i][0] + boxes[i][2] for i in idx) - xmin
-        by1 = max(boxes[i][1] + boxes[i][3] for i in idx) - ymin
+    for name, idx, (bx0, by0, bx1, by1) in files:
         parts = [_Part(heads[i][0], boxes[i][0] - xmin - bx0, boxes[i][1] - ymin - by0,
                        boxes[i][2], boxes[i][3]) for i in idx]
         merged.append(LazyMergedPartial(name, float(heads[idx[0]][1]["EXPTIME"]), union, bx0,
