@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import WRAPPER  # benchmarks/measure.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SKYCELL = "skycell-p0081x14y14"
 
@@ -63,19 +65,6 @@ EXPOSURES_PER_VISIT = len(DITHER)
 # Rough disk use per exposure (MB): input file, separate and final partials.
 DISK_MB_PER_EXPOSURE = 170 + 2 * 450
 
-# Run in a small fresh process per step; reports the step's wall time and its peak RSS
-# (RUSAGE_CHILDREN: the largest RSS of any waited-for descendant, here the one step).
-WRAPPER = """
-import json, resource, subprocess, sys, time
-start = time.perf_counter()
-rc = subprocess.call(sys.argv[2:])
-wall = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as f:
-    json.dump({"returncode": rc, "wall_s": wall, "maxrss_kb": usage.ru_maxrss,
-               "user_s": usage.ru_utime, "sys_s": usage.ru_stime}, f)
-sys.exit(rc)
-"""
 
 
 # ------------------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import WRAPPER  # benchmarks/measure.py
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -72,16 +74,6 @@ CORNER = 300444  # fine projection-cell pixel (both axes) in the middle of the 4
 NEXP = 8
 PREFIX = "hst_cutout_skycell-"
 
-WRAPPER = """
-import json, resource, subprocess, sys, time
-start = time.perf_counter()
-rc = subprocess.call(sys.argv[2:])
-wall = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as f:
-    json.dump({"returncode": rc, "wall_s": wall, "maxrss_kb": usage.ru_maxrss}, f)
-sys.exit(rc)
-"""
 
 
 # ------------------------------------------------------------------------------------------

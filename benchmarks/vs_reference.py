@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from astropy.io import fits
+from measure import WRAPPER  # benchmarks/measure.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = ("skycell-p0081x14y14", "skycell-p0081x15y14")
@@ -102,17 +103,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # running and measuring
 
 
-# A small fresh process runs each measured command and reports RUSAGE_CHILDREN.ru_maxrss.
-# Measuring from here instead would be wrong: a child forked from this (large) process
-# inherits its RSS high-water mark at exec, which ru_maxrss then reports.
-WRAPPER = """
-import json, resource, subprocess, sys
-rc = subprocess.call(sys.argv[2:])
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as f:
-    json.dump({"returncode": rc, "maxrss_kb": usage.ru_maxrss}, f)
-sys.exit(rc)
-"""
 
 
 def _tree_memory(wrappers: list[psutil.Process]) -> float:

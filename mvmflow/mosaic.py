@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,6 +54,8 @@ from mvmflow.plan import (
     Member,
     MvmPlan,
     _bounded,
+    _frame_dict,
+    _frame_from,
     build_layers,
     coverage_stats,
     drizzle_order,
@@ -74,10 +76,6 @@ __all__ = [
 
 MOSAIC_SCALES = ("auto", "fine", "coarse")
 """``mosaic.scale`` values."""
-
-
-def _frame_dict(frame: Frame) -> dict:
-    return asdict(frame)
 
 
 @dataclass
@@ -140,7 +138,7 @@ class MosaicLayer:
     @classmethod
     def from_dict(cls, data: Mapping) -> MosaicLayer:
         d = dict(data)
-        d["frame"] = Frame(**d["frame"])
+        d["frame"] = _frame_from(d["frame"])
         d["members"] = [Member.from_dict(m) for m in d.get("members", [])]
         d["dropped"] = [Dropped.from_dict(x) for x in d.get("dropped", [])]
         d["coverage"] = None if d.get("coverage") is None else Coverage.from_dict(d["coverage"])

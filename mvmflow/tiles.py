@@ -37,6 +37,7 @@ from astropy.io import fits
 
 from mvmflow.combine import LayerArrays, combine_partials, context_planes
 from mvmflow.grid import Frame
+from mvmflow.names import LayerName
 from mvmflow.products import LayerSummary, layer_headers
 from mvmflow.resample import Partial, _frame_from_header, read_partial_header
 from mvmflow.sregion import block_polygons, polygons_to_s_region
@@ -370,12 +371,13 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
         The inputs' exposure times, sky offsets and file names in layer order.
     """
     path = Path(path)
-    if path.name != Path(str(layer_name)).name and path.name != getattr(layer_name, "filename", ""):
-        raise ValueError(f"product path {path.name!r} is not the layer name {layer_name}")
+    layer = layer_name if isinstance(layer_name, LayerName) else LayerName.parse(layer_name)
+    if path.name != layer.filename:
+        raise ValueError(f"product path {path.name!r} is not the layer name {layer.filename!r}")
     if sum(b[2] * b[3] for b, _ in tiles) != frame.nx * frame.ny:
         raise ValueError("the tiles do not cover the layer frame exactly")
     summary = summarize_tiles(frame, tiles, files).layer_summary(exptimes, sky)
-    h = layer_headers(summary, frame, layer_name, records, params, provenance,
+    h = layer_headers(summary, frame, layer, records, params, provenance,
                       input_headers=input_headers)
     primary = fits.PrimaryHDU(header=h.primary)
     primary.update_header()

@@ -475,9 +475,6 @@ def mosaic_drizzle_params(wildcards):
             if k not in ("n", "cosmic_rays", "cr")}
 
 
-def _partial_path(kind, root_ptype, filename):
-    return f"{OUT}/{kind}/{root_ptype}/{_key(filename)}.fits"
-
 
 @stale_safe(list)
 def mosaic_crmasks(wildcards):
@@ -495,10 +492,6 @@ def mosaic_crmasks(wildcards):
                            f"{wildcards.exposure}_crmask.fits")
     return out
 
-
-def mosaic_partials(wildcards):
-    return [f"{OUT}/mosaic/partials/{wildcards.mroot}_{wildcards.ptype}/{_key(j.filename)}.fits"
-            for j in mosaic_jobs(wildcards)]
 
 
 def _tile_index(tile):
@@ -537,11 +530,6 @@ def mosaic_tile_mem(wildcards):
 @stale_safe(list)
 def mosaic_sky_file(wildcards):
     return f"{OUT}/sky/{mosaic_layer(wildcards).sky_group}.json"
-
-
-@stale_safe(str)
-def mosaic_sky_offsets(wildcards):
-    return mosaic_sky_file(wildcards)
 
 
 def mosaic_records(wildcards):

@@ -56,13 +56,13 @@ rule mosaic_layer:
         tiles=mosaic_tile_files,
         records=mosaic_records,
         align=mosaic_align_dirs,
+        sky=mosaic_sky_file,
         plan=f"{OUT}/plan/plan.json",
     output:
         f"{OUT}/mosaic/{{mroot}}_{{ptype}}.fits",
     params:
         layer=mosaic_layer_dict,
         members=mosaic_members,
-        sky=mosaic_sky_offsets,
         drizzle=mosaic_params,
     log:
         "logs/mosaic_layer/{mroot}_{ptype}.log",

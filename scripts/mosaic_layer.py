@@ -17,7 +17,7 @@ with rule_logging(snakemake.log[0]):
     exptimes = [float(t) for _, t in snakemake.params.members]
     offsets = {}
     if params["skysub"]:
-        offsets = read_sky_offsets(snakemake.params.sky, files, frame.scale)
+        offsets = read_sky_offsets(snakemake.input.sky, files, frame.scale)
     sky = [offsets.get(f, 0.0) for f in files]
     for name, value in zip(files, sky, strict=True):
         log.info("sky offset %s: %.6g e-/s per pixel", name, value)

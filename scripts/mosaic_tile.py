@@ -1,9 +1,9 @@
 """Rule mosaic_tile (reduce): sum the parts of a mosaic layer's partials that reach one tile."""
 
 import logging
+from pathlib import Path
 
 from mvmflow.grid import Frame
-from mvmflow.resample import read_partial_header
 from mvmflow.skygroup import read_sky_offsets
 from mvmflow.tiles import reduce_tile, write_tile
 from mvmflow.workflow import rule_logging
@@ -13,7 +13,7 @@ with rule_logging(snakemake.log[0]):
     layer, box = snakemake.params.layer, snakemake.params.tile
     frame = Frame(**layer["frame"]).window(*box)
     members = [(name, float(t)) for name, t in snakemake.params.members]
-    paths = {read_partial_header(p)["FILENAME"]: p for p in snakemake.input.partials}
+    paths = {Path(p).name: p for p in snakemake.input.partials}  # <exposure file name>
     sky = {}
     if snakemake.params.drizzle["skysub"]:
         sky = read_sky_offsets(snakemake.input.sky, [m[0] for m in members], frame.scale)

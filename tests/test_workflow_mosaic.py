@@ -8,6 +8,7 @@ the alignment is tested in test_workflow_align.py), made once per module.
 """
 
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,6 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plan(run):
-    import json
-
     return json.loads((run / "plan" / "plan.json").read_text())
 
 
@@ -88,8 +87,6 @@ def _mosaic_window(mosaic_path, frame: Frame):
 
 
 def _drizzle_set(params):
-    import json
-
     return json.dumps({k: v for k, v in params.items() if k != "n"}, sort_keys=True)
 
 
@@ -208,8 +205,6 @@ def test_tiled_mosaic_equals_untiled_bit_for_bit(run, plan, tmp_path):
     root = lay.name[: -len(".fits")]
     members = [(j.filename, lay.members[j.order].exptime) for j in jobs]
     partials = {j.filename: run / "mosaic" / "partials" / root / j.filename for j in jobs}
-    import json
-
     offsets = json.loads((run / "sky" / f"{lay.sky_group}.json").read_text())["offsets"]
     factor = (lay.frame.scale / 0.04) ** 2
     sky = {f: offsets.get(f, 0.0) * factor for f, _ in members}
@@ -234,8 +229,6 @@ def test_rerun_with_another_tile_size_gives_the_same_files(run, plan):
     config = yaml.safe_load((work / "test_config.yaml").read_text())
     config["mosaic"]["tile_size"] = 100000
     run_snakemake(work, config)
-    import json
-
     new = MosaicPlan.from_dict(json.loads((run / "plan" / "plan.json").read_text())["mosaic"])
     assert all(len(lay.tiles) == 1 for lay in new.layers)
     for name, data in before.items():
