@@ -1,6 +1,6 @@
 # mvmflow: the two quick-start commands and a few helpers.
 #   make demo   - build the local virtual environment (first time) and run the main job
-#   make test   - build the local virtual environment (first time) and run the tests
+#   make test   - add the test extras to it (first time) and run the tests
 # Everything installs into ./.venv from the package registry; nothing outside it is touched.
 
 PYTHON ?= python3
@@ -8,27 +8,36 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 PYTEST_ARGS ?=
+PLUGIN := plugins/snakemake-logger-plugin-mvmflow
 
 .PHONY: demo test test-all lint venv clean
 
-$(BIN)/.installed: pyproject.toml
+# The workflow alone (what `make demo` needs), then the test and reference extras on top
+# (pytest, ruff, drizzlepac: only the tests and benchmarks use them).
+# The workflow's logger plugin is a small distribution of its own (plugins/), installed as
+# a regular package because Snakemake finds plugins by scanning the installed modules.
+$(BIN)/.installed: pyproject.toml $(PLUGIN)/pyproject.toml $(PLUGIN)/snakemake_logger_plugin_mvmflow/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e . ./$(PLUGIN)
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test,reference]"
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed-test
 
 demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(BIN)/.installed
+test-all: $(BIN)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed-test
 	$(BIN)/ruff check mvmflow tests scripts benchmarks
 	$(BIN)/snakemake --lint
 

@@ -7,25 +7,44 @@
 # The rules live in rules/*.smk, their scripts in scripts/, the science in the mvmflow package.
 
 import os
+import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
+from mvmflow.config import ConfigError, check_config
 from mvmflow.names import custom_prefix
 from mvmflow.switches import resolve_switches
 
 min_version("9.0")
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+DEFAULT_CONFIG = os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate(config, "config/schema.yaml")
+configfile: DEFAULT_CONFIG
+
+
+# the schema (types, defaults, switch words as booleans) and the inputs value, checked now:
+# a bad key or value stops the run here with one short line per problem, naming its source
+if not workflow.modifier.skip_validation:
+    try:
+        check_config(
+            config,
+            os.path.join(workflow.basedir, "config", "schema.yaml"),
+            default_file=DEFAULT_CONFIG,
+            configfiles=workflow.config_settings.configfiles,
+            overrides=workflow.config_settings.config,
+        )
+    except ConfigError as error:
+        sys.exit(str(error))
 # MVM_INCLUDE_SMALL, MVM_ONLY_CTE and MVM_QUALITY_TESTING override the config switches; a bad
-# value stops the run here, before any work.
-config.update(resolve_switches(config))
-# a bad mosaic prefix stops the run here too
-if config.get("mosaic", {}).get("prefix"):
-    custom_prefix(config["mosaic"]["prefix"])
+# value, or a bad mosaic prefix, stops the run here too, before any work, in one line.
+try:
+    config.update(resolve_switches(config))
+    if config.get("mosaic", {}).get("prefix"):
+        custom_prefix(config["mosaic"]["prefix"])
+except ValueError as error:
+    sys.exit(f"Config error: {error}")
 
 
 include: "rules/common.smk"

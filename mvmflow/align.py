@@ -4,7 +4,8 @@ One job aligns a *group*: the exposures of a sky cell, or better an overlap-conn
 across sky cells (:func:`mvmflow.groups.overlap_groups`), so that neighbouring sky cells share one
 solution. Inputs are the exposures and their point-source catalogues
 (:mod:`mvmflow.catalogs`); outputs are one solution file per exposure
-(:mod:`mvmflow.solution`) and an optional report.
+(:mod:`mvmflow.solution`) and an optional report, both carrying the group's name
+(:func:`mvmflow.groups.group_name`, the one naming of groups).
 
 Method (every transform is an affine map on one tangent plane of the group, arcsec; matching
 and fitting in :mod:`mvmflow.fitting`, fits by ``tweakwcs``):
@@ -37,7 +38,6 @@ Entry points: :func:`align_group` (paths in, files out; the rule step) and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -58,6 +58,7 @@ from mvmflow.fitting import (
     fit_pairs,
     match_nearest,
 )
+from mvmflow.groups import group_name
 from mvmflow.refcat import GAIA_TAP_URL, catalog_label, load_refcat, mjd_to_jyear, positions_at
 from mvmflow.solution import SOLUTION_FORMAT, SOLUTION_VERSION, write_report, write_solution
 
@@ -448,7 +449,8 @@ def _refcat_sets(unit: _Unit, transform: Affine, refcat: Table, plane: Plane,
     return sets
 
 
-def _absolute(units: list[_Unit], refcat: Table, plane: Plane, params: AlignParams) -> None:
+def _absolute(units: list[_Unit], refcat: Table, plane: Plane, params: AlignParams,
+              group_label: str = "group") -> None:
     cache: dict = {}
     aligned = [u for u in units if u.status in ("reference", "relative")]
     group = None
@@ -459,10 +461,10 @@ def _absolute(units: list[_Unit], refcat: Table, plane: Plane, params: AlignPara
         # fit the residual of the relatively aligned positions
         group = _match_and_fit(sets, params)
         if group.ok:
-            log.info("group: absolute %s fit, %d matches, RMS %.1f mas", group.geometry,
-                     group.nmatches, group.rms)
+            log.info("%s: absolute %s fit, %d matches, RMS %.1f mas", group_label,
+                     group.geometry, group.nmatches, group.rms)
         else:
-            log.warning("group: absolute fit failed: %s", "; ".join(group.notes))
+            log.warning("%s: absolute fit failed: %s", group_label, "; ".join(group.notes))
     for u in aligned:
         if group is None or not group.ok:
             u.absolute = group
@@ -543,14 +545,9 @@ def _exposure_figures(units, refcat, plane, params, cache) -> dict:
     return figures
 
 
-def _group_id(exposures: list[_Exposure]) -> str:
-    digest = hashlib.sha1(" ".join(sorted(e.name for e in exposures)).encode()).hexdigest()
-    return f"align-{digest[:12]}"
-
-
 def align_exposures(exposure_paths: Sequence, catalogs: Sequence, refcat=None,
                     params: AlignParams | dict | None = None, *,
-                    gaia_url: str = GAIA_TAP_URL) -> list[dict]:
+                    gaia_url: str = GAIA_TAP_URL, group: str | None = None) -> list[dict]:
     """Align a group of exposures; return one solution dict per exposure (input order).
 
     Parameters
@@ -564,6 +561,9 @@ def align_exposures(exposure_paths: Sequence, catalogs: Sequence, refcat=None,
     params : AlignParams or dict, optional
     gaia_url : str
         The Gaia archive (only for ``refcat="gaia"``).
+    group : str, optional
+        The group's name, written into every solution; by default
+        :func:`mvmflow.groups.group_name` of the exposures (the name the workflow gives it).
 
     Returns
     -------
@@ -577,6 +577,8 @@ def align_exposures(exposure_paths: Sequence, catalogs: Sequence, refcat=None,
     if not exposure_paths:
         return []
     exposures = [_load(p, c, params) for p, c in zip(exposure_paths, catalogs, strict=True)]
+    if group is None:
+        group = group_name([e.name for e in exposures])
     plane = Plane.around(*np.concatenate([_footprint_world(e) for e in exposures]).T)
     for e in exposures:
         _project(e, plane)
@@ -606,10 +608,9 @@ def align_exposures(exposure_paths: Sequence, catalogs: Sequence, refcat=None,
     unit_list = list(units.values())
     _relative(unit_list, params)
     if table is not None:
-        _absolute(unit_list, table, plane, params)
+        _absolute(unit_list, table, plane, params, group)
     cache: dict = {}
     figures = _exposure_figures(unit_list, table, plane, params, cache)
-    group = _group_id(exposures)
     unit_of = {e.name: u for u in unit_list for e in u.exposures}
     solutions = []
     for e in exposures:
@@ -672,7 +673,7 @@ def _solution(e: _Exposure, u: _Unit, absolute_requested: bool, label: str, plan
 def align_group(exposure_paths: Sequence, catalog_paths: Sequence,
                 solution_paths: Sequence, refcat="none", report_path=None,
                 params: AlignParams | dict | None = None, *,
-                gaia_url: str = GAIA_TAP_URL) -> list[dict]:
+                gaia_url: str = GAIA_TAP_URL, group: str | None = None) -> list[dict]:
     """The ``align`` rule step: align a group and write one solution file per exposure.
 
     Parameters
@@ -687,6 +688,8 @@ def align_group(exposure_paths: Sequence, catalog_paths: Sequence,
     params : AlignParams or dict, optional
     gaia_url : str
         Gaia archive base URL.
+    group : str, optional
+        The group's name (default: :func:`mvmflow.groups.group_name` of the exposures).
 
     Returns
     -------
@@ -697,10 +700,10 @@ def align_group(exposure_paths: Sequence, catalog_paths: Sequence,
         raise ValueError(f"{len(exposure_paths)} exposures but {len(solution_paths)} "
                          "solution paths")
     solutions = align_exposures(exposure_paths, catalog_paths, refcat, params,
-                                gaia_url=gaia_url)
+                                gaia_url=gaia_url, group=group)
     for solution, path in zip(solutions, solution_paths, strict=True):
         write_solution(solution, path)
     if report_path is not None:
-        write_report(solutions, report_path, meta={"group": solutions[0]["group"]
-                                                   if solutions else ""})
+        name = solutions[0]["group"] if solutions else (group or "")
+        write_report(solutions, report_path, meta={"group": name})
     return solutions

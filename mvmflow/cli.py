@@ -2,7 +2,8 @@
 
 Subcommands::
 
-    mvmflow which-skycell RA DEC          sky cells containing a position, one per line
+    mvmflow which-skycell RA DEC [--frame F]
+                                          sky cells containing a position, one per line
     mvmflow skycell NAME [--scale coarse]  the WCS of a sky cell, as FITS header cards
     mvmflow simulate --preset NAME --out DIR [--seed N]
                                           write a simulated data set with its truth
@@ -21,18 +22,95 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from collections.abc import Sequence
+
+#: Frames ``which-skycell --frame`` accepts (astropy names) and their coordinate names.
+FRAMES = {"icrs": ("RA", "Dec"), "fk5": ("RA", "Dec"), "fk4": ("RA", "Dec"),
+          "galactic": ("l", "b")}
+
+#: A token starting like a negative number (``-69.15``, ``-69:09:00``, ``-69d09m00s``) is a
+#: value, not an option: argparse only knows plain negative numbers.
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def _angle(text: str, unit, what: str) -> float:
+    """``text`` in degrees: a plain number is degrees, anything else is read by astropy's
+    ``Angle`` with ``unit`` as the default (units written in the text win)."""
+    import warnings
+
+    from astropy.coordinates import Angle
+
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. IllegalHourWarning: the range check says it
+                value = float(Angle(text.strip(), unit=unit).degree)
+        except Exception as exc:  # noqa: BLE001 - astropy raises ValueError and its own errors
+            raise ValueError(f"cannot read {what} {text!r}: {exc}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text!r} is not a finite number")
+    return value
+
+
+def sky_position(ra: str, dec: str, frame: str = "icrs") -> tuple[float, float]:
+    """ICRS (RA, Dec) in degrees of a position given as text, as ``SkyCoord`` reads it.
+
+    A plain number is degrees (``84.92``, ``-69.15``). Other text is read by astropy's
+    ``Angle``: RA with hours as the default unit (``5h39m41s``, ``05:39:41.0``,
+    ``05 39 41``, as ``SkyCoord(..., unit=(hourangle, deg))``), Dec with degrees
+    (``-69d09m00s``, ``-69:09:00``); a unit written in the text wins (``84.92deg``,
+    ``84d55m12s``, ``1.48rad``). The values are checked before any wrapping: RA (or l)
+    in [0, 360) degrees, i.e. [0h, 24h), Dec (or b) in [-90, 90]. ``frame`` is one of
+    :data:`FRAMES`; the position is converted to ICRS.
+
+    Raises
+    ------
+    ValueError
+        Naming the value that cannot be read or is out of range.
+    """
+    from astropy import units as u
+
+    if frame not in FRAMES:
+        raise ValueError(f"unknown frame {frame!r}: use one of {', '.join(FRAMES)}")
+    lon_name, lat_name = FRAMES[frame]
+    lon = _angle(ra, u.hourangle, lon_name)
+    lat = _angle(dec, u.deg, lat_name)
+    if not 0.0 <= lon < 360.0 - 1e-9:  # 24:00:00 reads as 359.99999999999994
+        shown = "" if _is_number(ra) else f" (= {lon:.9g} deg)"
+        raise ValueError(f"{lon_name} {ra}{shown} is outside [0, 360) degrees")
+    if not -90.0 <= lat <= 90.0:
+        shown = "" if _is_number(dec) else f" (= {lat:.9g} deg)"
+        raise ValueError(f"{lat_name} {dec}{shown} is outside [-90, 90] degrees")
+    if frame == "icrs":
+        return lon, lat
+    from astropy.coordinates import SkyCoord
+
+    icrs = SkyCoord(lon * u.deg, lat * u.deg, frame=frame).icrs
+    return float(icrs.ra.deg), float(icrs.dec.deg)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _cmd_which_skycell(args: argparse.Namespace) -> int:
     from mvmflow.grid import sky_cells_at
 
-    names = sky_cells_at(args.ra, args.dec)
+    ra, dec = sky_position(args.ra, args.dec, args.frame)
+    names = sky_cells_at(ra, dec)
     for name in names:
         print(name)
     if not names:
-        print(f"no sky cell contains ({args.ra}, {args.dec})", file=sys.stderr)
+        print(f"no sky cell contains ICRS ({ra}, {dec})", file=sys.stderr)
         return 1
     return 0
 
@@ -98,7 +176,7 @@ def _cmd_cut(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     for path, reason in failed:
-        print(f"mvmflow cut: cannot cut {path}: {reason}", file=sys.stderr)
+        print(f"mvmflow cut: {path}: {reason}", file=sys.stderr)
     if not written and not failed:
         print(f"no product overlaps the box at ({args.ra}, {args.dec})", file=sys.stderr)
     return 1 if failed else 0
@@ -164,11 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hubble multi-visit mosaics on the HAP sky-cell grid.",
     )
     parser.add_argument("--version", action="version", version=f"mvmflow {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="run 'mvmflow COMMAND --help' for a command's options")
 
-    p = sub.add_parser("which-skycell", help="sky cells containing a sky position")
-    p.add_argument("ra", type=float, help="right ascension in degrees")
-    p.add_argument("dec", type=float, help="declination in degrees")
+    p = sub.add_parser(
+        "which-skycell", help="sky cells containing a sky position",
+        description="Print every sky cell containing a sky position, one per line.",
+        epilog="A plain number is degrees (84.92 -69.15). Sexagesimal RA is hours "
+               "(5h39m41s, 05:39:41.0, as astropy's SkyCoord with unit=(hourangle, deg)), "
+               "sexagesimal Dec degrees (-69d09m00s, -69:09:00); a unit written in the value "
+               "wins (84.92deg, 84d55m12s). RA must be in [0, 360) degrees, Dec in [-90, 90].")
+    p.add_argument("ra", metavar="RA", help="right ascension: degrees (84.92, 84.92deg) or "
+                   "hours (5h39m41s, 05:39:41.0)")
+    p.add_argument("dec", metavar="DEC", help="declination: degrees (-69.15, -69d09m00s, "
+                   "-69:09:00)")
+    p.add_argument("--frame", default="icrs", choices=list(FRAMES),
+                   help="frame of RA DEC (default: icrs; galactic takes l b)")
+    if hasattr(p, "_negative_number_matcher"):  # -69:09:00 is a value, not an option
+        p._negative_number_matcher = _NEGATIVE_VALUE
     p.set_defaults(func=_cmd_which_skycell)
 
     p = sub.add_parser("skycell", help="print the WCS of a sky cell")
@@ -196,8 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output YAML file")
     p.set_defaults(func=_cmd_params)
 
-    p = sub.add_parser("cut", help="cutouts of layer products (SCI and WHT) at a sky position")
-    p.add_argument("files", nargs="+", help="layer products (ours or the archive's MVM files)")
+    p = sub.add_parser(
+        "cut", help="cutouts of layer products (SCI and WHT) at a sky position",
+        epilog="Each file is opened and identified by its name checked against its header "
+               "(SCELLID, INSTRUME, DETECTOR, FILTER, WCS scale, ROOTNAME), or by its header "
+               "alone when renamed. A file that cannot be cut is reported on stderr as "
+               "'mvmflow cut: FILE: reason' and the others are cut; the exit status is 1 if "
+               "any file failed, 2 for a usage error.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="layer products (ours or the archive's MVM files, renamed or not)")
     p.add_argument("--ra", type=float, required=True, help="right ascension in degrees")
     p.add_argument("--dec", type=float, required=True, help="declination in degrees")
     p.add_argument("--size", type=float, nargs="+", required=True, metavar="ARCSEC",
@@ -215,18 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_combine)
 
     p = sub.add_parser("mosaic", help="run the workflow with a custom mosaic of the given "
-                                      "exposures (plus their sky-cell layers)")
+                                      "exposures (plus their sky-cell layers)",
+                       epilog="Arguments after -- go to snakemake, e.g. "
+                              "'mvmflow mosaic FILES -- -n' for a dry run.")
     p.add_argument("files", nargs="+", help="calibrated exposures (_flt.fits / _flc.fits)")
     p.add_argument("--prefix", default=None, help="file-name prefix of the mosaic's files "
                    "(default: hst_skycell-p<PPPP>-ra<##>d<####>-dec<n|s><##>d<####>)")
-    p.add_argument("--projection-cell", type=int, default=None,
+    p.add_argument("--projection-cell", type=int, default=None, metavar="P",
                    help="projection cell (default: the one nearest the observations' centre)")
-    p.add_argument("--scale", default="auto", choices=["auto", "fine", "coarse"])
-    p.add_argument("--tile-size", type=int, default=4096, help="largest tile side (pixels)")
+    p.add_argument("--scale", default="auto", choices=["auto", "fine", "coarse"],
+                   help="pixel scale: auto (default: as the sky cells, fine plus coarse for "
+                        "IR), fine (0.04\"/px) or coarse (0.12\"/px)")
+    p.add_argument("--tile-size", type=int, default=4096, metavar="N",
+                   help="largest tile side in pixels (default: 4096)")
     p.add_argument("--outdir", default="mosaic_run", help="where everything goes "
-                   "(products in OUTDIR/mosaic/)")
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--no-align", action="store_true", help="drizzle with the header WCS")
+                   "(default: mosaic_run; products in OUTDIR/mosaic/)")
+    p.add_argument("--cores", type=int, default=2, metavar="N",
+                   help="CPU cores snakemake may use (default: 2)")
+    p.add_argument("--no-align", action="store_true",
+                   help="skip the alignment: drizzle with the exposures' header WCS")
     p.set_defaults(func=_cmd_mosaic, snakemake=[])
     return parser
 
@@ -236,12 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
-    if "--" in argv:  # the rest goes to snakemake (mvmflow mosaic)
-        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    if "--" in argv:
+        cut = argv.index("--")
+        command = next((a for a in argv[:cut] if not a.startswith("-")), None)
+        if command == "mosaic":  # the rest goes to snakemake
+            argv, extra = argv[:cut], argv[cut + 1:]
+        # otherwise -- keeps argparse's meaning: what follows is not an option
     args = parser.parse_args(argv)
     if extra:
-        if args.command != "mosaic":
-            parser.error("options after -- are only for 'mvmflow mosaic'")
         args.snakemake = extra
     if getattr(args, "configfile", "unset") is None:
         args.configfile = ["config/config.yaml"]

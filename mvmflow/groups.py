@@ -12,9 +12,14 @@ exact enough for deciding overlap.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from mvmflow.names import parse_exposure
 
 __all__ = ["convex_hull", "hulls_overlap", "overlap_groups", "connected_components",
            "group_name"]
@@ -129,11 +134,44 @@ def connected_components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[
     return sorted(groups.values(), key=lambda g: g[0])
 
 
-def group_name(members: Sequence[str]) -> str:
-    """Name of a group: ``align-<first member's 9-character rootname>``.
+def group_name(members: Sequence[str | os.PathLike]) -> str:
+    """The name of an alignment group: ``align-<rootname of its first member>``.
 
-    ``members`` are exposure file names; the first in sorted order names the group, so the
-    name does not depend on input order.
+    This is the one function that names a group: ``groups.json``, the ``align/<group>/``
+    directory, the solution files (``group``), ``report.ecsv``, every ``<skycell>_align.ecsv``
+    and the logs carry its name.
+
+    Parameters
+    ----------
+    members : sequence of str or os.PathLike
+        The exposures' file names (paths are fine: only the base name is used). The first
+        base name in sorted order names the group, so the name does not depend on input
+        order. Its rootname is the exposure name's (``ib2v01abq`` of ``ib2v01abq_flc.fits``,
+        ``ib2v01ab`` of an SVM name), or for a file not named like an exposure the part of
+        its name before the first ``_`` or ``.``; lower-case, ``[a-z0-9]`` only (the
+        workflow's ``agroup`` wildcard).
+
+    Notes
+    -----
+    The name is readable and stays the same while the group's first member does; it does
+    not encode the membership. A group whose members change is re-solved because the
+    ``align`` job's inputs (the members' exposures, catalogues and records) change, not
+    because its name does.
+
+    Raises
+    ------
+    ValueError
+        No members, or a first member whose rootname has no letter or digit.
     """
-    first = sorted(members)[0]
-    return f"align-{first.split('_')[0].lower()}"
+    names = [Path(m).name for m in members]
+    if not names:
+        raise ValueError("an alignment group needs at least one member")
+    first = min(names)
+    try:
+        root = parse_exposure(first).rootname
+    except ValueError:
+        root = re.split(r"[_.]", first, maxsplit=1)[0]
+    root = re.sub(r"[^a-z0-9]", "", root.lower())
+    if not root:
+        raise ValueError(f"cannot name an alignment group after {first!r}")
+    return f"align-{root}"

@@ -5,31 +5,64 @@ Three pieces, after the reference (spec processing.md 1.7 item 3 and 1.10):
 - :func:`merge_primary`: the primary-header keywords merged across the inputs with the
   reference's MVM rules (``pars/*_mvm_header_hap.rules``): ``EXPTIME``/``TEXPTIME`` sum,
   ``EXPSTART`` min, ``EXPEND`` max, ``PHOT*`` mean, ``APERTURE``/``OBSMODE`` 'MULTIPLE' when
-  they differ, ``PA_V3``/``PA_APER`` zero, ``TARGNAME``/``INSTRUME``/``DETECTOR``/...
+  they differ, ``PA_V3`` zero, ``TELESCOP``/``TARGNAME``/``INSTRUME``/``DETECTOR``/...
   first. Unlike the reference, which starts from the first input's whole primary header
   and deletes or tabulates what it knows about, only keywords with a rule are written
   (:data:`PRIMARY_RULES`, in that order): nothing exposure-specific leaks into the
-  product (calibration switches, reference files, ``DATE`` of the input file, ...).
+  product (calibration switches, reference files, ``DATE`` of the input file, the first
+  input's readout, pattern, CR-split and engineering values, ...; they are all in
+  ``HDRTAB``). Also unlike the reference (whose rule is 'first'), ``DATE-OBS`` and
+  ``TIME-OBS`` are the start of the observation as the FITS standard defines them: the
+  earliest ``EXPSTART``, so they always agree with ``DATE-BEG``.
 - :func:`hdrtab`: the ``HDRTAB`` binary table, one row per input chip, columns
   ``SVMROOTNAME, GENDATE, ROOTNAME, EXTNAME, EXTVER, FILENAME, <keywords>..., WCSNAME,
-  WCSTYPE, HAPEXPNAME`` (:data:`HDRTAB_KEYWORDS`); plus our ``MDRIZSKY`` (the sky offset
+  WCSTYPE, HAPEXPNAME``, the keywords being those of the reference's MVM rules files
+  (:data:`HDRTAB_KEYWORDS`) that some input has; plus our ``MDRIZSKY`` (the sky offset
   subtracted, in the layer's SCI units), ``CTXBIT`` (the input's context bit) and
   ``INSHA256`` (its checksum).
 - :func:`drizzle_cards`: the per-chip ``D###xxxx`` drizzle keywords.
 
 The values of an input come from its :class:`~mvmflow.records.ExposureRecord` and, when
-available, its FITS headers (:class:`InputHeaders`, :func:`read_input_headers`): a chip's
-SCI header first, then the primary header, then the record.
+available, its FITS headers (:class:`InputHeaders`, :func:`read_input_headers`,
+:func:`headers_of_records`): a chip's SCI header first, then the primary header, then the
+record. A record alone gives ``TELESCOP``, ``INSTRUME``, ``DETECTOR``, ``FILTER``, the
+times, ``PROPOSID`` and ``PHOTFLAM``/``PHOTPLAM``.
+
+Headers files. The screen job is the one reader of an exposure's headers: it writes them
+to ``<outdir>/screen/headers/<key>.json`` (:func:`write_exposure_headers`), and the product
+jobs (layer, exposure-level product, mosaic layer) read those declared inputs
+(:func:`load_input_headers`, :func:`member_headers`), never the exposure itself. This
+module is the one owner of the file type (docs/conventions.md). The file is JSON::
+
+    {"format": "mvmflow-input-headers-1",
+     "primary": ["SIMPLE  =                    T / conforms to FITS standard", ...],
+     "chips": {"1": [...], "2": [...]}}
+
+``primary`` and each SCI header (by EXTVER) are lists of the 80-character card images of
+``fits.Header.tostring`` (a long string's ``CONTINUE`` cards one image each), trailing
+blanks cut: every card - keyword, value, comment, ``HISTORY``/``COMMENT``/blank cards,
+their order - reads back identical (as astropy would write it), in about two thirds of
+the bytes of the same headers in FITS, and readable with any text tool. ``primary`` is
+null (and ``chips`` empty) for an exposure whose headers could not be read (a rejected
+file).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.time import Time
+
+from mvmflow.inputs import exposure_key
+from mvmflow.workflow import atomic_path
 
 __all__ = [
     "ALIGN_KEYWORDS",
@@ -42,16 +75,24 @@ __all__ = [
     "drizzle_cards",
     "exposure_values",
     "hdrtab",
+    "headers_of_records",
+    "iso_time",
+    "load_input_headers",
+    "member_headers",
     "merge_primary",
     "read_input_headers",
     "sorted_proposids",
+    "write_exposure_headers",
+    "write_input_headers",
 ]
 
 PHOT_KEYWORDS = ("PHOTMODE", "PHOTFLAM", "PHOTFNU", "PHOTZPT", "PHOTPLAM", "PHOTBW")
 """Photometry keywords: merged from the inputs, then moved to the SCI header."""
 
 PRIMARY_RULES: tuple[tuple[str, str, str], ...] = (
-    # (output keyword, function, input keyword)
+    # (output keyword, function, input keyword); the functions of the reference's
+    # <instr>_mvm_header_hap.rules, except "start" (from the earliest EXPSTART)
+    ("FILETYPE", "multi", "FILETYPE"),
     ("TELESCOP", "first", "TELESCOP"),
     ("INSTRUME", "first", "INSTRUME"),
     ("DETECTOR", "first", "DETECTOR"),
@@ -60,29 +101,43 @@ PRIMARY_RULES: tuple[tuple[str, str, str], ...] = (
     ("FILTER2", "multi", "FILTER2"),
     ("FILTNAM1", "first", "FILTNAM1"),
     ("FILTNAM2", "first", "FILTNAM2"),
-    ("APERTURE", "multi", "APERTURE"),
-    ("OBSTYPE", "first", "OBSTYPE"),
-    ("OBSMODE", "multi", "OBSMODE"),
     ("IMAGETYP", "first", "IMAGETYP"),
-    ("PROPOSID", "first", "PROPOSID"),
+    ("PRIMESI", "multi", "PRIMESI"),
     ("TARGNAME", "first", "TARGNAME"),
     ("RA_TARG", "first", "RA_TARG"),
     ("DEC_TARG", "first", "DEC_TARG"),
-    ("PA_V3", "zero", "PA_V3"),
-    ("PA_APER", "zero", "PA_APER"),
-    ("DATE-OBS", "first", "DATE-OBS"),
-    ("TIME-OBS", "first", "TIME-OBS"),
+    ("PROPOSID", "first", "PROPOSID"),
+    ("PR_INV_L", "first", "PR_INV_L"),
+    ("PR_INV_F", "first", "PR_INV_F"),
+    ("PR_INV_M", "first", "PR_INV_M"),
+    ("FGSLOCK", "multi", "FGSLOCK"),
+    ("REFFRAME", "multi", "REFFRAME"),
+    ("MTFLAG", "first", "MTFLAG"),
+    ("DATE-OBS", "start", "EXPSTART"),
+    ("TIME-OBS", "start", "EXPSTART"),
     ("EXPSTART", "min", "EXPSTART"),
     ("EXPEND", "max", "EXPEND"),
     ("EXPTIME", "sum", "EXPTIME"),
     ("TEXPTIME", "sum", "EXPTIME"),
+    ("PA_V3", "zero", "PA_V3"),
+    ("OPUS_VER", "first", "OPUS_VER"),
+    ("CAL_VER", "first", "CAL_VER"),
+    ("OBSTYPE", "first", "OBSTYPE"),
+    ("OBSMODE", "multi", "OBSMODE"),
+    ("SCLAMP", "multi", "SCLAMP"),
+    ("NRPTEXP", "first", "NRPTEXP"),
     ("SUBARRAY", "first", "SUBARRAY"),
-    ("CCDAMP", "first", "CCDAMP"),
-    ("CCDGAIN", "first", "CCDGAIN"),
+    ("SUBTYPE", "multi", "SUBTYPE"),
+    ("APERTURE", "multi", "APERTURE"),
+    ("PROPAPER", "multi", "PROPAPER"),
+    ("DIRIMAGE", "multi", "DIRIMAGE"),
     ("SAMP_SEQ", "first", "SAMP_SEQ"),
     ("NSAMP", "first", "NSAMP"),
-    ("CAL_VER", "first", "CAL_VER"),
-    ("OPUS_VER", "first", "OPUS_VER"),
+    ("CTEIMAGE", "first", "CTEIMAGE"),
+    ("CTEDIR", "multi", "CTEDIR"),
+    ("LRFWAVE", "first", "LRFWAVE"),
+    ("CCDAMP", "first", "CCDAMP"),
+    ("CCDGAIN", "first", "CCDGAIN"),
     ("PHOTMODE", "first", "PHOTMODE"),
     ("PHOTFLAM", "mean", "PHOTFLAM"),
     ("PHOTFNU", "mean", "PHOTFNU"),
@@ -90,23 +145,60 @@ PRIMARY_RULES: tuple[tuple[str, str, str], ...] = (
     ("PHOTPLAM", "mean", "PHOTPLAM"),
     ("PHOTBW", "mean", "PHOTBW"),
 )
-"""The primary-header merge rules: written in this order, when some input has the keyword."""
+"""The primary-header merge rules: written in this order, when some input has the keyword.
+
+The reference copies every other keyword of its first input's primary header unchanged;
+those describe one exposure (its readout, pattern position, CR-split and calibration
+parameters, engineering values, reference files, processing time) and are tabulated per
+input in ``HDRTAB`` instead."""
 
 _COMMENTS = {
+    "FILETYPE": "type of data found in data file",
     "TELESCOP": "telescope used to acquire data",
     "INSTRUME": "identifier for instrument used to acquire data",
     "DETECTOR": "detector in use",
     "FILTER": "element(s) selected from filter wheel(s)",
-    "APERTURE": "aperture name (MULTIPLE when inputs differ)",
-    "OBSMODE": "operating mode (MULTIPLE when inputs differ)",
-    "PROPOSID": "PEP proposal identifier(s)",
+    "FILTER1": "filter wheel 1 element (MULTIPLE if they vary)",
+    "FILTER2": "filter wheel 2 element (MULTIPLE if they vary)",
+    "FILTNAM1": "first filter name (first input)",
+    "FILTNAM2": "second filter name (first input)",
+    "IMAGETYP": "type of exposure identifier (first input)",
+    "PRIMESI": "prime instrument (MULTIPLE if they differ)",
     "TARGNAME": "proposer's target name (first input)",
-    "PA_V3": "set to zero for a multi-visit product",
-    "PA_APER": "set to zero for a multi-visit product",
+    "RA_TARG": "[deg] RA of the target (first input)",
+    "DEC_TARG": "[deg] Dec of the target (first input)",
+    "PROPOSID": "PEP proposal identifier(s)",
+    "PR_INV_L": "last name of the PI (first input)",
+    "PR_INV_F": "first name of the PI (first input)",
+    "PR_INV_M": "middle name of the PI (first input)",
+    "FGSLOCK": "commanded FGS lock (MULTIPLE if they differ)",
+    "REFFRAME": "guide star catalog (MULTIPLE if they differ)",
+    "MTFLAG": "moving target flag (first input)",
+    "DATE-OBS": "UT date of start of observation (= DATE-BEG)",
+    "TIME-OBS": "UT time of start of observation (= DATE-BEG)",
     "EXPSTART": "[MJD] earliest exposure start",
     "EXPEND": "[MJD] latest exposure end",
     "EXPTIME": "[s] total exposure time of the inputs",
     "TEXPTIME": "[s] total exposure time of the inputs",
+    "PA_V3": "set to zero for a multi-visit product",
+    "OPUS_VER": "data processing system version (first input)",
+    "CAL_VER": "calibration code version (first input)",
+    "OBSTYPE": "observation type (first input)",
+    "OBSMODE": "operating mode (MULTIPLE when inputs differ)",
+    "SCLAMP": "lamp status (MULTIPLE if they differ)",
+    "NRPTEXP": "number of repeat exposures in set (first input)",
+    "SUBARRAY": "data from a subarray (first input)",
+    "SUBTYPE": "IR subarray type (MULTIPLE if they differ)",
+    "APERTURE": "aperture name (MULTIPLE when inputs differ)",
+    "PROPAPER": "proposed aperture (MULTIPLE if they differ)",
+    "DIRIMAGE": "direct image for grism or prism exposure",
+    "SAMP_SEQ": "MultiAccum sample sequence (first input)",
+    "NSAMP": "number of MULTIACCUM samples (first input)",
+    "CTEIMAGE": "type of Charge Transfer Image, if applicable",
+    "CTEDIR": "CTE measurement direction (MULTIPLE if differ)",
+    "LRFWAVE": "proposed linear ramp filter wavelength",
+    "CCDAMP": "CCD amplifier readout (first input)",
+    "CCDGAIN": "commanded gain of CCD (first input)",
     "PHOTMODE": "observation configuration (first input)",
     "PHOTFLAM": "inverse sensitivity, ergs/cm2/A/e- (mean)",
     "PHOTFNU": "inverse sensitivity, Jy*sec/e- (mean)",
@@ -115,22 +207,61 @@ _COMMENTS = {
     "PHOTBW": "RMS bandwidth of filter plus detector (mean)",
 }
 
-HDRTAB_KEYWORDS: tuple[str, ...] = (
-    "INSTRUME", "DETECTOR", "FILTER", "FILTER1", "FILTER2", "FILTNAM1", "FILTNAM2",
-    "APERTURE", "OBSMODE", "PROPOSID", "TARGNAME", "PR_INV_L", "DATE-OBS", "TIME-OBS",
-    "EXPSTART", "EXPEND", "EXPTIME", "CCDCHIP", "CCDAMP", "CCDGAIN", "SUBARRAY",
-    "NAXIS1", "NAXIS2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2",
-    "CD1_1", "CD1_2", "CD2_1", "CD2_2", "ORIENTAT", "PA_V3", "BUNIT",
-    "PHOTMODE", "PHOTFLAM", "PHOTFNU", "PHOTZPT", "PHOTPLAM", "PHOTBW",
-    "CAL_VER", "IDCTAB",
-)
-"""Input keywords tabulated in HDRTAB (in this order) when some input has them."""
+# The table keywords of drizzlepac 3.11.0's pars/acs_mvm_header_hap.rules in their order,
+# then those only pars/wfc3_mvm_header_hap.rules has. Left out: ROOTNAME, EXTNAME, EXTVER,
+# FILENAME, WCSNAME, WCSTYPE and MDRIZSKY (fixed columns of :func:`hdrtab`) and the FITS
+# structure cards SIMPLE, XTENSION, BITPIX, NAXIS, PCOUNT, GCOUNT, EXTEND.
+_RULES_TABLE_KEYWORDS = """
+A_0_2 A_0_3 A_0_4 A_1_1 A_1_2 A_1_3 A_2_0 A_2_1 A_2_2 A_3_0 A_3_1 A_4_0 ACQNAME A_ORDER
+APERTURE ASN_ID ASN_MTYP ASN_TAB ATODCORR ATODGNA ATODGNB ATODGNC ATODGND ATODTAB B_0_2
+B_0_3 B_0_4 B_1_1 B_1_2 B_1_3 B_2_0 B_2_1 B_2_2 B_3_0 B_3_1 B_4_0 BADINPDQ BIASCORR
+BIASFILE BIASLEVA BIASLEVB BIASLEVC BIASLEVD BINAXIS1 BINAXIS2 BLEVCORR B_ORDER BPIXTAB
+BUNIT CAL_VER CBLKSIZ CCDAMP CCDCHIP CCDGAIN CCDOFSTA CCDOFSTB CCDOFSTC CCDOFSTD CCDTAB
+CD1_1 CD1_2 CD2_1 CD2_2 CENTERA1 CENTERA2 CFLTFILE COMPTAB COMPTYP CRCORR CRMASK CRPIX1
+CRPIX2 CRRADIUS CRREJTAB CRSIGMAS CRSPLIT CRTHRESH CRVAL1 CRVAL2 CTE_NAME CTE_VER CTEDIR
+CTEIMAGE CTYPE1 CTYPE2 D2IMFILE DARKCORR DARKFILE DATE DATE-OBS DEC_APER DEC_TARG DETECTOR
+DFLTFILE DGEOFILE DIRIMAGE DQICORR DRIZCORR DRKCFILE EQUINOX ERRCNT EXPEND EXPFLAG EXPNAME
+EXPSCORR EXPSTART EXPTIME FGSLOCK FILETYPE FILLCNT FILTER1 FILTER2 FLASHCUR FLASHDUR
+FLASHSTA FLATCORR FLSHCORR FLSHFILE FW1ERROR FW1OFFST FW2ERROR FW2OFFST FWSERROR FWSOFFST
+GLINCORR GLOBLIM GLOBRATE GOODMAX GOODMEAN GOODMIN GRAPHTAB GYROMODE IDCSCALE IDCTAB
+IDCTHETA IDCV2REF IDCV3REF IMAGETYP IMPHTTAB INHERIT INITGUES INSTRUME JWROTYPE LFLGCORR
+LFLTFILE LINENUM LOSTPIX LRC_FAIL LRC_XSTS LRFWAVE LTM1_1 LTM2_2 LTV1 LTV2 MDECODT1
+MDECODT2 MDRIZTAB MEANBLEV MEANDARK MEANEXP MEANFLSH MLINTAB MOFFSET1 MOFFSET2 MOONANGL
+MTFLAG NAXIS1 NAXIS2 NCOMBINE NEXTEND NGOODPIX NPOLFILE NRPTEXP OBSMODE OBSTYPE OCD1_1
+OCD1_2 OCD2_1 OCD2_2 OCRPIX1 OCRPIX2 OCRVAL1 OCRVAL2 OCTYPE1 OCTYPE2 OCX10 OCX11 OCY10
+OCY11 ONAXIS1 ONAXIS2 OORIENTA OPUS_VER ORIENTAT ORIGIN OSCNTAB P1_ANGLE P1_CENTR P1_FRAME
+P1_LSPAC P1_NPTS P1_ORINT P1_PSPAC P1_PURPS P1_SHAPE PA_APER PATTERN1 PATTSTEP PA_V3
+PCTECORR PCTEFRAC PCTENSMD PCTERNCL PCTESHFT PCTESMIT PCTETAB PFLTFILE PHOTBW PHOTCORR
+PHOTFLAM PHOTMODE PHOTPLAM PHOTTAB PHOTZPT PODPSFF POSTARG1 POSTARG2 PRIMESI PR_INV_F
+PR_INV_L PR_INV_M PROCTIME PROPAPER PROPOSID QUALCOM1 QUALCOM2 QUALCOM3 QUALITY RA_APER
+RA_TARG READNSEA READNSEB READNSEC READNSED REFFRAME REJ_RATE RPTCORR SCALENSE SCLAMP
+SDQFLAGS SHADCORR SHADFILE SHUTRPOS SIZAXIS1 SIZAXIS2 SKYSUB SKYSUM SNRMAX SNRMEAN SNRMIN
+SOFTERRS SPOTTAB STATFLAG STDCFFF STDCFFP SUBARRAY SUN_ALT SUNANGLE TARGNAME TDDALPHA
+TDDBETA TELESCOP TIME-OBS T_SGSTAR VAFACTOR WCSAXES WCSCDATE WFCMPRSD WRTERR WCSNAMEO
+WCSAXESO LONPOLEO LATPOLEO RESTFRQO RESTWAVO CD1_1O CD1_2O CD2_1O CD2_2O CDELT1O CDELT2O
+CRPIX1O CRPIX2O CRVAL1O CRVAL2O CTYPE1O CTYPE2O CUNIT1O CUNIT2O
+CCDOFSAB CCDOFSCD CHINJECT DATAMAX DATAMIN DELTATIM FILTER IRAF-TLM NLINCORR NLINFILE
+NSAMP P2_ANGLE P2_CENTR P2_FRAME P2_LSPAC P2_NPTS P2_ORINT P2_PSPAC P2_PURPS P2_SHAPE
+PATTERN2 PHOTFNU ROUTTIME SAA_DARK SAA_EXIT SAA_TIME SAACRMAP SAMP_SEQ SAMPNUM SAMPTIME
+SAMPZERO SUBTYPE TDFTRANS UNITCORR ZOFFCORR ZSIGCORR
+""".split()
+
+HDRTAB_KEYWORDS: tuple[str, ...] = (*_RULES_TABLE_KEYWORDS, "FILTNAM1", "FILTNAM2")
+"""Input keywords tabulated in HDRTAB (in this order) when some input has them: the
+reference's rules-file table keywords (plus WFPC2's filter names)."""
+
+ALIGNED_WCS_KEYWORDS = ("CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "ORIENTAT")
+"""Chip-header keywords an alignment changes: left empty in the HDRTAB row of an aligned
+input (its header holds the WCS before alignment; the solution file has the new one)."""
 
 _ALWAYS = {"FILENAME", "ROOTNAME", "EXTVER", "EXPTIME", "EXPSTART", "EXPEND", "PHOTFLAM",
            "PHOTPLAM", "FILTER", "DETECTOR", "PROPOSID", "WCSNAME", "HAPEXPNAME",
            "SVMROOTNAME", "GENDATE", "EXTNAME"}
 
 _MISSING = object()
+
+HEADERS_FORMAT = "mvmflow-input-headers-1"
+"""The ``format`` value of a headers file (:func:`write_input_headers`)."""
 
 
 @dataclass
@@ -162,10 +293,173 @@ def read_input_headers(path: str | os.PathLike) -> InputHeaders:
             chips = {}
             for hdu in hdul[1:]:
                 if str(hdu.header.get("EXTNAME", "")).strip().upper() == "SCI":
-                    chips[int(hdu.header.get("EXTVER", 1))] = hdu.header.copy()
+                    chips[int(hdu.header.get("EXTVER", 1) or 1)] = hdu.header.copy()
     except (OSError, ValueError) as exc:
         raise type(exc)(f"cannot read the headers of {os.fspath(path)!r}: {exc}") from exc
     return InputHeaders(primary, chips)
+
+
+def write_input_headers(headers: InputHeaders | None, path: str | os.PathLike) -> Path:
+    """Write an exposure's headers file atomically (see the module notes for the format).
+
+    Parameters
+    ----------
+    headers : InputHeaders or None
+        None for an exposure whose headers could not be read (a rejected file): the file
+        then holds no headers, so the screen job always writes one.
+    path : path-like
+        The ``.json`` file (the screen rule's ``headers`` output).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    data: dict = {"format": HEADERS_FORMAT, "primary": None, "chips": {}}
+    if headers is not None:
+        data["primary"] = _card_lines(headers.primary)
+        data["chips"] = {str(v): _card_lines(h) for v, h in sorted(headers.chips.items())}
+    path = Path(path)
+    # docs/conventions.md, "Files written": whole or not at all, with the umask's mode
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=0) + "\n", encoding="utf-8")
+    return path
+
+
+def write_exposure_headers(exposure: str | os.PathLike, path: str | os.PathLike, *,
+                           required: bool = True) -> InputHeaders | None:
+    """Read an exposure's headers and write its headers file (the screen job's).
+
+    Astropy's warnings about damaged cards are silenced: screening reports them.
+
+    Parameters
+    ----------
+    exposure : path-like
+        The exposure (``_flt``/``_flc`` file).
+    path : path-like
+        The headers file.
+    required : bool
+        False for a rejected exposure: if its headers cannot be read (or written), the file
+        holds no headers instead of the error being raised.
+
+    Returns
+    -------
+    InputHeaders or None
+        What was written.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            headers = read_input_headers(exposure)
+            write_input_headers(headers, path)
+        except Exception:  # noqa: BLE001 - a rejected file may fail in any way
+            if required:
+                raise
+            headers = None
+            write_input_headers(None, path)
+    return headers
+
+
+def load_input_headers(path: str | os.PathLike) -> InputHeaders | None:
+    """Read a headers file written by :func:`write_input_headers`.
+
+    Returns
+    -------
+    InputHeaders or None
+        None when the file holds no headers (an exposure whose headers could not be read).
+
+    Raises
+    ------
+    ValueError
+        With the file name, if it is not a headers file.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("format") != HEADERS_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}, not {HEADERS_FORMAT!r}")
+        if data["primary"] is None:
+            return None
+        return InputHeaders(_from_lines(data["primary"]),
+                            {int(v): _from_lines(lines) for v, lines in data["chips"].items()})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{os.fspath(path)} is not an input headers file: {exc}") from exc
+
+
+def _card_lines(header: fits.Header) -> list[str]:
+    """The header's 80-character card images (CONTINUE cards apart), trailing blanks cut."""
+    text = header.tostring(sep="", endcard=False, padding=False)
+    return [text[i:i + 80].rstrip() for i in range(0, len(text), 80)]
+
+
+def _from_lines(lines: Sequence[str]) -> fits.Header:
+    return fits.Header.fromstring("".join(line.ljust(80) for line in lines))
+
+
+def member_headers(records: Sequence, paths: Sequence[str | os.PathLike]
+                   ) -> dict[str, InputHeaders]:
+    """The ``input_headers`` of a product's writer: each member's headers file, by file name.
+
+    Parameters
+    ----------
+    records : sequence of ExposureRecord
+        The members' records.
+    paths : sequence of path-like
+        Their headers files (``<key>.json``, :func:`write_input_headers`), in the same order.
+
+    Raises
+    ------
+    ValueError
+        If a file is not the headers of the record beside it, or holds no headers.
+    """
+    out = {}
+    for record, path in zip(records, paths, strict=True):
+        name = record.filename or os.path.basename(str(record.file))
+        if Path(path).name != f"{exposure_key(name)}.json":
+            raise ValueError(f"headers file {os.fspath(path)} is not that of {name}")
+        headers = load_input_headers(path)
+        if headers is None:
+            raise ValueError(f"{os.fspath(path)} holds no headers: {name} was not readable "
+                             "when it was screened")
+        out[name] = headers
+    return out
+
+
+def headers_of_records(
+    files: Sequence[str],
+    records: Sequence,
+    given: Mapping[str, InputHeaders] | None = None,
+) -> dict[str, InputHeaders]:
+    """The headers of each input: ``given[file]``, else ``given`` under its record's name.
+
+    No exposure is opened here: the screen job is the one reader of the input files, and
+    the workflow passes every member's headers (:func:`member_headers`). An input without
+    headers (a test's made-up record) gets its keywords from its record alone; when
+    ``given`` is passed but lacks some inputs, they are named in a warning.
+
+    Parameters
+    ----------
+    files : sequence of str
+        Input names in layer order (the keys of the result).
+    records : sequence of ExposureRecord
+        Aligned with ``files``.
+    given : mapping of str to InputHeaders, optional
+        Headers by input name, or by the record's ``filename`` or ``file`` base name.
+    """
+    out: dict[str, InputHeaders] = {}
+    missing = []
+    for name, record in zip(files, records, strict=True):
+        keys = (name, record.filename, os.path.basename(str(record.file)),
+                os.path.basename(str(name)))
+        found = [given[k] for k in keys if k and given and given.get(k) is not None]
+        if found:
+            out[name] = found[0]
+        else:
+            missing.append(os.path.basename(str(name)))
+    if given is not None and missing:
+        logging.getLogger("mvmflow").warning(
+            "no headers for input(s), header keywords from the records only: %s",
+            ", ".join(missing))
+    return out
 
 
 ALIGN_KEYWORDS = ("WCSNAME", "RMS_RA", "RMS_DEC", "NMATCHES", "FITGEOM", "ALIGNST", "REFCAT")
@@ -178,6 +472,9 @@ def _record_values(record) -> dict:
     out: dict = {"FILENAME": filename}
     if record.rootname:
         out["ROOTNAME"] = record.rootname
+    telescope = getattr(record, "telescope", "")
+    if telescope:
+        out["TELESCOP"] = telescope
     if record.instrument:
         out["INSTRUME"] = record.instrument.upper()
     if record.detector:
@@ -250,6 +547,11 @@ def exposure_values(record, headers: InputHeaders | None = None) -> dict:
     return values
 
 
+def iso_time(mjd: float) -> str:
+    """ISO-8601 UTC time of an MJD, to the millisecond (``DATE-BEG`` form)."""
+    return Time(float(mjd), format="mjd", scale="utc").isot
+
+
 def _apply(func: str, vals: list):
     if func == "first":
         return vals[0]
@@ -281,20 +583,44 @@ def merge_primary(exposures: Sequence[Mapping]) -> list[tuple[str, object, str]]
     Returns
     -------
     list of (keyword, value, comment)
-        In rule order; a keyword no input has is left out. Numeric rules skip inputs
-        whose value is not a number.
+        In rule order; a keyword no input has is left out, one they all leave blank is
+        blank. Numeric rules skip inputs whose value is not a number. ``DATE-OBS``/``TIME-OBS`` are the date and time of
+        the earliest ``EXPSTART`` (the ``DATE-BEG`` of the product, truncated to the
+        second); without any ``EXPSTART``, the inputs' own ``DATE-OBS``/``TIME-OBS`` of the
+        earliest date.
     """
     cards = []
     for out_key, func, in_key in PRIMARY_RULES:
         vals = [e[in_key] for e in exposures if e.get(in_key, _MISSING) is not _MISSING
                 and e[in_key] is not None and e[in_key] != ""]
-        if func in ("sum", "mean", "min", "max"):
+        if not vals and func in ("first", "multi") and any(e.get(in_key) == ""
+                                                             for e in exposures):
+            vals = [""]  # blank in every input that has it (MTFLAG, PR_INV_M): kept blank
+        if func in ("sum", "mean", "min", "max", "start"):
             vals = [v for v in vals if isinstance(v, int | float) and not isinstance(v, bool)]
+        comment = _COMMENTS.get(out_key, f"{func} over the inputs")
+        if func == "start":
+            value = _start_of(exposures, out_key, vals)
+            if value:
+                cards.append((out_key, value, comment))
+            continue
         if not vals:
             continue
-        comment = _COMMENTS.get(out_key, f"{func} over the inputs")
         cards.append((out_key, _apply(func, vals), comment))
     return cards
+
+
+def _start_of(exposures: Sequence[Mapping], key: str, starts: list) -> str | None:
+    """``DATE-OBS`` (``key``) or ``TIME-OBS`` of the start of the observation."""
+    if starts:
+        iso = iso_time(min(starts))
+        return iso[:10] if key == "DATE-OBS" else iso[11:19]
+    dated = sorted((str(e.get("DATE-OBS", "")), str(e.get("TIME-OBS", ""))) for e in exposures
+                   if e.get("DATE-OBS"))
+    if not dated:
+        return None
+    value = dated[0][0] if key == "DATE-OBS" else dated[0][1]
+    return value or None
 
 
 def sorted_proposids(values) -> str:
@@ -347,13 +673,18 @@ def chip_rows(
         hdrs = headers.get(name)
         base = exposure_values(record, hdrs)
         extvers = [c.extver for c in record.chips] or (sorted(hdrs.chips) if hdrs else [1])
+        alignment = getattr(record, "alignment", None) or {}
         for extver in sorted(extvers):
             values = dict(base)
             if hdrs is not None and extver in hdrs.chips:
-                values.update(_header_values(hdrs.chips[extver]))
+                chip = _header_values(hdrs.chips[extver])
+                values.update(chip)
                 if "FILTER" in base:  # keep the exposure's (ACS-joined) filter
                     values["FILTER"] = base["FILTER"]
-                values.update(getattr(record, "alignment", None) or {})
+                values.update(alignment)
+                if alignment.get("WCSNAME", chip.get("WCSNAME")) != chip.get("WCSNAME"):
+                    for key in ALIGNED_WCS_KEYWORDS:  # the header's WCS is not the one used
+                        values.pop(key, None)
             filename = str(base["FILENAME"])
             values.update({
                 "SVMROOTNAME": _svm_root(filename),
@@ -397,7 +728,8 @@ def hdrtab(rows: Sequence[ChipRow]) -> fits.BinTableHDU:
     :data:`HDRTAB_KEYWORDS` that some input has (the required ones always), then
     ``MDRIZSKY, CTXBIT, INSHA256, WCSNAME, WCSTYPE, HAPEXPNAME`` and, for aligned inputs,
     ``RMS_RA, RMS_DEC, NMATCHES, FITGEOM, ALIGNST, REFCAT``. A value an input lacks is
-    NaN in a numeric column and empty in a text column.
+    NaN in a numeric column and empty in a text column; so are the
+    :data:`ALIGNED_WCS_KEYWORDS` of an input whose alignment changed its WCS.
     """
     head = ["SVMROOTNAME", "GENDATE", "ROOTNAME", "EXTNAME", "EXTVER", "FILENAME"]
     tail = ["MDRIZSKY", "CTXBIT", "INSHA256", "WCSNAME", "WCSTYPE", "HAPEXPNAME"]
@@ -419,6 +751,7 @@ def drizzle_cards(
     params: Mapping,
     version: str,
     limit: int = 999,
+    scale: float | None = None,
 ) -> list[tuple[str, object, str]]:
     """The ``D###xxxx`` keywords of each input chip (the reference's drizzle record).
 
@@ -435,6 +768,9 @@ def drizzle_cards(
         ``final_bits``, ``static_mask``).
     version : str
         Software identification for ``VER``.
+    scale : float, optional
+        Output pixel scale in arcsec (``SCAL``); ``ISCL`` is the chip's ``IDCSCALE`` when
+        its header is known.
     """
     fillval = params.get("fillval")
     if fillval is None or (isinstance(fillval, float) and np.isnan(fillval)):
@@ -468,4 +804,11 @@ def drizzle_cards(
             (p + "FVAL", fval, "Drizzle, fill value for zero weight output pix"),
             (p + "WKEY", " ", "Input image WCS Version used"),
         ]
+        if scale is not None:
+            cards.append((p + "SCAL", float(scale),
+                          "Drizzle, pixel size (arcsec) of output image"))
+        iscl = row.values.get("IDCSCALE")
+        if isinstance(iscl, int | float) and not isinstance(iscl, bool):
+            cards.append((p + "ISCL", float(iscl),
+                          "Drizzle, default IDCTAB pixel size(arcsec)"))
     return cards

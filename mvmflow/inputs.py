@@ -25,7 +25,9 @@ import glob
 import os
 from pathlib import Path
 
-__all__ = ["exposure_key", "resolve_inputs", "write_input_table", "read_input_table"]
+__all__ = [
+    "check_inputs", "exposure_key", "resolve_inputs", "write_input_table", "read_input_table",
+]
 
 _GLOB_CHARS = "*?["
 
@@ -124,6 +126,41 @@ def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None) -> di
     if not table:
         raise ValueError(f"inputs: {spec!r} lists no exposure")
     return dict(sorted(table.items()))
+
+
+def check_inputs(spec: str) -> None:
+    """Check the ``inputs`` config value at start, before any job, by resolving it.
+
+    ``demo`` is not checked (the workflow makes the demo set); any other value is resolved
+    with :func:`resolve_inputs`, so the check is exactly what the inputs job will do.
+
+    Parameters
+    ----------
+    spec : str
+        The ``inputs`` config value; relative paths are relative to the working directory.
+
+    Raises
+    ------
+    ValueError
+        With a one-line message starting with ``inputs:`` that names the value and the
+        reason (no match, missing list file or listed exposure, unreadable file, ...).
+    """
+    if spec == "demo":
+        return
+    if not any(c in spec for c in _GLOB_CHARS) and Path(spec).is_dir():
+        raise ValueError(f"inputs: {spec!r} is a directory; give a glob pattern such as "
+                         f"'{Path(spec) / '*_fl?.fits'}' or a list file")
+    try:
+        resolve_inputs(spec)
+    except UnicodeDecodeError:
+        raise ValueError(f"inputs: {spec!r} is not a text list of exposures (nor a .fits "
+                         "file)") from None
+    except (OSError, ValueError) as error:
+        text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        if isinstance(error, OSError) and error.filename:
+            text = f"{error.filename}: {text}"
+        text = " ".join(text.split())
+        raise ValueError(text if text.startswith("inputs:") else f"inputs: {text}") from None
 
 
 def write_input_table(table: dict[str, str], path: str | os.PathLike) -> None:

@@ -1079,6 +1079,24 @@ class LayerName:
             raise ValueError(f"{name!r} is not a layer name: {err}") from None
         return _canonical(obj, name, "layer")
 
+    @classmethod
+    def from_rootname(cls, rootname: str, product_type: str = "drz") -> LayerName:
+        """Parse a ``ROOTNAME`` header value (:attr:`rootname`, the name less ``_<type>.fits``).
+
+        The rootname does not say the product type; ``product_type`` supplies it.
+
+        Raises
+        ------
+        ValueError
+            If ``rootname`` is not the rootname of a layer, exposure-level product or copy.
+        """
+        if not isinstance(rootname, str) or not rootname or "/" in rootname:
+            raise ValueError(f"{rootname!r} is not a layer rootname")
+        try:
+            return cls.parse(f"{rootname}_{product_type}.fits")
+        except ValueError as err:
+            raise ValueError(f"{rootname!r} is not a layer rootname: {err}") from None
+
 
 # ------------------------------------------------------------------------------------------
 # hapcut: coordinates, query tables, cutouts, combined cutouts

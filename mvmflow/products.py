@@ -15,7 +15,19 @@ It differs where spec section 8 asks for a fix:
 - provenance: software versions, configuration digest, input names and checksums
   (:mod:`mvmflow.provenance`);
 - the SCI header also records the frame's origin on the projection-cell plane (``PCELLID``,
-  ``PCX0``, ``PCY0``), so layers can be reassembled by integer slicing.
+  ``PCX0``, ``PCY0``), so layers can be reassembled by integer slicing;
+- ``DATE-OBS``/``TIME-OBS`` are the start of the earliest input (= ``DATE-BEG``), not the
+  first input's (:func:`mvmflow.headers.merge_primary`).
+
+The keywords come from the inputs' headers, when given (the workflow passes every
+member's, read by the screen job: :func:`mvmflow.headers.member_headers`; no exposure is
+opened here), and from the records. Left out on purpose
+(the reference has them): its rules-file bookkeeping (``RULESVER``, ``BLENDVER``,
+``RULEFILE``, the rules as ``HISTORY``), the ``DATE`` the file was written, and what the
+reference copies from its first input although it describes that one exposure (readout,
+pattern, CR-split and calibration parameters, engineering values, reference files,
+``ROOTNAME``/``EXPNAME``/``LTV``/``RA_APER``/statistics in the extensions): those are in
+``HDRTAB``, one row per input chip.
 
 Determinism: no card holds the time of the run (there is no ``DATE``; ``DATE-BEG`` and
 ``DATE-END`` come from the inputs' ``EXPSTART``/``EXPEND``, ``GENDATE`` from the inputs'
@@ -38,7 +50,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.time import Time
 
 from mvmflow.combine import CTX_BITS, LayerArrays, combine_partials
 from mvmflow.grid import Frame
@@ -49,6 +60,8 @@ from mvmflow.headers import (
     drizzle_cards,
     exposure_values,
     hdrtab,
+    headers_of_records,
+    iso_time,
     merge_primary,
     sorted_proposids,
 )
@@ -119,17 +132,23 @@ def align_records(files: Sequence[str], records: Iterable) -> list:
     return out
 
 
-def _iso(mjd: float) -> str:
-    return Time(float(mjd), format="mjd", scale="utc").isot
-
-
-def _frame_cards(frame: Frame, wcsname: str | None, naxis: int = 2) -> list:
-    cards = [c for c in frame.header().cards if c.keyword not in ("NAXIS1", "NAXIS2")]
-    out = [("WCSAXES", 2, "number of World Coordinate System axes")] if naxis != 2 else []
-    out += [(c.keyword, c.value, c.comment) for c in cards]
+def _frame_cards(frame: Frame, wcsname: str | None) -> list:
+    """The frame's TAN WCS as in the reference's extensions (plus ``WCSNAME``)."""
+    out = [("WCSAXES", 2, "number of World Coordinate System axes")]
+    for c in frame.header().cards:
+        if c.keyword in ("NAXIS1", "NAXIS2"):
+            continue
+        out.append((c.keyword, c.value, c.comment))
+        if c.keyword == "CD2_2":
+            out += [("CUNIT1", "deg", "units of CRVAL1 and CD1_*"),
+                    ("CUNIT2", "deg", "units of CRVAL2 and CD2_*")]
+    out.append(("VAFACTOR", 1.0, "velocity aberration plate scale factor"))
     if wcsname:
         out.append(("WCSNAME", wcsname, "coordinate system title"))
     return out
+
+
+_INHERIT = ("INHERIT", True, "inherit the primary header")
 
 
 def _alignment_cards(exp_values: Sequence[Mapping]) -> list[tuple]:
@@ -158,7 +177,8 @@ def _alignment_cards(exp_values: Sequence[Mapping]) -> list[tuple]:
 def _card(key: str, value, comment: str) -> fits.Card:
     """A card whose comment is cut to fit 80 characters (silently, unlike astropy)."""
     if comment and not (isinstance(value, str) and len(value) > 68):
-        room = 80 - len(fits.Card(key, value).image.rstrip()) - 3
+        # the comment starts where a one-letter one does (short strings are padded)
+        room = 80 - (len(fits.Card(key, value, "x").image.rstrip()) - 1)
         comment = comment[:max(room, 0)].rstrip()
     return fits.Card(key, value, comment)
 
@@ -234,7 +254,7 @@ def layer_headers(
     layer = _layer_name(layer_name)
     files = list(summary.files)
     recs = align_records(files, records)
-    headers = dict(input_headers or {})
+    headers = headers_of_records(files, recs, input_headers)
     if provenance is None:
         provenance = collect(params, recs)
     version = provenance.version_of("mvmflow")
@@ -259,6 +279,7 @@ def layer_headers(
         ("FILENAME", layer.filename, "name of file"),
         ("ROOTNAME", layer.rootname, "rootname of the product"),
         ("PROD_VER", f"mvmflow {version}", "software that made this product"),
+        ("ASN_MTYP", "PROD-DTH", "role of the member in the association"),
         ("HAPLEVEL", HAPLEVEL, "classification level of this product"),
     ]
     if layer.skycell is not None:
@@ -281,9 +302,9 @@ def layer_headers(
         ("NDRIZIM", len(rows), "number of input chips drizzled"),
     ]
     if starts:
-        cards.append(("DATE-BEG", _iso(min(starts)), "start of the first exposure (UTC)"))
+        cards.append(("DATE-BEG", iso_time(min(starts)), "start of the first exposure (UTC)"))
     if ends:
-        cards.append(("DATE-END", _iso(max(ends)), "end of the last exposure (UTC)"))
+        cards.append(("DATE-END", iso_time(max(ends)), "end of the last exposure (UTC)"))
     cards += [(k, stats[k], _STAT_COMMENTS[k]) for k in _STAT_COMMENTS]
     cards += [
         ("SKYMETH", "match" if params.get("skysub") else "none", "sky: relative offsets"),
@@ -291,28 +312,32 @@ def layer_headers(
         ("DRIZPARS", layer.trailer, "trailer file with the processing log"),
     ]
     cards += _alignment_cards(exp_values)
-    cards += drizzle_cards(rows, layer.filename, params, f"mvmflow {version}")
+    cards += drizzle_cards(rows, layer.filename, params, f"mvmflow {version}",
+                           scale=frame.scale)
     cards += provenance.cards()
 
     # ---- SCI, WHT, CTX
     units = str(params.get("units", "cps"))
-    sci_cards = [("BUNIT", "ELECTRONS/S" if units == "cps" else "ELECTRONS", "units of data")]
+    pa_aper = ("PA_APER", 0.0, "set to zero for a multi-visit product")
+    ccdchip = ("CCDCHIP", "-999", "CCD chip (not applicable)")
+    sci_cards = [_INHERIT,
+                 ("BUNIT", "ELECTRONS/S" if units == "cps" else "ELECTRONS", "units of data")]
     sci_cards += _frame_cards(frame, wcsname)
     sci_cards += [
+        pa_aper,
         ("PCELLID", frame.projection_cell, "projection cell of the frame"),
         ("PCX0", frame.x0, "x of pixel (0,0) on the projection-cell plane"),
         ("PCY0", frame.y0, "y of pixel (0,0) on the projection-cell plane"),
     ]
     sci_cards += phot
-    sci_cards += [
-        ("CCDCHIP", "-999", "CCD chip (not applicable)"),
-        ("NCOMBINE", n_contrib, "number of exposures combined"),
-    ]
+    sci_cards += [ccdchip, ("NCOMBINE", n_contrib, "number of exposures combined")]
     if summary.region:
         sci_cards.append(("S_REGION", summary.region, "spatial extent of the data"))
-    wht_cards = [("BUNIT", "UNITLESS", "sum of input weights (EXP)")]
-    wht_cards += _frame_cards(frame, wcsname)
-    ctx_cards = _frame_cards(frame, wcsname, naxis=2 if summary.nplanes == 1 else 3) + [
+    wht_cards = [_INHERIT, ("BUNIT", "UNITLESS", "sum of input weights (EXP)")]
+    wht_cards += _frame_cards(frame, wcsname) + [pa_aper, ccdchip]
+    ctx_cards = [_INHERIT, ("BUNIT", "UNITLESS", "context: bit k = k-th input")]
+    ctx_cards += _frame_cards(frame, wcsname) + [
+        pa_aper,
         ("CTXNEXP", len(files), "inputs encoded: bit k%32 of plane k//32"),
         ("CTXNPLN", summary.nplanes, f"int32 planes of {CTX_BITS} inputs each"),
     ]
@@ -377,8 +402,9 @@ def write_layer(
     provenance : Provenance, optional
         Default: :func:`mvmflow.provenance.collect` of ``params`` and the records.
     input_headers : mapping of str to InputHeaders, optional
-        Input headers by file (as in ``arrays.files``), for the merged primary keywords and
-        HDRTAB; without them only the records' fields are used.
+        Input headers by file (as in ``arrays.files``, or the record's file name), for the
+        merged primary keywords and HDRTAB (:func:`mvmflow.headers.headers_of_records`);
+        for an input without them only its record's fields are used.
     npix_total : int, optional
         Denominator of ``NPIXFRAC`` (default: the array's pixel count).
 

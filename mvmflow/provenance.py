@@ -11,19 +11,26 @@ Written into the primary header of every layer product (:mod:`mvmflow.products`)
   checksum anyway).
 
 Nothing here depends on the time of the run, so a rerun gives identical cards.
+
+The trailer of a product (``<rootname>_trl.txt``, :func:`trailer_lines`, written by
+:func:`mvmflow.products.write_trailer`) holds its name, summary keywords and the log of the
+job that made it *without* the log's wall-clock times, so a rerun gives an identical trailer
+too; the logs under ``logs/`` keep their times.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
 from mvmflow.params import config_digest
 
-__all__ = ["SOFTWARE", "Provenance", "collect", "file_sha256", "software_versions"]
+__all__ = ["SOFTWARE", "TRAILER_KEYS", "Provenance", "collect", "file_sha256",
+           "software_versions", "trailer_lines", "untimed"]
 
 SOFTWARE = (
     ("VMVMFLOW", "mvmflow"),
@@ -109,3 +116,41 @@ def collect(params: Mapping, records: Sequence) -> Provenance:
             (r.filename or os.path.basename(str(r.file)), r.sha256 or "") for r in records
         ),
     )
+
+
+TRAILER_KEYS = ("NUMEXP", "NDRIZIM", "NPIXFRAC", "MEANEXPT", "MEDEXPT", "MEANNEXP", "MEDNEXP",
+                "MEANWHT", "MEDWHT", "CFGDGST")
+"""Primary-header keywords a trailer summarises, in this order (those the header has)."""
+
+# the wall-clock time that starts every record of a rule log
+# (mvmflow.workflow.rule_logging: "%(asctime)s %(levelname)s %(name)s: %(message)s")
+_LOG_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} (?=[A-Z]+ \S+: )")
+
+
+def untimed(line: str) -> str:
+    """A rule-log line without its leading wall-clock time (other lines unchanged)."""
+    return _LOG_TIME.sub("", line, count=1)
+
+
+def trailer_lines(product: str, header: Mapping, log_text: str | None = None) -> list[str]:
+    """The lines of a product's trailer, identical on every rerun that makes the same product.
+
+    Parameters
+    ----------
+    product : str
+        The product's file name.
+    header : mapping
+        Its primary header (:data:`TRAILER_KEYS` are summarised).
+    log_text : str, optional
+        The log of the job that wrote it (:func:`mvmflow.workflow.rule_logging`); its
+        records are kept without their wall-clock times.
+
+    Returns
+    -------
+    list of str
+        For :func:`mvmflow.products.write_trailer`.
+    """
+    lines = [product] + [f"{k} = {header[k]}" for k in TRAILER_KEYS if k in header]
+    if log_text is not None:
+        lines += ["", "Processing log:"] + [untimed(line) for line in log_text.splitlines()]
+    return lines

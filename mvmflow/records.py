@@ -71,6 +71,16 @@ class ExposureRecord:
     cr_flagged: bool = False  # any DQ pixel carries the cosmic-ray flag (4096)
 
     @property
+    def telescope(self) -> str:
+        """``'HST'`` once the screen has identified the instrument, else ``''``.
+
+        The screen identifies the instrument only after checking ``TELESCOP = 'HST'``
+        (:mod:`mvmflow.screen`, check 3), so every record with an instrument is an HST one;
+        the products' ``TELESCOP`` needs no input header.
+        """
+        return "HST" if self.instrument else ""
+
+    @property
     def detkey(self) -> str:
         """``<instrument>_<detector>``, e.g. ``acs_wfc``: the key of config/detectors.yaml."""
         return f"{self.instrument}_{self.detector}"

@@ -12,7 +12,8 @@ Solution file (JSON, keys sorted, no dates: a rerun writes identical bytes)::
     version           1
     file, rootname    the exposure
     visit             its visit (ipppss)
-    group             alignment group id (shared by all exposures aligned together)
+    group             alignment group name, shared by all exposures aligned together
+                      (:func:`mvmflow.groups.group_name`: ``align-<rootname>``)
     refcat            the catalogue the WCS is tied to: GAIADR3, REFCAT (a file, or the
                       file's ``name`` metadata), NONE (relative or unaligned)
     refcat_requested  the catalogue asked for (NONE for relative-only runs)

@@ -16,7 +16,9 @@ def rule_logging(logfile: str | os.PathLike, level: int = logging.INFO) -> Itera
     """Send the ``mvmflow`` logger (and uncaught errors) of a rule script to its log file.
 
     Exceptions are logged with their traceback and re-raised, so Snakemake marks the job
-    failed and ``--show-failed-logs`` shows why.
+    failed and ``--show-failed-logs`` shows why. Every record starts with its wall-clock
+    time; a product's trailer keeps the log without it (:func:`mvmflow.provenance.untimed`
+    matches this format), so a rerun gives an identical trailer.
     """
     Path(logfile).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(logfile, mode="w")
@@ -35,11 +37,33 @@ def rule_logging(logfile: str | os.PathLike, level: int = logging.INFO) -> Itera
         sys.stdout.flush()
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where possible."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode an ordinary new file gets under the current umask (``0o666 & ~umask``)."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    A killed or failed writer leaves no half-written ``path`` behind.
+    A killed or failed writer leaves no half-written ``path`` behind. The file gets the
+    mode the user's umask gives an ordinary new file (``mkstemp`` creates it private, 0600,
+    and a writer that replaces it keeps that mode), so collaborators can read the products
+    (docs/conventions.md, "Files written").
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +72,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -129,6 +129,11 @@ def records_of(wildcards):
     return [f"{OUT}/screen/records/{_key(j['filename'])}.json" for j in layer_jobs(wildcards)]
 
 
+def headers_of(wildcards):
+    """Headers files of a layer's members (as records_of)."""
+    return [f"{OUT}/screen/headers/{_key(j['filename'])}.json" for j in layer_jobs(wildcards)]
+
+
 @stale_safe(dict)
 def map_job(wildcards):
     """The plan's drizzle job for one (exposure, layer)."""
@@ -242,6 +247,10 @@ def exposure_record(wildcards):
     return f"{OUT}/screen/records/{_key(exposure_job(wildcards)['filename'])}.json"
 
 
+def exposure_headers(wildcards):
+    return f"{OUT}/screen/headers/{_key(exposure_job(wildcards)['filename'])}.json"
+
+
 def exposure_align_dirs(wildcards):
     return align_dirs_of([_key(exposure_job(wildcards)["filename"])])
 
@@ -269,8 +278,18 @@ def mem_for_frame(layer, arrays=6):
 
 
 def summary_message():
-    """The message printed when a run succeeds."""
-    return f"mvmflow: products in {OUT}/skycells, screening report in {OUT}/screen"
+    """The few lines printed when a run succeeds: what was made, and where."""
+    cells = plan_data()["skycells"]
+    nlayers = sum(len(cell["layers"]) for cell in cells)
+    lines = [f"mvmflow: {nlayers} layer product{'s' if nlayers != 1 else ''} in "
+             f"{len(cells)} sky cell{'s' if len(cells) != 1 else ''} under {OUT}/skycells/"]
+    if mosaic_outputs():
+        lines.append(f"mvmflow: custom mosaic in {OUT}/mosaic/")
+    if cutout_outputs():
+        lines.append(f"mvmflow: cutouts in {OUT}/cutouts/")
+    lines.append(f"mvmflow: screening report (rejected inputs and why) in {OUT}/screen/, "
+                 "per-job logs in logs/")
+    return "\n".join(lines)
 
 
 def sky_group(layer):
@@ -534,6 +553,10 @@ def mosaic_sky_file(wildcards):
 
 def mosaic_records(wildcards):
     return [f"{OUT}/screen/records/{_key(j.filename)}.json" for j in mosaic_jobs(wildcards)]
+
+
+def mosaic_headers(wildcards):
+    return [f"{OUT}/screen/headers/{_key(j.filename)}.json" for j in mosaic_jobs(wildcards)]
 
 
 def mosaic_align_dirs(wildcards):

@@ -5,6 +5,7 @@ rule layer:
     input:
         partials=final_partials_of,
         records=records_of,
+        headers=headers_of,
         align=layer_align_dirs,
         sky=sky_file,
         plan=f"{OUT}/plan/plan.json",
@@ -71,6 +72,7 @@ rule exposure_product:
     input:
         partial=final_exposure_partial,
         record=exposure_record,
+        headers=exposure_headers,
         align=exposure_align_dirs,
         sky=sky_file,
         plan=f"{OUT}/plan/plan.json",

@@ -55,6 +55,7 @@ rule mosaic_layer:
     input:
         tiles=mosaic_tile_files,
         records=mosaic_records,
+        headers=mosaic_headers,
         align=mosaic_align_dirs,
         sky=mosaic_sky_file,
         plan=f"{OUT}/plan/plan.json",

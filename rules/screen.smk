@@ -1,4 +1,6 @@
-# Screen: one record per exposure (accepted, or rejected with the reason).
+# Screen: one record per exposure (accepted, or rejected with the reason), and its headers:
+# the one read of the exposure's headers; the product rules use the headers file
+# (mvmflow.headers; no rule after this one opens an exposure for its headers).
 
 
 rule screen:
@@ -6,6 +8,7 @@ rule screen:
         exposure=input_path,
     output:
         f"{OUT}/screen/records/{{exposure}}.json",
+        headers=f"{OUT}/screen/headers/{{exposure}}.json",
     log:
         "logs/screen/{exposure}.log",
     benchmark:

@@ -1,6 +1,7 @@
 """Rule align: relative and absolute WCS solutions of one alignment group."""
 
 import logging
+import shutil
 from pathlib import Path
 
 from mvmflow.align import align_exposures
@@ -18,11 +19,15 @@ from mvmflow.workflow import rule_logging
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
     out = Path(snakemake.output[0])
+    group = snakemake.wildcards.agroup  # named by mvmflow.groups.group_name (groups.json)
     tmp = out.with_name(f".{out.name}.part")  # the directory appears whole or not at all
-    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers (maybe other members)
+    tmp.mkdir(parents=True)
     kwargs = {"gaia_url": snakemake.params.gaia_url} if snakemake.params.gaia_url else {}
+    log.info("%s: %d exposures", group, len(snakemake.input.exposures))
     solutions = align_exposures(snakemake.input.exposures, snakemake.input.catalogs,
-                                snakemake.params.reference, snakemake.params.align, **kwargs)
+                                snakemake.params.reference, snakemake.params.align,
+                                group=group, **kwargs)
     for path, solution in zip(snakemake.input.records, solutions, strict=True):
         key = input_key(path)
         write_solution(solution, tmp / f"{key}{SOLUTION_SUFFIX}")
@@ -33,5 +38,5 @@ with rule_logging(snakemake.log[0]):
                  " (flagged)" if solution.get("flagged") else "")
         for note in solution.get("notes", []):
             log.warning("%s: %s", key, note)
-    write_report(solutions, tmp / REPORT_NAME, meta={"group": out.name})
+    write_report(solutions, tmp / REPORT_NAME, meta={"group": group})
     tmp.rename(out)

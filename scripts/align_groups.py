@@ -19,7 +19,10 @@ with rule_logging(snakemake.log[0]):
     groups = {}
     for members in overlap_groups(footprints, margin_arcsec=snakemake.params.margin):
         keys = sorted(records[i][0] for i in members)
-        name = group_name([records[i][1].filename or keys[0] for i in members])
+        name = group_name([records[i][1].filename or records[i][0] for i in members])
+        if name in groups:  # only possible for inputs not named like exposures
+            raise ValueError(f"two alignment groups would be named {name}: "
+                             f"{' '.join(groups[name])} and {' '.join(keys)}")
         groups[name] = keys
         log.info("%s: %d exposures: %s", name, len(keys), " ".join(keys))
     with atomic_path(snakemake.output[0]) as tmp:

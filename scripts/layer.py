@@ -5,6 +5,7 @@ import logging
 from mvmflow.aligned import load_record
 from mvmflow.combine import combine_partials
 from mvmflow.grid import Frame
+from mvmflow.headers import member_headers
 from mvmflow.names import LayerName
 from mvmflow.products import write_layer
 from mvmflow.resample import read_partial, read_partial_header
@@ -26,6 +27,7 @@ with rule_logging(snakemake.log[0]):
     # one partial in memory at a time, besides the layer's sums
     arrays = combine_partials((read_partial(p) for p in paths), frame, sky)
     records = [load_record(p, snakemake.input.align) for p in snakemake.input.records]
+    headers = member_headers(records, snakemake.input.headers)  # read by the screen job
     write_layer(snakemake.output[0], arrays, frame, LayerName.parse(layer["name"]), records,
-                params)
+                params, input_headers=headers)
     log.info("wrote %s (%d x %d, %d inputs)", layer["name"], frame.nx, frame.ny, len(paths))

@@ -4,6 +4,7 @@ import logging
 
 from mvmflow.aligned import load_record
 from mvmflow.grid import Frame
+from mvmflow.headers import member_headers
 from mvmflow.names import LayerName
 from mvmflow.skygroup import read_sky_offsets
 from mvmflow.tiles import write_tiled_layer
@@ -22,8 +23,9 @@ with rule_logging(snakemake.log[0]):
     for name, value in zip(files, sky, strict=True):
         log.info("sky offset %s: %.6g e-/s per pixel", name, value)
     records = [load_record(p, snakemake.input.align) for p in snakemake.input.records]
+    headers = member_headers(records, snakemake.input.headers)  # read by the screen job
     tiles = list(zip(layer["tiles"], snakemake.input.tiles, strict=True))
     write_tiled_layer(snakemake.output[0], frame, tiles, LayerName.parse(layer["name"]),
-                      records, params, exptimes, sky, files)
+                      records, params, exptimes, sky, files, input_headers=headers)
     log.info("wrote %s (%d x %d, %d inputs, %d tiles)", layer["name"], frame.nx, frame.ny,
              len(files), len(tiles))

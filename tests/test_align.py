@@ -36,7 +36,7 @@ from mvmflow.align import AlignParams, align_exposures, align_group
 from mvmflow.catalogs import make_catalog
 from mvmflow.exposure import Exposure
 from mvmflow.fitting import Affine, FitCriteria, Plane, correct_wcs, fit_pairs
-from mvmflow.groups import overlap_groups
+from mvmflow.groups import group_name, overlap_groups
 from mvmflow.refcat import make_refcat, mjd_to_jyear, positions_at, read_refcat
 from mvmflow.resample import load_chips
 from mvmflow.simulate import PRESETS, read_truth, simulate, true_wcs
@@ -183,6 +183,19 @@ def test_solutions_are_deterministic(long, absolute, tmp_path):
     for a, b in zip(absolute["paths"], again, strict=True):
         assert a.read_bytes() == b.read_bytes()
     assert absolute["report"].read_bytes() == (tmp_path / "report.ecsv").read_bytes()
+
+
+def test_solutions_and_report_carry_the_groups_name(long, absolute):
+    """The name in every solution and in the report is mvmflow.groups.group_name of the
+    same members (the name of the workflow's groups.json and align/<group>/ directory)."""
+    name = group_name([p.name for p in long["exposures"]])
+    first = min(p.name for p in long["exposures"])
+    assert name == group_name(long["exposures"][::-1]) == f"align-{first[:9]}"
+    assert {s["group"] for s in absolute["solutions"]} == {name}
+    assert {read_solution(p)["group"] for p in absolute["paths"]} == {name}
+    report = Table.read(absolute["report"], format="ascii.ecsv")
+    assert set(report["group"]) == {name} and report.meta["group"] == name
+    assert set(report_table(absolute["paths"])["group"]) == {name}
 
 
 def test_solution_applies_to_drizzle_chips_and_inputs_are_untouched(long, absolute):

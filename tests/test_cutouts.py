@@ -1,6 +1,7 @@
 """Tests of mvmflow.cutouts (hapcut's make_the_cut, spec processing.md §5.3)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -9,23 +10,37 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from mvmflow.cli import main
-from mvmflow.cutouts import cut_product, cutout_box, make_cutouts
+from mvmflow.cutouts import (
+    ProductError,
+    cut_product,
+    cutout_box,
+    identify_product,
+    make_cutouts,
+    product_layer_name,
+)
 from mvmflow.grid import ProjectionCell, SkyCell
 from mvmflow.headers import ChipRow, hdrtab
+from mvmflow.names import LayerName
 
 RA, DEC = 85.25665514291263, -69.14985113186759  # spec's verified example position
 SKYCELL = "skycell-p0081x14y14"
 
 
 def write_product(path, scale="fine", window=(10900, 21800, 200, 100), compressed=False):
-    """A small synthetic layer product: a window of the sky cell's frame."""
+    """A small synthetic layer product: a window of the sky cell's frame.
+
+    Its primary header has what ours and the archive's carry to identify it: ``INSTRUME``,
+    ``DETECTOR``, ``FILTER``, ``SCELLID``, ``FILENAME`` and ``ROOTNAME``.
+    """
     frame = SkyCell.from_name(SKYCELL, scale=scale).frame.window(*window)
     nx, ny = frame.nx, frame.ny
     sci = (np.arange(ny * nx, dtype=np.float32).reshape(ny, nx) + 1.0) / 7.0
     wht = np.arange(ny * nx, dtype=np.float32).reshape(ny, nx) + 100.0
     primary = fits.PrimaryHDU()
-    primary.header.update(INSTRUME="WFC3", DETECTOR="IR", FILTER="F160W",
-                          FILENAME=path.name, TARGNAME="TEST")
+    layer = LayerName.parse(path.name)
+    primary.header.update(INSTRUME="WFC3", DETECTOR="IR", FILTER=layer.filter.upper(),
+                          FILENAME=path.name, ROOTNAME=layer.rootname, SCELLID=SKYCELL[8:],
+                          TARGNAME="TEST")
     hdr = frame.header()
     del hdr["NAXIS1"], hdr["NAXIS2"]
     kind = fits.CompImageHDU if compressed else fits.ImageHDU
@@ -138,13 +153,16 @@ def test_no_overlap_and_failures(tmp_path):
                             window=(0, 0, 50, 50))
     corrupt = tmp_path / "hst_skycell-p0081x14y14_wfc3_ir_f125w_all_drz.fits"
     corrupt.write_bytes(b"not a FITS file" * 100)
-    badname = tmp_path / "whatever.fits"
-    badname.write_bytes(inside.read_bytes())
+    copy = tmp_path / "whatever.fits"  # a renamed copy: the same product, the same cutout
+    copy.write_bytes(inside.read_bytes())
     assert cut_product(far, RA, DEC, 3, tmp_path / "out") is None
-    written, failed = make_cutouts([corrupt, far, inside, badname], RA, DEC, 3, tmp_path / "out")
+    written, failed = make_cutouts([corrupt, far, inside, copy, inside], RA, DEC, 3,
+                                   tmp_path / "out")
     assert [p.name for p in written] == [
         "hst_cutout_skycell-p0081x14y14-ra85d2566-decs69d1498_wfc3_ir_f160w.fits"]
-    assert [p for p, _ in failed] == [corrupt, badname]
+    assert [p for p, _ in failed] == [corrupt, copy]  # inside given twice is cut once
+    assert failed[0][1].startswith("not a FITS file, or a corrupt one: No SIMPLE card")
+    assert failed[1][1] == (f"the same product as {inside} (both cut to {written[0].name})")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [written[0].name]
     with pytest.raises(ValueError):
         make_cutouts([inside], RA, DEC, [1, 2, 3], tmp_path)
@@ -281,3 +299,166 @@ def test_archive_like_empty_ctx_is_left_out(tmp_path):
     with fits.open(out) as hdul:
         assert [h.name for h in hdul] == ["PRIMARY", "SCI", "WHT", "HDRTAB"]
         assert len(hdul["HDRTAB"].data) == 4
+
+
+# ------------------------------------------------------------------------------------------
+# identifying a product: by its name checked against its header, or by its header alone
+
+FINE = "hst_skycell-p0081x14y14_wfc3_ir_f160w_all_drz.fits"
+CUT_FINE = "hst_cutout_skycell-p0081x14y14-ra85d2566-decs69d1498_wfc3_ir_f160w.fits"
+
+
+def test_renamed_product_is_cut_as_named_in_its_header(tmp_path):
+    src, *_ = write_product(tmp_path / FINE)
+    renamed = tmp_path / "my copy.fits"
+    src.rename(renamed)
+    out = cut_product(renamed, RA, DEC, 3, tmp_path / "out")
+    assert out.name == CUT_FINE
+    write_product(tmp_path / FINE)
+    ref = cut_product(tmp_path / FINE, RA, DEC, 3, tmp_path / "ref")
+    with fits.open(out) as a, fits.open(ref) as b:
+        np.testing.assert_array_equal(a["SCI"].data, b["SCI"].data)
+        np.testing.assert_array_equal(a["WHT"].data, b["WHT"].data)
+        assert a["SCI"].header["CRPIX1"] == b["SCI"].header["CRPIX1"]
+        assert a[0].header["ORIG_FLE"] == "my copy.fits"
+
+
+def test_custom_prefix_names(tmp_path):
+    """A sky-cell product renamed with a custom prefix is identified by its header; a
+    custom mosaic (no sky cell anywhere) cannot be cut, as before."""
+    src, *_ = write_product(tmp_path / FINE)
+    renamed = tmp_path / "mymosaic_wfc3_ir_f160w_all_drz.fits"
+    src.rename(renamed)
+    assert cut_product(renamed, RA, DEC, 3, tmp_path / "out").name == CUT_FINE
+    with fits.open(renamed, mode="update") as hdul:
+        del hdul[0].header["SCELLID"]
+        hdul[0].header["ROOTNAME"] = "mymosaic_wfc3_ir_f160w_all"
+        hdul[0].header["FILENAME"] = renamed.name
+    with pytest.raises(ProductError, match="it has no sky-cell prefix"):
+        cut_product(renamed, RA, DEC, 3, tmp_path / "out")
+
+
+def test_header_sources_in_order(tmp_path):
+    """ROOTNAME (archive-like, with an exposure-level label), then FILENAME, then keywords."""
+    src, *_ = write_product(tmp_path / "hst_skycell-p0081x14y14_wfc3_ir_f160w_coarse-all-ib2v01ab_drz.fits",
+                            scale="coarse", window=(3600, 7250, 120, 60))
+    with fits.open(src) as hdul:
+        primary, sci = hdul[0].header.copy(), hdul["SCI"].header.copy()
+    del primary["FILENAME"]
+    layer = product_layer_name("renamed.fits", primary, sci)
+    assert layer.filename == src.name  # ROOTNAME alone: the label and ipppssoo are kept
+    del primary["ROOTNAME"]
+    primary["FILENAME"] = src.name
+    assert product_layer_name("renamed.fits", primary, sci).filename == src.name
+    del primary["FILENAME"]  # keywords only: scale from the WCS, class 'all'
+    assert product_layer_name("renamed.fits", primary, sci).filename == \
+        "hst_skycell-p0081x14y14_wfc3_ir_f160w_coarse-all_drz.fits"
+    primary["ROOTNAME"] = "ib2v01abq"  # an exposure's rootname is not a layer's: ignored
+    primary["FILENAME"] = "ib2v01abq_flt.fits"
+    assert product_layer_name("renamed.fits", primary, sci).scale == "coarse"
+    del primary["SCELLID"]
+    with pytest.raises(ProductError, match=r"not a layer product: 'renamed.fits' is not a sky-cell "
+                                           r"layer name and the header has no layer ROOTNAME or "
+                                           r"FILENAME, nor SCELLID"):
+        product_layer_name("renamed.fits", primary, sci)
+
+
+@pytest.mark.parametrize("name, key, value, says", [
+    ("hst_skycell-p0081x14y14_wfc3_ir_f110w_all_drz.fits", None, None,
+     "filter f110w in the name, f160w in FILTER"),
+    ("hst_skycell-p0081x14y14_wfc3_ir_f160w_coarse-all_drz.fits", None, None,
+     "scale coarse in the name, fine in the SCI WCS pixel scale"),
+    ("hst_skycell-p0081x14y15_wfc3_ir_f160w_all_drz.fits", None, None,
+     "skycell skycell-p0081x14y15 in the name, skycell-p0081x14y14 in SCELLID"),
+    ("hst_skycell-p0082x14y14_wfc3_ir_f160w_all_drz.fits", "SCELLID", "p0082x14y14",
+     "skycell-p0082x14y14 is not on the plane of the WCS"),
+    (FINE, "DETECTOR", "UVIS", "detector ir in the name, uvis in DETECTOR"),
+    (FINE, "INSTRUME", "ACS", "instrument wfc3 in the name, acs in INSTRUME"),
+    (FINE, "ROOTNAME", "hst_skycell-p0081x14y14_wfc3_ir_f160w_short-2012",
+     "ROOTNAME is hst_skycell-p0081x14y14_wfc3_ir_f160w_short-2012"),
+])
+def test_name_and_header_must_agree(tmp_path, name, key, value, says):
+    src, *_ = write_product(tmp_path / FINE)
+    with fits.open(src) as hdul:
+        primary, sci = hdul[0].header.copy(), hdul["SCI"].header.copy()
+    primary["FILENAME"] = name
+    primary["ROOTNAME"] = LayerName.parse(name).rootname
+    if key:
+        primary[key] = value
+    with pytest.raises(ProductError, match="^the file name and the header disagree: ") as err:
+        product_layer_name(name, primary, sci)
+    assert says in str(err.value)
+
+
+def test_files_that_are_not_products(tmp_path):
+    good, *_ = write_product(tmp_path / FINE)
+    table = tmp_path / "table.fits"  # FITS, but no SCI/WHT
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 3)), name="SCI")]).writeto(table)
+    anon = tmp_path / "anonymous.fits"  # SCI/WHT on the grid, but nothing says what it is
+    with fits.open(good) as hdul:
+        fits.HDUList([fits.PrimaryHDU(), hdul["SCI"].copy(), hdul["WHT"].copy()]).writeto(anon)
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(good.read_bytes()[:-40000])
+    empty = tmp_path / "empty.fits"
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder.fits"
+    folder.mkdir()
+    missing = tmp_path / "missing.fits"
+    cases = {
+        missing: "no such file",
+        folder: "is a directory, not a FITS file",
+        empty: "empty file, not a FITS file",
+        truncated: "truncated FITS file: actual file length (129920) is smaller than the "
+                   "expected size (169920)",
+        table: "not a layer product: no WHT extension (it has PRIMARY, SCI)",
+        anon: "not a layer product: 'anonymous.fits' is not a sky-cell layer name and the header has no "
+              "layer ROOTNAME or FILENAME, nor SCELLID, INSTRUME, DETECTOR, FILTER",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(ProductError) as err:
+            identify_product(path)
+        assert str(err.value) == reason, path
+    written, failed = make_cutouts([*cases, good], RA, DEC, 3, tmp_path / "out")
+    assert [p.name for p in written] == [CUT_FINE]
+    assert failed == list(cases.items())
+    assert identify_product(good).filename == FINE
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    src, *_ = write_product(tmp_path / FINE)
+    if os.geteuid() == 0:  # root reads any file: pretend it cannot
+        monkeypatch.setattr("mvmflow.cutouts.os.access", lambda path, mode: False)
+    src.chmod(0)
+    try:
+        with pytest.raises(ProductError, match="^cannot read the file: permission denied$"):
+            cut_product(src, RA, DEC, 3, tmp_path)
+    finally:
+        src.chmod(0o644)
+
+
+def test_layer_name_from_rootname():
+    for name in (FINE, "hst_skycell-p0081x14y14_wfc3_ir_f160w_coarse-all-ib2v01ab_drz.fits",
+                 "hst_skycell-p0081x14y14_acs_wfc_f606w-pol60v_short-2012_drc.fits"):
+        layer = LayerName.parse(name)
+        assert LayerName.from_rootname(layer.rootname, layer.product_type) == layer
+    assert LayerName.from_rootname("hst_skycell-p0081x14y14_wfc3_ir_f160w_all").product_type == "drz"
+    for bad in ("ib2v01abq", "", "hst_skycell-p0081x14y14_wfc3_ir_f160w_all_drz", "a/b"):
+        with pytest.raises(ValueError, match="is not a layer rootname"):
+            LayerName.from_rootname(bad)
+
+
+def test_a_product_written_by_write_layer_renamed(tmp_path):
+    """Our own products (products.write_layer) carry what identifies them: renamed, the
+    cutout has the original's name (product type from FILENAME) and the same pixels."""
+    from test_products import FRAME, write
+
+    path, _ = write(tmp_path)
+    ra, dec = (float(v) for v in FRAME.wcs.pixel_to_world_values(30, 25))
+    ref = cut_product(path, ra, dec, 0.5, tmp_path / "ref")
+    renamed = path.rename(tmp_path / "renamed.fits")
+    assert identify_product(renamed).filename == path.name  # ..._f606w_all_drc.fits
+    out = cut_product(renamed, ra, dec, 0.5, tmp_path / "out")
+    assert out.name == ref.name == "hst_cutout_skycell-p0081x14y14-ra85d5494-decs69d3733_wfc3_uvis_f606w.fits"
+    with fits.open(out) as a, fits.open(ref) as b:
+        for ext in ("SCI", "WHT", "CTX"):
+            np.testing.assert_array_equal(a[ext].data, b[ext].data)

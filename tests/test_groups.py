@@ -1,5 +1,7 @@
 """Overlap-connected groups of exposures."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,18 @@ def test_groups_across_ra_wrap():
 @pytest.mark.parametrize("members, name", [
     (["jcxx02aaq_flc.fits", "ib2v01abq_flt.fits"], "align-ib2v01abq"),
     (["jcxx02aaq_flc.fits"], "align-jcxx02aaq"),
+    (["/data/b/jcxx02aaq_flc.fits", "/data/a/ib2v01abq_flt.fits"], "align-ib2v01abq"),
+    (["hst_12345_01_wfc3_uvis_f555w_ib2v01ab_flc.fits"], "align-ib2v01ab"),
+    (["My-Field_flc.fits", "zz_flc.fits"], "align-myfield"),
 ])
 def test_group_name_is_order_free(members, name):
     assert group_name(members) == name
     assert group_name(members[::-1]) == name
+    assert re.fullmatch(r"align-[a-z0-9]+", name)  # the Snakefile's agroup wildcard
+
+
+def test_group_name_needs_a_member():
+    with pytest.raises(ValueError):
+        group_name([])
+    with pytest.raises(ValueError):
+        group_name(["___.fits"])

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from wfrun import run_snakemake
+from wfrun import complete_log, run_snakemake
 
 from mvmflow.poller import make_poller, write_poller
 from mvmflow.simulate import PRESETS, simulate
+
+# a scenario of four runs: run in CI when time allows, not by `make test` (docs/testing.md)
+pytestmark = pytest.mark.slow
 
 BASE = PRESETS["tiny_noerr"]
 SIX = dataclasses.replace(
@@ -35,9 +38,11 @@ SIX = dataclasses.replace(
 
 
 def snakemake(workdir: Path, listfile: Path, outdir: str, *extra: str) -> str:
+    """Run; return what was printed and, for a real run, Snakemake's complete log."""
     config = {"align": {"enabled": False}, "inputs": str(listfile), "outdir": outdir}
     out = run_snakemake(workdir, config, *extra)
-    return out.stdout + out.stderr
+    text = out.stdout + out.stderr
+    return text if "--dry-run" in extra else text + complete_log(workdir)
 
 
 def layers(out: Path) -> dict[str, dict[str, np.ndarray]]:

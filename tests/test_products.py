@@ -15,7 +15,12 @@ from astropy.wcs import WCS
 
 from mvmflow import grid, products
 from mvmflow.combine import combine_partials, context_planes
-from mvmflow.headers import InputHeaders, read_input_headers
+from mvmflow.headers import (
+    InputHeaders,
+    member_headers,
+    read_input_headers,
+    write_exposure_headers,
+)
 from mvmflow.names import LayerName, manifest_filename
 from mvmflow.params import config_digest, layer_parameters, load_defaults, resolve_table
 from mvmflow.records import ChipRecord, ExposureRecord
@@ -607,3 +612,181 @@ def test_resample_partials_are_placed_by_their_frame_and_box():
     offsets = {parts[1].filename: 0.5}
     sky = combine_partials(parts, layer, offsets)
     assert sky.sci[12, 25] == pytest.approx(arrays.sci[12, 25] - 0.5, abs=1e-5)
+
+
+# ------------------------------------------------------------------------- header keywords
+
+TEMPLATE = ROOT / "mvmflow" / "data" / "hst" / "templates" / "wfc3_uvis.fits"
+
+
+def template_headers(record):
+    """A real WFC3/UVIS header set (the simulator's template) with ``record``'s identity
+    and times."""
+    from mvmflow.headers import iso_time
+
+    hdrs = read_input_headers(TEMPLATE)
+    iso = iso_time(record.expstart)
+    hdrs.primary.update({"ROOTNAME": record.rootname, "FILENAME": record.filename,
+                         "EXPSTART": record.expstart, "EXPEND": record.expend,
+                         "EXPTIME": record.exptime, "DATE-OBS": iso[:10],
+                         "TIME-OBS": iso[11:19], "PROPOSID": int(record.proposid)})
+    return hdrs
+
+
+def dated_layer():
+    """Two exposures whose first (in layer order) is the later: 2019 and 2006."""
+    parts = [make_partial(0, 0, 0, 30, 40, 2.0, 100.0),
+             make_partial(1, 20, 5, 30, 40, 4.0, 300.0)]
+    recs = [make_record(0, 100.0), make_record(1, 300.0)]
+    for rec, start in zip(recs, (58505.75, 53810.123456789), strict=True):  # 2019, 2006
+        rec.expstart, rec.expend = start, start + rec.exptime / 86400.0
+        rec.date_obs = Time(start, format="mjd").isot[:10]
+    return parts, recs
+
+
+# Keywords each HDU of a layer product must have. Obtained by running drizzlepac 3.11.0's
+# run_mvm_processing on the simulator's `tiny` preset (as tests/test_reference_accepts.py
+# does) and our workflow on the same files, dumping the keyword names of PRIMARY, SCI,
+# WHT, CTX and the HDRTAB column names of both products of the layers acs_wfc_f814w and
+# wfc3_ir_f110w: these are the keywords either reference layer has that ours (built here
+# from WFC3/UVIS inputs with the simulator's real header template) have too; TELESCOP,
+# TARGNAME, INHERIT, CUNIT1... were missing before. The reference keywords we leave out on
+# purpose are listed in tests/test_reference_accepts.py (OMITTED_PRIMARY, OMITTED_SCI).
+REQUIRED = {
+    "PRIMARY": """
+        SIMPLE BITPIX NAXIS EXTEND NEXTEND FILENAME ROOTNAME PROD_VER ASN_MTYP HAPLEVEL
+        SCELLID FILETYPE TELESCOP INSTRUME DETECTOR FILTER IMAGETYP PRIMESI TARGNAME
+        RA_TARG DEC_TARG PROPOSID PR_INV_L PR_INV_F PR_INV_M FGSLOCK REFFRAME MTFLAG
+        DATE-OBS TIME-OBS EXPSTART EXPEND EXPTIME TEXPTIME PA_V3 OPUS_VER CAL_VER
+        OBSTYPE OBSMODE SCLAMP NRPTEXP SUBARRAY APERTURE PROPAPER DIRIMAGE CTEIMAGE
+        CTEDIR CCDAMP CCDGAIN PINAME EQUINOX NUMEXP NDRIZIM DATE-BEG DATE-END NPIXFRAC
+        MEANEXPT MEDEXPT MEANNEXP MEDNEXP MEANWHT MEDWHT DRIZPARS D001VER D001GEOM
+        D001DATA D001DEXP D001OUDA D001OUWE D001OUCO D001MASK D001WTSC D001KERN D001PIXF
+        D001COEF D001OUUN D001FVAL D001WKEY D001SCAL D001ISCL
+    """,
+    "SCI": """
+        XTENSION BITPIX NAXIS NAXIS1 NAXIS2 PCOUNT GCOUNT INHERIT BUNIT WCSAXES CTYPE1
+        CTYPE2 CRVAL1 CRVAL2 CRPIX1 CRPIX2 CD1_1 CD1_2 CD2_1 CD2_2 CUNIT1 CUNIT2 RADESYS
+        ORIENTAT VAFACTOR WCSNAME PA_APER PHOTMODE PHOTFLAM PHOTFNU PHOTZPT PHOTPLAM
+        PHOTBW CCDCHIP NCOMBINE S_REGION EXTNAME EXTVER
+    """,
+    "WHT": """
+        XTENSION BITPIX NAXIS NAXIS1 NAXIS2 PCOUNT GCOUNT INHERIT BUNIT WCSAXES CTYPE1
+        CTYPE2 CRVAL1 CRVAL2 CRPIX1 CRPIX2 CD1_1 CD1_2 CD2_1 CD2_2 CUNIT1 CUNIT2 RADESYS
+        ORIENTAT VAFACTOR WCSNAME PA_APER CCDCHIP EXTNAME EXTVER
+    """,
+    "CTX": """
+        XTENSION BITPIX NAXIS PCOUNT GCOUNT INHERIT BUNIT WCSAXES CTYPE1 CTYPE2 CRVAL1
+        CRVAL2 CRPIX1 CRPIX2 CD1_1 CD1_2 CD2_1 CD2_2 CUNIT1 CUNIT2 RADESYS ORIENTAT
+        VAFACTOR WCSNAME PA_APER EXTNAME EXTVER
+    """,
+    "HDRTAB": """
+        SVMROOTNAME GENDATE ROOTNAME EXTNAME EXTVER FILENAME A_0_2 A_0_3 A_0_4 A_1_1
+        A_1_2 A_1_3 A_2_0 A_2_1 A_2_2 A_3_0 A_3_1 A_4_0 A_ORDER APERTURE ASN_ID ASN_MTYP
+        ASN_TAB ATODCORR ATODGNA ATODGNB ATODGNC ATODGND ATODTAB B_0_2 B_0_3 B_0_4 B_1_1
+        B_1_2 B_1_3 B_2_0 B_2_1 B_2_2 B_3_0 B_3_1 B_4_0 BADINPDQ BIASCORR BIASFILE
+        BIASLEVA BIASLEVB BIASLEVC BIASLEVD BINAXIS1 BINAXIS2 BLEVCORR B_ORDER BPIXTAB
+        BUNIT CAL_VER CCDAMP CCDCHIP CCDGAIN CCDOFSTA CCDOFSTB CCDOFSTC CCDOFSTD CCDTAB
+        CD1_1 CD1_2 CD2_1 CD2_2 CENTERA1 CENTERA2 COMPTAB CRCORR CRMASK CRPIX1 CRPIX2
+        CRRADIUS CRREJTAB CRSIGMAS CRSPLIT CRTHRESH CRVAL1 CRVAL2 CTE_NAME CTE_VER
+        CTEDIR CTEIMAGE CTYPE1 CTYPE2 D2IMFILE DARKCORR DARKFILE DATE-OBS DEC_APER
+        DEC_TARG DETECTOR DFLTFILE DGEOFILE DIRIMAGE DQICORR DRIZCORR DRKCFILE ERRCNT
+        EXPEND EXPFLAG EXPNAME EXPSCORR EXPSTART EXPTIME FGSLOCK FILETYPE FILLCNT
+        FLASHCUR FLASHDUR FLASHSTA FLATCORR FLSHCORR FLSHFILE GOODMAX GOODMEAN GOODMIN
+        GRAPHTAB GYROMODE IDCSCALE IDCTAB IDCTHETA IDCV2REF IDCV3REF IMAGETYP IMPHTTAB
+        INHERIT INITGUES INSTRUME LFLTFILE LINENUM LTM1_1 LTM2_2 LTV1 LTV2 MDRIZTAB
+        MEANBLEV MEANDARK MEANEXP MEANFLSH MOONANGL MTFLAG NCOMBINE NGOODPIX NPOLFILE
+        NRPTEXP OBSMODE OBSTYPE OCX10 OCX11 OCY10 OCY11 OPUS_VER ORIENTAT OSCNTAB
+        P1_ANGLE P1_CENTR P1_FRAME P1_LSPAC P1_NPTS P1_ORINT P1_PSPAC P1_PURPS P1_SHAPE
+        PA_APER PATTERN1 PATTSTEP PA_V3 PCTECORR PCTEFRAC PCTENSMD PCTETAB PFLTFILE
+        PHOTBW PHOTCORR PHOTFLAM PHOTMODE PHOTPLAM PHOTZPT PODPSFF POSTARG1 POSTARG2
+        PRIMESI PR_INV_F PR_INV_L PR_INV_M PROPAPER PROPOSID QUALCOM1 QUALCOM2 QUALCOM3
+        QUALITY RA_APER RA_TARG READNSEA READNSEB READNSEC READNSED REFFRAME REJ_RATE
+        SCALENSE SCLAMP SDQFLAGS SHADCORR SHADFILE SHUTRPOS SIZAXIS1 SIZAXIS2 SKYSUB
+        SKYSUM SNRMAX SNRMEAN SNRMIN SOFTERRS STDCFFF STDCFFP SUBARRAY SUN_ALT SUNANGLE
+        TARGNAME TELESCOP TIME-OBS T_SGSTAR VAFACTOR WCSAXES WRTERR CHINJECT FILTER
+        NLINFILE PHOTFNU MDRIZSKY WCSNAME WCSTYPE HAPEXPNAME
+    """,
+}
+
+
+def test_required_keywords_telescope_and_observation_start(tmp_path):
+    """TELESCOP, DATE-OBS/TIME-OBS = start of the earliest input (not the first one), and
+    every HDU's required keywords, with the inputs' real-like headers."""
+    parts, recs = dated_layer()
+    headers = {p.file: template_headers(r) for p, r in zip(parts, recs, strict=True)}
+    path, _ = write(tmp_path, parts, recs, input_headers=headers)
+    with fits.open(path) as hdul:
+        h = hdul[0].header
+        assert h["TELESCOP"] == "HST"
+        start = Time(53810.123456789, format="mjd").isot  # the second input's
+        assert h["DATE-BEG"] == start == "2006-03-16T02:57:46.667"
+        assert h["DATE-OBS"] == "2006-03-16" == h["DATE-BEG"][:10]
+        assert h["TIME-OBS"] == "02:57:46" == h["DATE-BEG"][11:19]
+        assert h["EXPSTART"] == 53810.123456789 and h["EXPEND"] == recs[0].expend
+        assert h["DATE-END"] == Time(recs[0].expend, format="mjd").isot
+        assert h["EXPTIME"] == h["TEXPTIME"] == 400.0
+        assert h["EXPSTART"] < h["EXPEND"] and h["DATE-BEG"] < h["DATE-END"]
+        assert h["TARGNAME"] == "ANY" and h["PINAME"] == h["PR_INV_L"] == "Brown"
+        assert h["D001SCAL"] == FRAME.scale and h["D001ISCL"] == pytest.approx(0.03962)
+        for ext, names in REQUIRED.items():
+            have = (set(hdul[ext].columns.names) if ext == "HDRTAB"
+                    else set(hdul[ext].header.keys()))
+            assert not set(names.split()) - have, (ext, sorted(set(names.split()) - have))
+        tab = hdul["HDRTAB"].data
+        assert list(tab["TIME-OBS"]) == [Time(r.expstart, format="mjd").isot[11:19]
+                                         for r in recs for _ in (1, 2)]
+        assert set(tab["TELESCOP"]) == {"HST"}
+
+
+def test_telescope_and_observation_start_from_records_alone(tmp_path):
+    """Without input headers (files not at hand) the record still gives TELESCOP and the
+    observation start."""
+    parts, recs = dated_layer()
+    path, _ = write(tmp_path, parts, recs)
+    h = fits.getheader(path)
+    assert h["TELESCOP"] == "HST"
+    assert (h["DATE-OBS"], h["TIME-OBS"]) == ("2006-03-16", "02:57:46")
+    assert h["DATE-BEG"] == "2006-03-16T02:57:46.667"
+    assert "TELESCOP" in fits.getdata(path, "HDRTAB").columns.names
+
+
+def test_input_headers_come_from_the_screen_jobs_files_only(tmp_path):
+    """The workflow's way: the headers files the screen job wrote (one per exposure) are
+    passed in; the writer itself never opens an exposure, even one that is there."""
+    parts, recs = dated_layer()
+    header_files = []
+    for p, r in zip(parts, recs, strict=True):
+        hdrs = template_headers(r)
+        hdus = [fits.PrimaryHDU(header=hdrs.primary)]
+        hdus += [fits.ImageHDU(header=hdrs.chips[e], name="SCI", ver=e) for e in (1, 2)]
+        r.file = p.file = str(tmp_path / r.filename)
+        fits.HDUList(hdus).writeto(r.file)
+        header_files.append(tmp_path / "headers" / f"{r.filename[:-5]}.json")
+        write_exposure_headers(r.file, header_files[-1])
+    path, _ = write(tmp_path / "out", parts, recs,
+                    input_headers=member_headers(recs, header_files))
+    h = fits.getheader(path)
+    assert h["TARGNAME"] == "ANY" and h["PR_INV_L"] == "Brown" and h["CAL_VER"]
+    assert fits.getheader(path, "SCI")["PHOTMODE"].startswith("WFC3 UVIS2 F555W")
+    # the same product as from headers read directly
+    direct = {p.file: read_input_headers(p.file) for p in parts}
+    same, _ = write(tmp_path / "direct", parts, recs, input_headers=direct)
+    assert Path(same).read_bytes() == Path(path).read_bytes()
+    # without headers: the records alone, although the exposures are at hand
+    bare, _ = write(tmp_path / "bare", parts, recs)
+    assert "TARGNAME" not in fits.getheader(bare) and fits.getheader(bare)["TELESCOP"] == "HST"
+
+
+def test_hdrtab_leaves_out_the_header_wcs_of_an_aligned_input(tmp_path):
+    parts, recs = dated_layer()
+    headers = {p.file: template_headers(r) for p, r in zip(parts, recs, strict=True)}
+    recs[1].alignment = {"WCSNAME": "IDC_2731450pi-FIT_MVM_GAIADR3", "RMS_RA": 3.0,
+                         "RMS_DEC": 4.0, "NMATCHES": 20, "FITGEOM": "rshift",
+                         "ALIGNST": "absolute", "REFCAT": "GAIADR3"}
+    path, _ = write(tmp_path, parts, recs, input_headers=headers)
+    tab = fits.getdata(path, "HDRTAB")
+    assert list(tab["WCSNAME"][2:]) == ["IDC_2731450pi-FIT_MVM_GAIADR3"] * 2
+    for key in ("CRVAL1", "CD1_1", "ORIENTAT"):
+        assert np.isfinite(tab[key][:2]).all() and np.isnan(tab[key][2:]).all(), key
+    assert np.isfinite(tab["CRPIX1"]).all()  # alignment leaves CRPIX and SIP alone

@@ -9,6 +9,7 @@ against the truth: stars land where the header WCS puts them and keep their true
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,123 @@ def test_drizzled_stars_keep_true_flux_and_header_positions(tiny, mvm_run):
         assert np.median(ratios) == pytest.approx(1.0, abs=0.04), (key, ratios)
         # within 0.05 native pixels (in 0.04" output pixels)
         assert np.median(offsets) < 0.05 * native / 0.04, (key, offsets)
+
+
+# ------------------------------------------------------------------ header keywords vs ours
+
+# Keywords of the reference's layer headers that ours leave out on purpose, each with why.
+# Found by running the reference on the `tiny` preset (the `mvm_run` fixture) and listing
+# the keywords of its PRIMARY and SCI headers that our product of the same layer lacks.
+OMITTED_PRIMARY = {
+    # the date the file was written: a wall-clock time, so reruns would differ
+    "DATE",
+    # the reference's header-rules bookkeeping (and the rules themselves as HISTORY)
+    "RULESVER", "BLENDVER", "RULEFILE",
+    # the reference copies these from its first input although they describe that one
+    # exposure only; every input's value is in HDRTAB:
+    # - position of the exposure in its pattern, POSTARGs, spatial-scan settings
+    "POSTARG1", "POSTARG2", "PATTERN1", "P1_SHAPE", "P1_PURPS", "P1_NPTS", "P1_PSPAC",
+    "P1_LSPAC", "P1_ANGLE", "P1_FRAME", "P1_ORINT", "P1_CENTR", "PATTSTEP", "SCAN_TYP",
+    "SCAN_WID", "ANG_SIDE", "DWELL_LN", "DWELL_TM", "SCAN_ANG", "SCAN_RAT", "NO_LINES",
+    "SCAN_LEN", "SCAN_COR",
+    # - observing conditions and quality flags of the first exposure
+    "SUN_ALT", "QUALITY", "T_SGSTAR", "GYROMODE", "LINENUM", "SAACRMAP",
+    # - its calibration: CR-rejection parameters, CR-split, flash, shutter, filter-wheel
+    #   errors, IR readout and channel, time-dependent corrections
+    "CRSPLIT", "MEANEXP", "SCALENSE", "INITGUES", "SKYSUB", "SKYSUM", "CRSIGMAS",
+    "CRRADIUS", "CRTHRESH", "BADINPDQ", "REJ_RATE", "CRMASK", "FLASHDUR", "FLASHCUR",
+    "FLASHSTA", "SHUTRPOS", "FWOFFSET", "FWERROR", "WRTERR", "SAMPZERO", "CSMID",
+    "TDDCORR", "WFCTDD",
+    # - engineering values (amplifier gains, read noise, bias levels and offsets)
+    "CCDOFSTA", "CCDOFSTB", "CCDOFSTC", "CCDOFSTD", "ATODGNA", "ATODGNB", "ATODGNC",
+    "ATODGND", "READNSEA", "READNSEB", "READNSEC", "READNSED", "BIASLEVA", "BIASLEVB",
+    "BIASLEVC", "BIASLEVD",
+    # - its reference files, distortion model and pipeline processing time (the product
+    #   is an undistorted TAN image made by mvmflow)
+    "BIACFILE", "D2IMFILE", "DRKCFILE", "NPOLFILE", "PCTETAB", "SATUFILE", "SNKCFILE",
+    "DISTNAME", "SIPNAME", "PROCTIME",
+}
+OMITTED_SCI = {
+    # name the first input, not the product
+    "ROOTNAME", "EXPNAME",
+    # the first input's subarray offset and sampling (IRAF LTV/LTM), aperture position,
+    # readout geometry and timing, telemetry and DQ bookkeeping, statistics
+    # (GOOD*/SNR* describe input pixels), reference files: per input in HDRTAB
+    "LTV1", "LTV2", "LTM1_1", "LTM2_2", "RA_APER", "DEC_APER", "CENTERA1", "CENTERA2",
+    "SIZAXIS1", "SIZAXIS2", "BINAXIS1", "BINAXIS2", "SAMPNUM", "SAMPTIME", "DELTATIM",
+    "ROUTTIME", "TDFTRANS", "PODPSFF", "STDCFFF", "STDCFFP", "SDQFLAGS", "SOFTERRS",
+    "GOODMIN", "GOODMAX", "GOODMEAN", "SNRMIN", "SNRMAX", "SNRMEAN", "D2IMFILE", "NPOLFILE",
+}
+
+
+def _keys(header):
+    """Keyword names with the per-chip D### and per-input IN### numbers folded."""
+    import re
+
+    return {re.sub(r"^(D|IN)\d{3}", r"\1###", k) for k in header
+            if k not in ("", "COMMENT", "HISTORY")}
+
+
+def our_layer(tiny, reference_product, out_dir):
+    """Our product of the layer the reference wrote as ``reference_product``, on its frame.
+
+    Screen, drizzle and combine with the library (no workflow), skipping sky matching (it
+    changes no keyword).
+    """
+    from mvmflow.combine import combine_partials
+    from mvmflow.grid import SkyCell
+    from mvmflow.headers import member_headers, write_exposure_headers
+    from mvmflow.names import LayerName
+    from mvmflow.params import layer_parameters, load_defaults, resolve_table
+    from mvmflow.products import write_layer
+    from mvmflow.resample import drizzle_file
+    from mvmflow.screen import screen_exposure
+
+    layer = LayerName.parse(reference_product.name)
+    ref = fits.getheader(reference_product, "SCI")
+    cell = SkyCell.from_name(layer.skycell, "coarse" if "coarse" in layer.filename else "fine")
+    x0 = cell.frame.crpix1 - ref["CRPIX1"]
+    y0 = cell.frame.crpix2 - ref["CRPIX2"]
+    frame = cell.frame.window(round(x0), round(y0), ref["NAXIS1"], ref["NAXIS2"])
+    records = [screen_exposure(p, check_trails=False) for p in tiny.exposures]
+    records = [r for r in records if r.accepted and r.instrument == layer.instrument
+               and r.detector == layer.detector and r.filter == layer.filter]
+    root = Path(__file__).resolve().parents[1]
+    params = layer_parameters(resolve_table(load_defaults(root / "config" / "detectors.yaml")),
+                              records[0].detkey, layer.filter, float(len(records)))
+    params["skysub"] = False
+    parts = [drizzle_file(r.file, frame, params) for r in records]
+    arrays = combine_partials(parts, frame)
+    # the headers as the workflow passes them: through the screen job's headers files
+    paths = [out_dir / "headers" / f"{Path(r.filename).stem}.json" for r in records]
+    for record, path in zip(records, paths, strict=True):
+        write_exposure_headers(record.file, path)
+    return write_layer(out_dir / layer.filename, arrays, frame, layer, records, params,
+                       input_headers=member_headers(records, paths))
+
+
+@pytest.mark.parametrize("key", sorted(LAYERS))
+def test_reference_keywords_are_in_ours_or_omitted_on_purpose(tiny, mvm_run, key, tmp_path):
+    rc, work = mvm_run
+    assert rc == 0
+    ref_path = work / LAYERS[key]
+    ours = our_layer(tiny, ref_path, tmp_path)
+    with fits.open(ref_path) as ref, fits.open(ours) as got:
+        for ext, omitted in (("PRIMARY", OMITTED_PRIMARY), ("SCI", OMITTED_SCI)):
+            missing = _keys(ref[ext].header) - _keys(got[ext].header) - omitted
+            assert not missing, (ext, sorted(missing))
+        # the dates: DATE-OBS/TIME-OBS are the start of the earliest input, as DATE-BEG
+        h, r = got[0].header, ref[0].header
+        assert h["TELESCOP"] == r["TELESCOP"] == "HST"
+        assert h["DATE-BEG"] == r["DATE-BEG"] and h["EXPSTART"] == r["EXPSTART"]
+        assert h["DATE-OBS"] == h["DATE-BEG"][:10] and h["TIME-OBS"] == h["DATE-BEG"][11:19]
+        for k in ("INSTRUME", "DETECTOR", "FILTER", "TARGNAME", "PINAME", "EXPTIME",
+                  "TEXPTIME", "EXPEND", "NUMEXP", "NDRIZIM", "SCELLID", "HAPLEVEL"):
+            assert str(h[k]).strip() == str(r[k]).strip(), k
+        # HDRTAB: the reference's columns that our inputs fill, all present
+        cols = set(got["HDRTAB"].columns.names)
+        table = ref["HDRTAB"].data
+        filled = {c for c in ref["HDRTAB"].columns.names
+                  if any(str(v).strip() not in ("", "nan") for v in table[c])}
+        structure = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "EXTEND"}
+        assert not (filled - cols - structure), sorted(filled - cols - structure)

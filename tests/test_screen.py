@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import mvmflow.screen as screen
+from mvmflow.headers import load_input_headers, read_input_headers, write_exposure_headers
 from mvmflow.records import ExposureRecord, read_record, write_record
 from mvmflow.screen import FOOTPRINT_SAMPLES, collect_records, screen_exposure
 
@@ -142,6 +143,40 @@ def test_record_survives_json(tmp_path):
     record = screen_exposure(build(tmp_path, "uvis"))
     write_record(record, tmp_path / "r.json")
     assert read_record(tmp_path / "r.json") == record
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_headers_file_holds_the_real_headers_exactly(tmp_path, template):
+    """The screen job's second output: every card of the primary and SCI headers of real
+    HST files (long strings, HISTORY, HDRLET extensions beside them) reads back the same."""
+    path = build(tmp_path, template)
+    assert screen_exposure(path, check_trails=False).accepted
+    out = tmp_path / f"{path.stem}.json"
+    write_exposure_headers(path, out, required=True)
+    got, want = load_input_headers(out), read_input_headers(path)
+    assert sorted(got.chips) == sorted(want.chips) and got.chips
+    for a, b in [(got.primary, want.primary),
+                 *((got.chips[v], want.chips[v]) for v in want.chips)]:
+        assert [c.image for c in a.cards] == [c.image for c in b.cards]
+        assert [(c.keyword, repr(c.value), c.comment) for c in a.cards] == \
+            [(c.keyword, repr(c.value), c.comment) for c in b.cards]
+
+
+def test_a_rejected_exposure_gets_a_headers_file(tmp_path):
+    path = build(tmp_path, "ir")
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 3]))  # truncated inside a header: rejected
+    assert not screen_exposure(path).accepted
+    out = tmp_path / "h.json"
+    assert write_exposure_headers(path, out, required=False) is None
+    assert load_input_headers(out) is None
+    with pytest.raises(OSError, match="ib4606cpq_flt.fits"):
+        write_exposure_headers(path, out, required=True)
+    garbage = tmp_path / "ib4606cpq_flt.fits"
+    garbage.write_bytes(b"\1" * 5000)
+    assert not screen_exposure(garbage).accepted
+    assert write_exposure_headers(garbage, out, required=False) is None
+    assert load_input_headers(out) is None
 
 
 def test_footprint_is_the_chip_outline(tmp_path):

@@ -5,6 +5,8 @@ Two WFC3/UVIS F555W visits five years apart with pointing errors of about 0.5 ar
 same files: aligned to the simulated reference catalogue, and with alignment off.
 
 - the per-sky-cell reports and the layer headers record every input's fit;
+- groups.json, the align/<group>/ folders, the solutions, the reports and the logs name the
+  alignment groups alike;
 - the aligned chip WCSs match the true WCSs within 5 mas over each exposure;
 - stars in the aligned F555W layer have the FWHM of a single aligned exposure within 5%;
   without alignment they don't (the visits' stars sit ~0.5 arcsec apart);
@@ -28,6 +30,7 @@ from wfrun import run_snakemake
 from mvmflow.combine import combine_partials
 from mvmflow.exposure import Exposure
 from mvmflow.grid import Frame
+from mvmflow.groups import group_name
 from mvmflow.resample import drizzle_exposure, load_chips
 from mvmflow.simulate import read_truth, simulate, true_wcs
 from mvmflow.solution import apply_solution, corrected_chip_wcs, read_solution
@@ -101,6 +104,34 @@ def test_reports_and_headers_record_every_fit(runs):
     for layer in _layers(runs["aligned"], "f275w"):  # the flagged one is still drizzled
         head = fits.getheader(layer)
         assert head["NUMEXP"] == 1 and head["NUNALIGN"] == 1 and head["NALIGNED"] == 0
+
+
+def test_one_name_per_alignment_group(runs):
+    """groups.json, the align/<group>/ directories, every solution, every report.ecsv, every
+    <skycell>_align.ecsv and the align logs name the groups alike, as group_name does."""
+    out = runs["aligned"]
+    groups = json.loads((out / "align" / "groups.json").read_text())["groups"]
+    names = set(groups)
+    assert names
+    for name, keys in groups.items():
+        assert name == group_name([f"{k}.fits" for k in keys])
+    assert {d.name for d in (out / "align").iterdir() if d.is_dir()} == names
+    for name, keys in groups.items():
+        folder = out / "align" / name
+        sols = sorted(folder.glob("*_wcs.json"))
+        assert sorted(p.name[: -len("_wcs.json")] for p in sols) == sorted(keys)
+        assert {read_solution(p)["group"] for p in sols} == {name}
+        assert len(list(folder.glob("*_record.json"))) == len(keys)
+        report = Table.read(folder / "report.ecsv")
+        assert set(report["group"]) == {name} and report.meta["group"] == name
+    in_cells = set()
+    for report in out.glob("skycells/*/*_align.ecsv"):
+        in_cells |= set(Table.read(report)["group"])
+    assert in_cells == names
+    logs = {p.stem for p in (runs["base"] / "logs" / "align").glob("*.log")}
+    assert logs == names
+    for name in names:
+        assert name in (runs["base"] / "logs" / "align" / f"{name}.log").read_text()
 
 
 def _rms(ra, dec, ra_t, dec_t) -> float:

@@ -1,19 +1,17 @@
-"""The demo with a custom mosaic and cutouts: the cutout box at the corner of the four demo
-sky cells gives cutouts from all four and one combined cutout per layer; the combined
-cutouts equal the same box of the mosaic; the mosaic equals every sky-cell layer over its
-footprint; the tiled mosaic equals an untiled one bit for bit.
+"""Custom mosaic and cutouts of the shared run (tests/conftest.py): the cutout box at the
+corner of the four sky cells gives cutouts from all four and one combined cutout per layer;
+the combined cutouts equal the same box of the mosaic; the mosaic equals every sky-cell layer
+over its footprint; the tiled mosaic equals an untiled one bit for bit (and, in
+test_workflow_run.py, a rerun with another tile size writes the same bytes).
 
-One run of the demo preset (alignment off: the comparisons are between our own products, and
-the alignment is tested in test_workflow_align.py), made once per module.
-"""
-
+The shared run has alignment off: the comparisons are between our own products, and the
+alignment is tested in test_workflow_align.py."""
 
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from astropy.io import fits
 from astropy.wcs import WCS
 from wfrun import run_snakemake
@@ -21,6 +19,7 @@ from wfrun import run_snakemake
 from mvmflow.aligned import load_record
 from mvmflow.cutouts import _read_box, cutout_box
 from mvmflow.grid import Frame
+from mvmflow.headers import member_headers
 from mvmflow.mosaic import MosaicPlan, tile_boxes
 from mvmflow.names import CombinedName, CutoutName, LayerName, parse_default_prefix
 from mvmflow.simulate.presets import DEMO_CENTER
@@ -28,20 +27,11 @@ from mvmflow.tiles import reduce_tile, write_tile, write_tiled_layer
 
 RA, DEC = DEMO_CENTER  # where sky cells x14y14, x15y14, x14y15 and x15y15 of p0081 meet
 SIZE = 3.0
-TILE = 1024
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("mosaic")
-    config = {
-        "inputs": "demo", "resources": str(work / "resources"), "outdir": "results",
-        "align": {"enabled": False},
-        "mosaic": {"enabled": True, "tile_size": TILE},
-        "cutouts": [{"ra": RA, "dec": DEC, "size": SIZE}],
-    }
-    run_snakemake(work, config)
-    return work / "results"
+def run(shared_run):
+    return shared_run["out"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +52,7 @@ def test_mosaic_names_and_manifest(run, plan):
     # the sky cells' layers, one of each
     skycell = {LayerName.parse(lay["name"]).with_prefix(mosaic.prefix).filename
                for cell in plan["skycells"] for lay in cell["layers"]}
-    assert set(layers) == skycell and len(layers) == 5
+    assert set(layers) == skycell and len(layers) == 3  # ACS F814W, IR F110W fine and coarse
     manifest = (run / "mosaic" / f"{mosaic.prefix}_manifest.txt").read_text().split()
     assert manifest == [n for name in layers for n in (name, name.rsplit("_", 1)[0] + "_trl.txt")]
     for name in manifest:
@@ -149,7 +139,7 @@ def test_mosaic_equals_each_skycell_layer(run, plan):
             np.testing.assert_allclose(msci[good], sci[good], rtol=1e-5, atol=1e-6 * scale)
             np.testing.assert_allclose(mwht, wht, rtol=1e-5, atol=1e-6 * wht.max())
             compared += 1
-    assert (compared, coarse) == (16, 4)  # 4 fine layers and 1 coarse in each sky cell
+    assert (compared, coarse) == (8, 4)  # 2 fine layers and 1 coarse in each sky cell
 
 
 def test_cutouts_from_all_four_skycells_and_one_combined_per_layer(run, plan):
@@ -160,7 +150,10 @@ def test_cutouts_from_all_four_skycells_and_one_combined_per_layer(run, plan):
         by_group.setdefault(n.group_key, set()).add(n.skycell)
     cells = {c["name"] for c in plan["skycells"]}
     assert len(cells) == 4
-    assert len(by_group) == 5 and all(v == cells for v in by_group.values()), by_group
+    # every group, layers and exposure-level products alike, is cut from all four cells
+    assert all(v == cells for v in by_group.values()), by_group
+    layers = [key for key in by_group if key[-1] is None]  # key[-1]: ipppssoo
+    assert len(layers) == 3 and len(by_group) > len(layers), by_group
     combined = sorted(_cut_dir(run, "combined").glob("*.fits"))
     keys = [(c.instrument, c.detector, c.filter, c.scale, c.exptime_class, c.year, c.ipppssoo)
             for c in map(CombinedName.parse, combined)]
@@ -174,7 +167,7 @@ def test_combined_cutout_equals_the_mosaic_box(run, plan):
     checked = 0
     for path in sorted(_cut_dir(run, "combined").glob("*.fits")):
         c = CombinedName.parse(path)
-        if c.scale != "fine":
+        if c.scale != "fine" or c.ipppssoo:  # layers only: the mosaic has no exposure level
             continue
         layer = LayerName(mosaic.prefix, c.instrument, c.detector, c.filter,
                           product_type="drc" if c.detector != "ir" else "drz")
@@ -192,7 +185,7 @@ def test_combined_cutout_equals_the_mosaic_box(run, plan):
                                    atol=1e-6 * np.abs(msci[good]).max())
         np.testing.assert_allclose(wht, mwht, rtol=1e-5, atol=1e-6 * mwht.max())
         checked += 1
-    assert checked == 4
+    assert checked == 2  # ACS/WFC F814W and WFC3/IR F110W
 
 
 def test_tiled_mosaic_equals_untiled_bit_for_bit(run, plan, tmp_path):
@@ -213,26 +206,35 @@ def test_tiled_mosaic_equals_untiled_bit_for_bit(run, plan, tmp_path):
     records = [load_record(run / "screen" / "records" / f"{f[:-5]}.json", [])
                for f, _ in members]
     out = tmp_path / lay.name
+    headers = member_headers(records, [run / "screen" / "headers" / f"{f[:-5]}.json"
+                                       for f, _ in members])
     write_tiled_layer(out, lay.frame, [(box, tile)], LayerName.parse(lay.name), records,
                       plan["mosaic_params"][lay.name], [t for _, t in members],
-                      [sky[f] for f, _ in members], [f for f, _ in members])
+                      [sky[f] for f, _ in members], [f for f, _ in members],
+                      input_headers=headers)
     assert out.read_bytes() == (run / "mosaic" / lay.name).read_bytes()
 
 
-def test_rerun_with_another_tile_size_gives_the_same_files(run, plan):
+@pytest.mark.slow
+def test_rerun_with_another_tile_size_gives_the_same_files(tmp_path):
     """Changing mosaic.tile_size on an existing run replans (jobs of the old plan are
-    dropped, not failed) and rewrites the mosaic as one tile: the same bytes. Runs last:
-    it rewrites the module's products."""
-    mosaic = MosaicPlan.from_dict(plan["mosaic"])
-    before = {lay.name: (run / "mosaic" / lay.name).read_bytes() for lay in mosaic.layers}
-    work = run.parent
-    config = yaml.safe_load((work / "test_config.yaml").read_text())
+    dropped, not failed) and rewrites the mosaic as one tile: the same bytes."""
+    from mvmflow.simulate import simulate
+
+    simulate("tiny_noerr", tmp_path / "data")
+    config = {"inputs": f"{tmp_path / 'data'}/*_fl?.fits", "align": {"enabled": False},
+              "mosaic": {"enabled": True, "tile_size": 256}}
+    run_snakemake(tmp_path, config)
+    out = tmp_path / "results"
+    mosaic = MosaicPlan.from_dict(json.loads((out / "plan" / "plan.json").read_text())["mosaic"])
+    assert any(len(lay.tiles) > 1 for lay in mosaic.layers)
+    before = {lay.name: (out / "mosaic" / lay.name).read_bytes() for lay in mosaic.layers}
     config["mosaic"]["tile_size"] = 100000
-    run_snakemake(work, config)
-    new = MosaicPlan.from_dict(json.loads((run / "plan" / "plan.json").read_text())["mosaic"])
+    run_snakemake(tmp_path, config)
+    new = MosaicPlan.from_dict(json.loads((out / "plan" / "plan.json").read_text())["mosaic"])
     assert all(len(lay.tiles) == 1 for lay in new.layers)
     for name, data in before.items():
-        assert (run / "mosaic" / name).read_bytes() == data, name
+        assert (out / "mosaic" / name).read_bytes() == data, name
 
 
 @pytest.mark.slow

@@ -1,12 +1,12 @@
 """The whole workflow on simulated exposures: products, science against truth, overlaps,
 bit-identical reruns, bad inputs among good ones, and resuming a killed run.
 
-One run of a sparse, bright variant of the ``tiny_noerr`` preset (no pointing errors, so the
-header WCS is the truth; few enough stars that many are isolated over a 6" box; no
-galaxies) with six bad files added, made once per module.
+The tests read the shared run (tests/conftest.py, tests/wfrun.py): a sparse, bright variant
+of the ``tiny_noerr`` preset (no pointing errors, so the header WCS is the truth; few enough
+stars that many are isolated over a 6" box; no galaxies) with six bad files and an FLT twin
+added, exposure-level products, a custom mosaic and a cutout box.
 """
 
-import dataclasses
 import os
 import shutil
 import signal
@@ -18,84 +18,22 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from wfrun import run_snakemake
+from wfrun import SHARED_TILE, SHARED_UMASK, run_snakemake, shared_config
 
 from mvmflow.grid import sky_cells_for_footprint
 from mvmflow.names import LayerName
-from mvmflow.simulate import PRESETS, simulate
-
-ROOT = Path(__file__).resolve().parents[1]
-SEED = 11
-BASE = PRESETS["tiny_noerr"]
-SPARSE = dataclasses.replace(
-    BASE, name="tiny_sparse",
-    # the ACS visit on the 1K subarray (51"), so enough stars are covered and isolated
-    visits=tuple(
-        dataclasses.replace(v, exposures=tuple(
-            dataclasses.replace(e, aperture="WFC1-1K") if e.aperture == "WFC1-512" else e
-            for e in v.exposures))
-        for v in BASE.visits),
-    scene=dataclasses.replace(BASE.scene, star_density=40.0, mag_range=(17.5, 20.5),
-                              bright_stars=0, galaxy_density=0.0),
-)
 
 
 def snakemake(workdir: Path, inputs: str, outdir: str = "results", *extra: str,
-              popen: bool = False):
-    # no pointing errors here: the header WCS is the truth, so drizzle it unaligned
-    # (alignment is tested in test_workflow_align.py)
-    config = {"align": {"enabled": False}, "products": {"exposure_level": True},
-              "inputs": inputs, "outdir": outdir}
-    return run_snakemake(workdir, config, *extra, popen=popen)
-
-
-def _copy_with(src: Path, dst: Path, **cards):
-    with fits.open(src) as hdul:
-        hdul = fits.HDUList([h.copy() for h in hdul])
-        root = dst.name.split("_")[0]
-        hdul[0].header["ROOTNAME"] = root
-        hdul[0].header["FILENAME"] = dst.name
-        for key, value in cards.items():
-            hdul[0].header[key] = value
-        hdul.writeto(dst)
-
-
-def make_bad_inputs(data: Path, ir: Path, acs: Path) -> dict[str, str]:
-    """Six bad files among the good ones; returns {file name: expected reason word}."""
-    bad = {}
-    (data / "jbad01aaq_flt.fits").write_bytes(np.random.default_rng(0).bytes(20000))
-    bad["jbad01aaq_flt.fits"] = "FITS"
-    raw = acs.read_bytes()
-    (data / "jbad01abq_flc.fits").write_bytes(raw[: len(raw) // 2])
-    bad["jbad01abq_flc.fits"] = "truncated"
-    _copy_with(ir, data / "ubad0101r_flt.fits", INSTRUME="WFPC2")
-    bad["ubad0101r_flt.fits"] = "instrument"
-    _copy_with(ir, data / "obad01abq_flt.fits", INSTRUME="STIS")
-    bad["obad01abq_flt.fits"] = "instrument"
-    _copy_with(ir, data / "ibad01acq_flt.fits", FILTER="G141")
-    bad["ibad01acq_flt.fits"] = "G141"
-    _copy_with(ir, data / "ibad01adq_flt.fits", EXPTIME=0.0)
-    bad["ibad01adq_flt.fits"] = "EXPTIME"
-    return bad
+              popen: bool = False, **config):
+    """Another run in the shared run's directory (and under its umask: the logs are shared)."""
+    return run_snakemake(workdir, {**shared_config(inputs, outdir), **config}, *extra,
+                         popen=popen, umask=SHARED_UMASK)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("wf")
-    data = base / "data"
-    sim = simulate(SPARSE, data, seed=SEED)
-    good = [Path(p) for p in sim.exposures]
-    ir = next(p for p in good if p.name.startswith("i"))
-    acs = next(p for p in good if p.name.startswith("j"))
-    bad = make_bad_inputs(data, ir, acs)
-    # an FLT twin of an FLC exposure: left out of the drc layer, and reported
-    twin = data / acs.name.replace("_flc", "_flt")
-    shutil.copy(acs, twin)
-    good.append(twin)
-    t0 = time.time()
-    snakemake(base, f"{data}/*_fl?.fits")
-    return {"base": base, "data": data, "good": good, "bad": bad, "twin": twin,
-            "out": base / "results", "seconds": time.time() - t0}
+def run(shared_run):
+    return shared_run
 
 
 def products(out: Path, exposures: bool = False) -> dict[str, Path]:
@@ -348,16 +286,34 @@ def test_neighbouring_sky_cells_agree_in_their_overlap(run):
     assert compared >= 2
 
 
-def test_rerun_is_bit_identical(run):
-    snakemake(run["base"], f"{run['data']}/*_fl?.fits", "results_rerun")
-    first = {**products(run["out"]), **products(run["out"], exposures=True)}
-    second = {**products(run["base"] / "results_rerun"),
-              **products(run["base"] / "results_rerun", exposures=True)}
-    assert first.keys() == second.keys()
-    for name in first:
-        with fits.open(first[name]) as a, fits.open(second[name]) as b:
-            for ext in ("SCI", "WHT", "CTX"):
-                assert np.array_equal(a[ext].data, b[ext].data, equal_nan=True), (name, ext)
+def test_rerun_is_bit_identical(run, tmp_path):
+    """A second run of the same inputs into another output directory - with the mosaic in
+    tiles of another size - writes the same bytes: every file of the sky cells (products with
+    their headers, trailers, manifests, poller files), of the mosaic and of the cutouts, and
+    the plan's reports. The job logs (times) and benchmark records are not compared."""
+    mosaic = {"enabled": True, "tile_size": 4 * SHARED_TILE}
+    snakemake(run["base"], f"{run['data']}/*_fl?.fits", "results_rerun", mosaic=mosaic)
+    rerun = run["base"] / "results_rerun"
+    try:
+        def files(out: Path) -> dict[str, Path]:
+            return {str(p.relative_to(out)): p
+                    for top in ("skycells", "mosaic", "cutouts", "screen", "plan")
+                    for p in sorted((out / top).rglob("*"))
+                    if p.is_file() and "partials" not in p.parts and "tiles" not in p.parts}
+
+        first, second = files(run["out"]), files(rerun)
+        assert first.keys() == second.keys()
+        for suffix in ("_drc.fits", "_drz.fits", "_trl.txt", "_manifest.txt", "_input.out",
+                       "rejected.ecsv", "dropped.ecsv"):
+            assert any(name.endswith(suffix) for name in first), suffix
+        assert any(name.startswith("mosaic/") and name.endswith(".fits") for name in first)
+        assert any(name.startswith("cutouts/") and "combined" in name for name in first)
+        # the plan itself differs (the mosaic's tiles); the products do not
+        differ = [name for name in first if name != "plan/plan.json"
+                  and first[name].read_bytes() != second[name].read_bytes()]
+        assert not differ, differ
+    finally:
+        shutil.rmtree(rerun, ignore_errors=True)  # half a GB: free it for the next tests
 
 
 @pytest.mark.slow
