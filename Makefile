@@ -9,6 +9,9 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 PYTEST_ARGS ?=
 PLUGIN := plugins/snakemake-logger-plugin-mvmflow
+# setuptools prints an information-only notice on every editable install ("be careful with
+# folders in your working directory..."): not a problem of ours, so not shown
+PIP_QUIET := PYTHONWARNINGS=ignore::UserWarning
 
 .PHONY: demo test test-all lint venv clean
 
@@ -19,11 +22,11 @@ PLUGIN := plugins/snakemake-logger-plugin-mvmflow
 $(BIN)/.installed: pyproject.toml $(PLUGIN)/pyproject.toml $(PLUGIN)/snakemake_logger_plugin_mvmflow/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e . ./$(PLUGIN)
+	$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e . ./$(PLUGIN)
 	touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[test,reference]"
+	$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e ".[test,reference]"
 	touch $@
 
 venv: $(BIN)/.installed-test
@@ -39,6 +42,7 @@ test-all: $(BIN)/.installed-test
 
 lint: $(BIN)/.installed-test
 	$(BIN)/ruff check mvmflow tests scripts benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 
 clean:

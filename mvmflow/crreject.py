@@ -101,7 +101,7 @@ from mvmflow.blot import ChipBlotter, derivative
 from mvmflow.combine import placement
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.grid import Frame
-from mvmflow.masks import good_pixel_mask, parse_bits
+from mvmflow.masks import good_pixel_mask, has_cr_flags, parse_bits
 from mvmflow.median import median_frame, median_layer
 from mvmflow.resample import (
     DEFAULT_STEP,
@@ -179,19 +179,6 @@ def cr_mode_applies(mode: str, cr_flagged, coverage) -> bool:
     cov = np.asarray(coverage)
     max_coverage = float(cov.max()) if cov.size else 0.0
     return max_coverage >= 2 and not any(flags)
-
-
-def has_cr_flags(path: str | os.PathLike, crbit: int = 4096, resetbits=0) -> bool:
-    """True if any DQ array of the exposure has the cosmic-ray flag (after ``resetbits``)."""
-    reset = parse_bits(resetbits) or 0
-    if crbit & reset:
-        return False
-    with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-        for hdu in hdul:
-            if hdu.name == "DQ" and hdu.data is not None:
-                if np.any(np.asarray(hdu.data) & crbit):
-                    return True
-    return False
 
 
 def exposure_readnoise(path: str | os.PathLike) -> float:

@@ -26,14 +26,17 @@ chip gets its own mask, which keeps the per-exposure drizzle (the map) independe
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from astropy.io import fits
 
 __all__ = [
     "clipped_mode_stats",
     "combine_static_masks",
     "good_pixel_mask",
+    "has_cr_flags",
     "parse_bits",
     "static_mask",
 ]
@@ -265,3 +268,16 @@ def combine_static_masks(masks: Iterable[np.ndarray]) -> np.ndarray:
     if out is None:
         raise ValueError("no static mask to combine")
     return out
+
+
+def has_cr_flags(path: str | os.PathLike, crbit: int = 4096, resetbits=0) -> bool:
+    """True if any DQ array of the exposure has the cosmic-ray flag (after ``resetbits``)."""
+    reset = parse_bits(resetbits) or 0
+    if crbit & reset:
+        return False
+    with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+        for hdu in hdul:
+            if hdu.name == "DQ" and hdu.data is not None:
+                if np.any(np.asarray(hdu.data) & crbit):
+                    return True
+    return False

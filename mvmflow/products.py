@@ -44,12 +44,14 @@ products were made (the reference sorts them with ``np.unique``); see
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
 
 from mvmflow.combine import CTX_BITS, LayerArrays, combine_partials
 from mvmflow.grid import Frame
@@ -177,9 +179,12 @@ def _alignment_cards(exp_values: Sequence[Mapping]) -> list[tuple]:
 def _card(key: str, value, comment: str) -> fits.Card:
     """A card whose comment is cut to fit 80 characters (silently, unlike astropy)."""
     if comment and not (isinstance(value, str) and len(value) > 68):
-        # the comment starts where a one-letter one does (short strings are padded)
-        room = 80 - (len(fits.Card(key, value, "x").image.rstrip()) - 1)
-        comment = comment[:max(room, 0)].rstrip()
+        # the comment starts where a one-letter one does (strings with a comment are padded
+        # to 20 columns); a probe that does not fit leaves no room at all
+        with warnings.catch_warnings(record=True) as cut:
+            warnings.simplefilter("always", VerifyWarning)
+            probe = len(fits.Card(key, value, "x").image.rstrip())
+        comment = "" if cut else comment[:80 - (probe - 1)].rstrip()
     return fits.Card(key, value, comment)
 
 

@@ -165,7 +165,7 @@ def screen_exposure(path: str | os.PathLike, *, check_trails: bool = True) -> Ex
         try:
             _screen(path, record, check_trails)
             if record.accepted:  # for the cosmic-ray switch 'auto'
-                from mvmflow.crreject import has_cr_flags
+                from mvmflow.masks import has_cr_flags
 
                 record.cr_flagged = has_cr_flags(path)
         except Rejected as reason:

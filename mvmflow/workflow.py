@@ -13,7 +13,8 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def rule_logging(logfile: str | os.PathLike, level: int = logging.INFO) -> Iterator[None]:
-    """Send the ``mvmflow`` logger (and uncaught errors) of a rule script to its log file.
+    """Send the ``mvmflow`` logger, warnings, printed output and uncaught errors of a rule
+    script to its log file.
 
     Exceptions are logged with their traceback and re-raised, so Snakemake marks the job
     failed and ``--show-failed-logs`` shows why. Every record starts with its wall-clock
@@ -26,12 +27,20 @@ def rule_logging(logfile: str | os.PathLike, level: int = logging.INFO) -> Itera
     logger = logging.getLogger("mvmflow")
     logger.addHandler(handler)
     logger.setLevel(level)
+    # warnings and anything a library prints (astropy's logger writes to sys.stderr) go to the
+    # job's log too, not to the run's terminal (docs/terminal_output.md)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(handler)
+    logging.captureWarnings(True)
     try:
-        yield
+        with contextlib.redirect_stdout(handler.stream), contextlib.redirect_stderr(handler.stream):
+            yield
     except BaseException:
         logger.exception("rule failed")
         raise
     finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(handler)
         logger.removeHandler(handler)
         handler.close()
         sys.stdout.flush()

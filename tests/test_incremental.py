@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,8 @@ def runs(tmp_path_factory):
     first.write_text("".join(f"{p}\n" for p in old))
     r["log3"] = snakemake(base, first, "results")
     r["layers3"] = layers(base / "results")
-    return r
+    yield r
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_added_exposures_equal_a_run_from_scratch(runs):

@@ -790,3 +790,20 @@ def test_hdrtab_leaves_out_the_header_wcs_of_an_aligned_input(tmp_path):
     for key in ("CRVAL1", "CD1_1", "ORIENTAT"):
         assert np.isfinite(tab[key][:2]).all() and np.isnan(tab[key][2:]).all(), key
     assert np.isfinite(tab["CRPIX1"]).all()  # alignment leaves CRPIX and SIP alone
+
+
+def test_cards_cut_their_comment_without_a_warning():
+    """Long product names (exposure-level, custom prefixes) leave little room for a comment:
+    it is cut to fit, never by astropy with a VerifyWarning on the job's terminal."""
+    import warnings
+
+    from mvmflow.products import _card
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for value in ["x" * n for n in range(80)] + [1, 0.6737427753470534, True]:
+            for key in ("D001OUDA", "A"):
+                card = _card(key, value, "Drizzle, output data image name, and more words")
+                assert len(card.image) % 80 == 0
+                if isinstance(value, str) and len(value) <= 60:
+                    assert card.comment  # room left: some of the comment is kept

@@ -57,3 +57,25 @@ def test_trailers_of_logs_differing_only_in_times_are_identical(tmp_path):
 def test_trailer_without_a_log():
     assert trailer_lines(PRODUCT, {"NUMEXP": 1}) == [PRODUCT, "NUMEXP = 1"]
     assert set(TRAILER_KEYS) >= {"NUMEXP", "CFGDGST"}
+
+
+def test_warnings_and_printed_output_go_to_the_log_not_the_terminal(tmp_path, capsys):
+    """A job's warnings (astropy's among them) and prints land in its log file: the run's
+    terminal stays quiet (docs/terminal_output.md)."""
+    import sys
+    import warnings
+
+    from astropy.io import fits
+
+    path = tmp_path / "job.log"
+    with rule_logging(path):
+        warnings.warn("a library warning", UserWarning, stacklevel=1)
+        print("printed by a library")
+        print("to stderr", file=sys.stderr)
+        fits.Card("D001OUDA", "x" * 66, "a comment that cannot fit").image  # noqa: B018
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    text = path.read_text()
+    for line in ("a library warning", "printed by a library", "to stderr",
+                 "Card is too long"):
+        assert line in text, line

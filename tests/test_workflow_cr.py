@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,11 @@ def snakemake(workdir: Path, data: Path, outdir: str, mode: str, **extra) -> Non
                             "cosmic_rays": {"default": mode}, "outdir": outdir, **extra})
 
 
+# a scenario of three runs (with, without and never rejecting cosmic rays): run in CI when
+# time allows, not by `make test`; the rejection itself is tested in test_crreject.py
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("workflow_cr")
@@ -46,7 +52,8 @@ def runs(tmp_path_factory):
               mosaic={"enabled": True, "tile_size": 512})
     snakemake(base, base / "clean", "clean", "auto")
     snakemake(base, base / "crs", "kept", "never")
-    return {"base": base, "truth": sim.truth_dir}
+    yield {"base": base, "truth": sim.truth_dir}
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _layers(out: Path) -> list[Path]:
