@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from scipy import ndimage
 from wfrun import run_snakemake
 
 from mvmflow.aligned import load_record
@@ -90,24 +91,30 @@ def _edge_weights(a: float, n: int, length: int) -> tuple[int, np.ndarray]:
 
 
 def _check_coarse_flux(mosaic: Path, layer: Path):
-    """The flux in a large box of a coarse sky-cell layer equals the mosaic's over the same
-    area of sky (pixels weighted by their overlap with the box), within 0.1% (measured:
-    0.07% at most; misplacing the box by one pixel gives up to 2%)."""
+    """The flux in square boxes of a coarse sky-cell layer equals the mosaic's over the same
+    area of sky (pixels weighted by their overlap with the box): boxes of 60 to 120 px
+    centred as deep in the data as can be, within 0.1% in the median and 0.2% each
+    (measured: the median 0.01-0.05%; a star on a box edge gives up to 0.13%; misplacing a
+    box by one pixel gives up to 2%)."""
     with fits.open(layer) as lay, fits.open(mosaic) as m:
         sci, msci = lay["SCI"].data, m["SCI"].data
         dx = lay["SCI"].header["PCX0"] - m["SCI"].header["PCX0"]
         dy = lay["SCI"].header["PCY0"] - m["SCI"].header["PCY0"]
-    ys, xs = np.nonzero(np.isfinite(sci))
-    cy, cx = int(np.median(ys)), int(np.median(xs))
-    n = 120
-    box = sci[cy - n // 2:cy + n // 2, cx - n // 2:cx + n // 2]
-    assert box.shape == (n, n) and np.isfinite(box).all()
-    x0, wx = _edge_weights(cx - n // 2 - 0.5 + dx, n, n)
-    y0, wy = _edge_weights(cy - n // 2 - 0.5 + dy, n, n)
-    part = msci[y0:y0 + len(wy), x0:x0 + len(wx)]
-    assert np.isfinite(part).all()
     assert abs(dx - round(dx)) > 0.3 or abs(dy - round(dy)) > 0.3  # really off-grid
-    assert np.sum(part * np.outer(wy, wx)) == pytest.approx(np.sum(box), rel=1e-3)
+    depth = ndimage.distance_transform_cdt(np.pad(np.isfinite(sci), 1), "chessboard")[1:-1, 1:-1]
+    cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
+    sizes = [n for n in (60, 80, 100, 120) if n <= 2 * (depth[cy, cx] - 1)]
+    assert len(sizes) >= 2, depth[cy, cx]
+    diffs = []
+    for n in sizes:
+        box = sci[cy - n // 2:cy + n // 2, cx - n // 2:cx + n // 2]
+        assert box.shape == (n, n) and np.isfinite(box).all()
+        x0, wx = _edge_weights(cx - n // 2 - 0.5 + dx, n, n)
+        y0, wy = _edge_weights(cy - n // 2 - 0.5 + dy, n, n)
+        part = msci[y0:y0 + len(wy), x0:x0 + len(wx)]
+        assert np.isfinite(part).all()
+        diffs.append(np.sum(part * np.outer(wy, wx)) / np.sum(box) - 1)
+    assert np.median(np.abs(diffs)) < 1e-3 and np.max(np.abs(diffs)) < 2e-3, diffs
 
 
 def test_mosaic_equals_each_skycell_layer(run, plan):
