@@ -105,6 +105,28 @@ def test_reports_and_headers_record_every_fit(runs):
         assert head["NUMEXP"] == 1 and head["NUNALIGN"] == 1 and head["NALIGNED"] == 0
 
 
+def test_catalogues_and_solutions_follow_the_umask(runs):
+    """The kinds of output only an aligned run writes (catalogues, the alignment groups, each
+    group's solution folder, written whole) get the mode of the test's umask, as every other
+    output does (test_permissions.py checks the rest)."""
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    out = runs["aligned"]
+    files = [p for top in ("catalogs", "align") for p in (out / top).rglob("*") if p.is_file()]
+    assert any(p.name.endswith("_wcs.json") for p in files)
+    assert any(p.suffix == ".ecsv" and p.parent.name == "catalogs" for p in files)
+    assert any(p.name.endswith("_align.ecsv") for p in (out / "skycells").rglob("*"))
+    files += list((out / "skycells").rglob("*_align.ecsv"))
+    wrong = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+             if stat.S_IMODE(p.stat().st_mode) != 0o666 & ~mask}
+    assert not wrong, wrong
+    dirs = [p for p in (out / "align").rglob("*") if p.is_dir()]
+    assert dirs and all(stat.S_IMODE(p.stat().st_mode) == 0o777 & ~mask for p in dirs)
+
+
 def test_one_name_per_alignment_group(runs):
     """groups.json, the align/<group>/ directories, every solution, every report.ecsv, every
     <skycell>_align.ecsv and the align logs name the groups alike, as group_name does."""
