@@ -41,7 +41,7 @@ test-all: $(BIN)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-test
-	$(BIN)/ruff check mvmflow tests scripts benchmarks
+	$(BIN)/ruff check mvmflow tests scripts benchmarks plugins
 	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 

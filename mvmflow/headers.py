@@ -339,8 +339,8 @@ def write_exposure_headers(exposure: str | os.PathLike, path: str | os.PathLike,
     path : path-like
         The headers file.
     required : bool
-        False for a rejected exposure: if its headers cannot be read (or written), the file
-        holds no headers instead of the error being raised.
+        False for a rejected exposure: if its headers cannot be read, the file holds no
+        headers instead of the error being raised.
 
     Returns
     -------
@@ -351,12 +351,11 @@ def write_exposure_headers(exposure: str | os.PathLike, path: str | os.PathLike,
         warnings.simplefilter("ignore")
         try:
             headers = read_input_headers(exposure)
-            write_input_headers(headers, path)
         except Exception:  # noqa: BLE001 - a rejected file may fail in any way
             if required:
                 raise
             headers = None
-            write_input_headers(None, path)
+    write_input_headers(headers, path)  # a failed write is an error, never "no headers"
     return headers
 
 

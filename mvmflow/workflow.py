@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +25,14 @@ def rule_logging(logfile: str | os.PathLike, level: int = logging.INFO) -> Itera
     handler = logging.FileHandler(logfile, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("mvmflow")
+    old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
     # warnings and anything a library prints (astropy's logger writes to sys.stderr) go to the
     # job's log too, not to the run's terminal (docs/terminal_output.md)
     warnings_logger = logging.getLogger("py.warnings")
     warnings_logger.addHandler(handler)
+    capturing = logging._warnings_showwarning is not None  # a caller's own capture stays
     logging.captureWarnings(True)
     try:
         with contextlib.redirect_stdout(handler.stream), contextlib.redirect_stderr(handler.stream):
@@ -39,49 +41,35 @@ def rule_logging(logfile: str | os.PathLike, level: int = logging.INFO) -> Itera
         logger.exception("rule failed")
         raise
     finally:
-        logging.captureWarnings(False)
+        logging.captureWarnings(capturing)
         warnings_logger.removeHandler(handler)
         logger.removeHandler(handler)
+        logger.setLevel(old_level)
         handler.close()
         sys.stdout.flush()
-
-
-def current_umask() -> int:
-    """The process's file-mode creation mask, read without changing it where possible."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode an ordinary new file gets under the current umask (``0o666 & ~umask``)."""
-    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    A killed or failed writer leaves no half-written ``path`` behind. The file gets the
-    mode the user's umask gives an ordinary new file (``mkstemp`` creates it private, 0600,
-    and a writer that replaces it keeps that mode), so collaborators can read the products
-    (docs/conventions.md, "Files written").
+    A killed or failed writer leaves no half-written ``path`` behind. The temporary file is
+    created with mode 0666, so the kernel gives it the mode the user's umask gives an
+    ordinary new file (``mkstemp`` would make it private, 0600, and a writer that replaces it
+    keeps that mode); collaborators can read the products (docs/conventions.md, "Files
+    written").
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:  # another writer's name: draw again
+            continue
     try:
         yield tmp
-        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -148,8 +148,9 @@ def test_member_headers_by_file_name(tmp_path):
         member_headers(recs, [])
 
 
-def test_headers_of_records_never_opens_an_exposure(tmp_path, caplog):
-    """The records' files are there, but only the given headers are used."""
+def test_headers_of_records_uses_only_the_given_headers_by_name(tmp_path, caplog):
+    """The records' files are there, but only the given headers are used, looked up by input
+    name or by the record's file name; an input without any is named in a warning."""
     exposure = tmp_path / "ib4606c5q_flc.fits"
     exposure.write_bytes(TEMPLATE.read_bytes())
     recs = [record("ib4606c5q_flc.fits", str(exposure)), record("ib4606c6q_flc.fits")]

@@ -30,6 +30,14 @@ def _handler(stream, **common):
     return handler
 
 
+def _checked_pct(line: str) -> int:
+    """The percentage of a progress line, checked against its own counts."""
+    m = re.search(r"(\d+) of (\d+) steps done \((\d+)%\)", line)
+    done, total, pct = map(int, m.groups())
+    assert pct == int(100 * done / total), line
+    return pct
+
+
 def _record(msg=None, level=logging.INFO, **extra):
     record = logging.LogRecord("snakemake", level, __file__, 0, msg, None, None)
     record.__dict__.update(extra)
@@ -80,7 +88,7 @@ def test_demo_run_prints_a_few_lines_and_never_goes_backwards():
     assert all("%" not in line for line in unknown)
     assert lines.index(unknown[-1]) < lines.index(known[0])
     assert "(it is after checkpoint plan)" in unknown[-1]
-    pcts = [int(re.search(r"\((\d+)%\)", line).group(1)) for line in known]
+    pcts = [_checked_pct(line) for line in known]
     assert pcts == sorted(pcts) and pcts[-1] == 100
     assert known[-1].endswith("181 of 181 steps done (100%)")
     totals = {int(re.search(r"of (\d+) steps", line).group(1)) for line in known}
@@ -99,6 +107,39 @@ def test_errors_and_warnings_are_shown_in_full():
     assert "Select jobs" not in out
     assert "MissingInputException: no such file x.fits" in out
     assert "something odd" in out and "Nothing to be done" in out
+
+
+def test_unnamed_checkpoints_and_a_changing_total_are_said():
+    """A checkpoint rule the settings do not name, with two jobs, keeps the total unknown
+    until both have run; a total that still changes afterwards is said, not shown as a
+    falling percentage."""
+    stream = io.StringIO()
+    handler = _handler(stream)
+    handler.handle(_record("stats", event=LogEvent.RUN_INFO, stats={"other": 2, "total": 4}))
+    events = []
+    for jobid in (1, 2):
+        events.append(_record("", event=LogEvent.JOB_INFO, jobid=jobid, rule_name="query",
+                              is_checkpoint=True))
+    events += [_record(None, event=LogEvent.JOB_FINISHED, job_id=1),
+               _record(None, event=LogEvent.PROGRESS, done=1, total=4),
+               _record(None, event=LogEvent.JOB_FINISHED, job_id=2),
+               _record(None, event=LogEvent.PROGRESS, done=2, total=4),
+               _record(None, event=LogEvent.PROGRESS, done=3, total=10),
+               _record(None, event=LogEvent.PROGRESS, done=8, total=10),
+               _record(None, event=LogEvent.PROGRESS, done=9, total=20),
+               _record(None, event=LogEvent.PROGRESS, done=20, total=20)]
+    for record in events:
+        handler.handle(record)
+    lines = stream.getvalue().splitlines()
+    assert "total not known yet (it is after checkpoint query)" in lines[1]
+    assert "total not known yet (it is after checkpoint query)" in lines[2]  # job 2 pending
+    assert lines[3].endswith("3 of 10 steps done (30%)")
+    assert lines[4].endswith("8 of 10 steps done (80%)")
+    assert lines[5].endswith("9 steps done; the total changed from 10 to 20")
+    assert lines[6].endswith("20 of 20 steps done (100%)")
+    for line in lines:
+        if "steps done (" in line:
+            _checked_pct(line)
 
 
 @pytest.mark.parametrize("flag", ["verbose", "dryrun"])
@@ -120,7 +161,7 @@ def test_a_whole_run_prints_a_few_lines(shared_run):
     assert len(lines) < 30, "\n".join(lines)
     text = "\n".join(lines)
     assert "Shell command" not in text and "rule " not in text and "Select jobs" not in text
-    pcts = [int(m.group(1)) for m in re.finditer(r"steps done \((\d+)%\)", text)]
+    pcts = [_checked_pct(line) for line in lines if "steps done (" in line]
     assert pcts and pcts == sorted(pcts) and pcts[-1] == 100
     assert "total not known yet" in text
     assert re.search(r"mvmflow: \d+ layer products in 4 sky cells", text)

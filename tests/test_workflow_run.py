@@ -19,7 +19,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from wfrun import SHARED_TILE, SHARED_UMASK, run_snakemake, shared_config
+from wfrun import SHARED_UMASK, run_snakemake, shared_config
 
 from mvmflow.grid import sky_cells_for_footprint
 from mvmflow.names import LayerName
@@ -290,35 +290,35 @@ def test_neighbouring_sky_cells_agree_in_their_overlap(run):
 def _digests(out: Path) -> dict[str, str]:
     """sha256 of every file a rerun must reproduce: products with their headers, trailers,
     manifests, poller files, mosaic, cutouts, screening and plan reports (not the
-    intermediates, nor the plan itself, which names the mosaic's tiles)."""
+    intermediates)."""
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
             for top in ("skycells", "mosaic", "cutouts", "screen", "plan")
             for p in sorted((out / top).rglob("*"))
-            if p.is_file() and not {"partials", "tiles"} & set(p.parts)
-            and p.name != "plan.json"}
+            if p.is_file() and not {"partials", "tiles"} & set(p.parts)}
 
 
 def test_rerun_is_bit_identical(run):
-    """The run made again from nothing - in the same directory, with the mosaic in tiles of
-    another size - writes the same bytes, headers included. The job logs (times) and
-    benchmark records are not compared. (The rerun replaces the shared run's files with
-    identical ones, so the tests that read them are unaffected; it keeps the tests' disk
-    use to one run.) The mosaic's trailers are the one exception: their log names the tiles,
-    which differ with the tile size."""
+    """The run made again from nothing, in the same directory with the same configuration,
+    writes the same bytes, headers included (the job logs, with their times, and the
+    benchmark records are not compared). The rerun replaces the shared run's files with
+    identical ones - the plan and the intermediates too - so the tests that read them are
+    unaffected whatever their order, and the tests' disk use stays at one run. A product's
+    independence of the mosaic's tile size is tested in test_tiles.py and, end to end, in
+    test_workflow_mosaic.py (slow)."""
     first = _digests(run["out"])
     for suffix in ("_drc.fits", "_drz.fits", "_trl.txt", "_manifest.txt", "_input.out",
                    "rejected.ecsv", "dropped.ecsv"):
         assert any(name.endswith(suffix) for name in first), suffix
     assert any(name.startswith("mosaic/") and name.endswith(".fits") for name in first)
     assert any(name.startswith("cutouts/") and "combined" in name for name in first)
+    plan = (run["out"] / "plan" / "plan.json").read_bytes()
     shutil.rmtree(run["out"])
-    mosaic = {"enabled": True, "tile_size": 4 * SHARED_TILE}
-    snakemake(run["base"], f"{run['data']}/*_fl?.fits", "results", mosaic=mosaic)
+    snakemake(run["base"], f"{run['data']}/*_fl?.fits", "results")
     second = _digests(run["out"])
     assert first.keys() == second.keys()
-    differ = [name for name in first if first[name] != second[name]
-              and not (name.startswith("mosaic/") and name.endswith("_trl.txt"))]
+    differ = [name for name in first if first[name] != second[name]]
     assert not differ, differ
+    assert (run["out"] / "plan" / "plan.json").read_bytes() == plan
 
 
 @pytest.mark.slow

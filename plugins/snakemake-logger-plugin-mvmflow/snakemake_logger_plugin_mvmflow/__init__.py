@@ -6,8 +6,9 @@ demo) and its "x of y steps" percentage falls each time a checkpoint adds jobs. 
 prints instead, on the terminal (stderr):
 
 - a progress line: ``12 steps done; total not known yet (it is after checkpoints
-  align_groups, plan)`` while checkpoints are still to run, then ``45 of 180 steps done (25%)``. The
-  percentage is only shown once the total is final, and never decreases. On a terminal the
+  align_groups, plan)`` while checkpoints are still to run, then ``45 of 180 steps done
+  (25%)``. The percentage is only shown once the total is final, so it never decreases;
+  should the total still change, a line says so before percentages go on. On a terminal the
   line is rewritten in place; otherwise a line is printed at each checkpoint and at every
   10 %;
 - warnings, errors and failed jobs in full (with their rule logs under ``--show-failed-logs``);
@@ -82,6 +83,8 @@ class LogHandler(LogHandlerBase):
         self.last_line = ""
         self.open_line = False  # a progress line is on screen without its newline
         self.finishing: set[str] = set()  # checkpoints whose last job just finished
+        self.counted: set[str] = set()  # checkpoint rules counted from the first DAG's stats
+        self.known_total = 0  # the total once no checkpoint is pending
         self.verbose = bool(getattr(self.common_settings, "verbose", False))
         self.dryrun = bool(getattr(self.common_settings, "dryrun", False))
 
@@ -124,8 +127,9 @@ class LogHandler(LogHandlerBase):
         elif event == LogEvent.JOB_INFO:
             rule = getattr(record, "rule_name", "")
             self.rule_of[getattr(record, "jobid", -1)] = rule
-            if getattr(record, "is_checkpoint", False) and rule not in self.checkpoint_rules:
-                self.checkpoint_rules.add(rule)  # a checkpoint not named in the settings
+            if getattr(record, "is_checkpoint", False) and rule not in self.counted:
+                # a checkpoint job the first DAG did not hold (or not named in the
+                # settings): count each of its jobs as it starts
                 self.pending[rule] = self.pending.get(rule, 0) + 1
         elif event == LogEvent.JOB_FINISHED:
             rule = self.rule_of.pop(getattr(record, "job_id", -1), None)
@@ -157,6 +161,7 @@ class LogHandler(LogHandlerBase):
         for rule, count in stats.items():
             if rule in self.checkpoint_rules:
                 self.pending[rule] = int(count)
+                self.counted.add(rule)
         more = f"; more come after {self._pending_text()}" if self.pending else ""
         self._print(f"mvmflow: {self._steps(self.total)} to start with{more}")
 
@@ -167,11 +172,18 @@ class LogHandler(LogHandlerBase):
             line = (f"[{stamp}] {self._steps(done)} done; total not known yet (it is after "
                     f"{self._pending_text()})")
             show = self.tty or bool(self.finishing) or done == 1
+        elif self.known_total and total != self.known_total:
+            # the total changed after the last checkpoint: it was not known after all, so
+            # say so rather than show a percentage that falls
+            line = (f"[{stamp}] {self._steps(done)} done; the total changed from "
+                    f"{self.known_total} to {total}")
+            show, self.known_total, self.last_pct = True, total, -1
         else:
+            self.known_total = total
             pct = int(100 * done / total) if total else 100
             show = self.tty or pct // STEP > self.last_pct // STEP or done == total
-            self.last_pct = max(pct, self.last_pct)
-            line = f"[{stamp}] {done} of {total} steps done ({self.last_pct}%)"
+            self.last_pct = pct
+            line = f"[{stamp}] {done} of {total} steps done ({pct}%)"
         for rule in self.finishing:
             self.pending.pop(rule, None)
         self.finishing.clear()
