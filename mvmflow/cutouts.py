@@ -61,7 +61,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from mvmflow.grid import SCALES as GRID_SCALES
-from mvmflow.grid import ProjectionCell
+from mvmflow.grid import ProjectionCell, scale_name
 from mvmflow.names import (
     CutoutName,
     LayerName,
@@ -177,7 +177,7 @@ _FIELDS = ("skycell", "instrument", "detector", "filter", "scale", "exptime_clas
 
 
 def _fields(layer: LayerName) -> dict:
-    return {f: (layer.skycell if f == "skycell" else getattr(layer, f)) for f in _FIELDS}
+    return {f: getattr(layer, f) for f in _FIELDS}
 
 
 def _text(value) -> str:
@@ -270,9 +270,9 @@ def _celestial_wcs(sci_header: fits.Header) -> WCS:
 def _scale_of(wcs: WCS) -> str:
     """``'fine'``/``'coarse'`` from the WCS pixel scale, else the scale in arcsec/px."""
     sx, sy = (float(s) * 3600.0 for s in proj_plane_pixel_scales(wcs))
-    for name, value in GRID_SCALES.items():
-        if math.isclose(sx, value, rel_tol=1e-4) and math.isclose(sy, value, rel_tol=1e-4):
-            return name
+    name = scale_name(sx, rel_tol=1e-4)
+    if name is not None and scale_name(sy, rel_tol=1e-4) == name:
+        return name
     return f'{sx:.4g}"/px' if math.isclose(sx, sy, rel_tol=1e-4) else f'{sx:.4g}x{sy:.4g}"/px'
 
 

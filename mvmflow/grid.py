@@ -165,10 +165,10 @@ def scale_value(scale: str | float) -> float:
     return value
 
 
-def scale_name(scale: float) -> str | None:
-    """Return ``'fine'`` or ``'coarse'`` for the named scales, else None."""
+def scale_name(scale: float, rel_tol: float = 0.0) -> str | None:
+    """Return ``'fine'`` or ``'coarse'`` for the named scales (within ``rel_tol``), else None."""
     for name, value in SCALES.items():
-        if value == scale:
+        if value == scale or (rel_tol and math.isclose(scale, value, rel_tol=rel_tol)):
             return name
     return None
 
