@@ -63,7 +63,7 @@ DITHER = ((0.0, 0.0), (2.37, 1.31), (-1.12, 2.93), (1.58, -2.21))
 EXPOSURES_PER_VISIT = len(DITHER)
 
 # Rough disk use per exposure (MB): input file, separate and final partials.
-DISK_MB_PER_EXPOSURE = 170 + 2 * 450
+DISK_MB_PER_EXPOSURE = 170 + 2 * 150  # a full-frame partial is ~130 MB (mvmflow.partials)
 
 
 
@@ -81,6 +81,7 @@ def step_imports(spec: dict) -> dict:
     """Only the imports of the steps below (the interpreter's share of every step)."""
     import mvmflow.crreject  # noqa: F401
     import mvmflow.median  # noqa: F401
+    import mvmflow.partials  # noqa: F401
     import mvmflow.resample  # noqa: F401
 
     return {}
@@ -89,7 +90,8 @@ def step_imports(spec: dict) -> dict:
 def step_drizzle(spec: dict) -> dict:
     """scripts/drizzle.py without alignment: the separate (or, with a mask, final) drizzle."""
     from mvmflow.crreject import read_cr_masks
-    from mvmflow.resample import drizzle_exposure, load_chips, write_partial
+    from mvmflow.partials import write_partial
+    from mvmflow.resample import drizzle_exposure, load_chips
 
     chips = load_chips(spec["exposure"])
     masks = None

@@ -19,11 +19,12 @@ from pathlib import Path
 
 WORKER = """
 import json, resource, sys, time
-from mvmflow.resample import read_partial
+from mvmflow.partials import PartialFile
 from mvmflow.skygroup import group_sky, group_sky_files
 mode, paths = sys.argv[1], json.loads(sys.argv[2])
 t = time.perf_counter()
-m = group_sky([read_partial(p) for p in paths]) if mode == "eager" else group_sky_files(paths)
+m = (group_sky([PartialFile.open(p).read() for p in paths]) if mode == "eager"
+     else group_sky_files(paths))
 print(json.dumps({"s": time.perf_counter() - t, "pairs": len(m.pairs), "offsets": m.offsets,
                   "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -1,9 +1,10 @@
 """REDUCE: sum the partials of a layer into its SCI, WHT and context arrays.
 
 With EXP weights a drizzled layer is ``SCI = sum(w_i (d_i - s_i)) / sum(w_i)`` and
-``WHT = sum(w_i)`` over the layer's exposures ``i`` (``ARCHITECTURE.md``). The MAP step
+``WHT = sum(w_i)`` over the layer's exposures ``i`` (docs/design.md, "Drizzle as map and reduce"). The MAP step
 (:mod:`mvmflow.resample`) gives one *partial* per (exposure, layer frame); this module adds
-them, in the given order, into the layer frame.
+them, in the given order, into a tile of the layer frame (:mod:`mvmflow.tiles` cuts every
+layer into tiles, so the sums below are bounded by a tile, docs/design.md).
 
 A partial is any object with these attributes (no class is imported from the resample
 module; see :class:`Partial` for the protocol):
@@ -12,15 +13,10 @@ module; see :class:`Partial` for the protocol):
     Input file name (key of the sky offsets, and of the records in :mod:`mvmflow.products`).
 ``exptime``
     Exposure time in seconds (exposure-time coverage map).
-``frame``, ``box_x0``, ``box_y0`` (as :class:`mvmflow.resample.Partial`)
+``frame``, ``box_x0``, ``box_y0`` (as :class:`mvmflow.partials.Partial`)
     The frame the exposure was drizzled onto and the box origin in it: the partial is
     placed exactly by ``layer_frame.integer_offset_of(frame) + (box_x0, box_y0)``, which
-    also works for coarse frames whose plane origin is fractional. Used when present.
-``x0``, ``y0``
-    Otherwise: integer position of the partial's pixel (0, 0). With ``origin='plane'``
-    (default) it is absolute on the projection-cell plane at the frame's scale, the
-    convention of :attr:`mvmflow.grid.Frame.x0`; with ``origin='frame'`` it is relative to
-    the layer frame.
+    also works for coarse frames whose plane origin is fractional.
 ``flux``
     ``sum(w * d)`` per output pixel (count rate times weight), shape ``(ny, nx)``.
 ``weight``
@@ -72,8 +68,9 @@ class Partial(Protocol):
 
     file: str
     exptime: float
-    x0: float
-    y0: float
+    frame: Frame
+    box_x0: int
+    box_y0: int
     flux: np.ndarray
     weight: np.ndarray
     nchips: np.ndarray | None
@@ -175,50 +172,31 @@ def context_planes(nexposures: int) -> int:
     return max(1, -(-int(nexposures) // CTX_BITS))
 
 
-def placement(partial, frame: Frame, origin: str = "plane") -> tuple[int, int]:
+def placement(partial, frame: Frame) -> tuple[int, int]:
     """Integer position of ``partial``'s pixel (0, 0) in ``frame``.
 
     Parameters
     ----------
     partial : Partial
+        With ``frame`` (the frame it was drizzled onto) and ``box_x0``, ``box_y0``.
     frame : Frame
         The layer frame.
-    origin : {'plane', 'frame'}
-        Whether ``partial.x0/y0`` are absolute on the projection-cell plane (as
-        :attr:`Frame.x0`) or relative to ``frame``. Ignored if the partial has ``frame`` and
-        ``box_x0``/``box_y0`` (see the module notes).
 
     Raises
     ------
     ValueError
-        If the offset is not an integer (the partial is not on the layer's pixel grid) or
-        ``origin`` is unknown.
+        If the frames are not on one pixel grid (see :meth:`Frame.integer_offset_of`).
     """
-    pframe = getattr(partial, "frame", None)
-    if isinstance(pframe, Frame) and hasattr(partial, "box_x0"):
-        dx, dy = frame.integer_offset_of(pframe)
-        return dx + int(partial.box_x0), dy + int(partial.box_y0)
-    if origin == "plane":
-        dx, dy = float(partial.x0) - frame.x0, float(partial.y0) - frame.y0
-    elif origin == "frame":
-        dx, dy = float(partial.x0), float(partial.y0)
-    else:
-        raise ValueError(f"origin must be 'plane' or 'frame', got {origin!r}")
-    ix, iy = round(dx), round(dy)
-    if abs(dx - ix) > 1e-6 or abs(dy - iy) > 1e-6:
-        raise ValueError(
-            f"partial of {input_name(partial)!r} is not on the layer's pixel grid: "
-            f"offset ({dx}, {dy}) in frame is not an integer"
-        )
-    return int(ix), int(iy)
+    dx, dy = frame.integer_offset_of(partial.frame)
+    return dx + int(partial.box_x0), dy + int(partial.box_y0)
 
 
-def overlap_slices(partial, frame: Frame, origin: str = "plane"):
+def overlap_slices(partial, frame: Frame):
     """Slices ``(frame_slice, partial_slice)`` of the part of ``partial`` inside ``frame``.
 
     Returns None when the partial does not overlap the frame.
     """
-    ix, iy = placement(partial, frame, origin)
+    ix, iy = placement(partial, frame)
     ny, nx = np.shape(partial.weight)
     x_lo, x_hi = max(ix, 0), min(ix + nx, frame.nx)
     y_lo, y_hi = max(iy, 0), min(iy + ny, frame.ny)
@@ -255,8 +233,6 @@ def combine_partials(
     partials: Iterable[Partial],
     frame: Frame,
     sky_offsets: Mapping[str, float] | None = None,
-    *,
-    origin: str = "plane",
 ) -> LayerArrays:
     """Sum partials into the layer frame (the REDUCE step).
 
@@ -269,9 +245,6 @@ def combine_partials(
     sky_offsets : mapping of str to float, optional
         Sky offset per input file (:func:`mvmflow.skymatch.match_sky`), in the partials'
         data units; missing files get 0.
-    origin : {'plane', 'frame'}
-        Convention of ``partial.x0/y0`` (see :func:`placement`).
-
     Returns
     -------
     LayerArrays
@@ -315,7 +288,7 @@ def combine_partials(
         used.append(False)
         if k // CTX_BITS == len(planes):
             planes.append(np.zeros(shape, dtype=np.uint32))
-        sl = overlap_slices(p, frame, origin)
+        sl = overlap_slices(p, frame)
         if sl is None:
             continue
         fs, ps = sl

@@ -4,7 +4,7 @@ The reference's MVM processing trusts the cosmic-ray flags (DQ 4096) written ups
 runs no rejection of its own (spec processing.md 1.7, 2.1 notes). Inputs straight from the
 calibration pipeline, or simulated with ``--unflagged-cr``, have none, so a layer would keep
 every cosmic ray. This module is the library half of AstroDrizzle's rejection, as map and
-reduce steps (``ARCHITECTURE.md``):
+reduce steps (docs/design.md, "Drizzle as map and reduce"):
 
 1. separate drizzle (map): an exposure's partial *is* its single drizzled image
    (:mod:`mvmflow.resample`);
@@ -91,7 +91,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from astropy.io import fits
@@ -103,15 +102,8 @@ from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.grid import Frame
 from mvmflow.masks import good_pixel_mask, has_cr_flags, parse_bits
 from mvmflow.median import median_frame, median_layer
-from mvmflow.resample import (
-    DEFAULT_STEP,
-    Chip,
-    Partial,
-    _frame_from_header,
-    drizzle_exposure,
-    load_chips,
-    read_partial_header,
-)
+from mvmflow.partials import Partial, PartialFile
+from mvmflow.resample import DEFAULT_STEP, Chip, drizzle_exposure, load_chips
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -304,21 +296,20 @@ _UNKNOWN_SPREAD = 1e30  # blotted where the spread is unknown (fewer than 3 inpu
 
 class _Single:
     """An exposure's single image (``FLUX / WEIGHT`` of its partial) on a frame, read box by
-    box (a partial file is read by sections, not whole)."""
+    box (a partial file is read by windows, :meth:`mvmflow.partials.PartialFile.read_arrays`,
+    not whole)."""
 
     def __init__(self, source, frame: Frame):
         if isinstance(source, Partial):
-            self.partial, self.path = source, None
-            pframe, bx, by = source.frame, source.box_x0, source.box_y0
+            self.partial, self.file = source, None
             self.shape = source.shape
             self.filename = source.filename
+            self.ox, self.oy = placement(source, frame)
         else:
-            self.partial, self.path = None, Path(source)
-            header = read_partial_header(self.path)
-            pframe, bx, by = _frame_from_header(header), int(header["BOXX0"]), int(header["BOXY0"])
-            self.shape = (int(header["BOXNY"]), int(header["BOXNX"]))
-            self.filename = str(header["FILENAME"])
-        self.ox, self.oy = placement(SimpleNamespace(frame=pframe, box_x0=bx, box_y0=by), frame)
+            self.partial, self.file = None, PartialFile.open(source)
+            self.shape = self.file.shape
+            self.filename = self.file.filename
+            self.ox, self.oy = self.file.placement(frame)
 
     def window(self, box) -> np.ndarray:
         """float32 over ``box`` (frame pixels), NaN where the exposure has no weight."""
@@ -332,9 +323,8 @@ class _Single:
         if self.partial is not None:
             flux, weight = self.partial.flux[src], self.partial.weight[src]
         else:
-            with fits.open(self.path, memmap=True, lazy_load_hdus=True) as hdul:
-                flux = np.asarray(hdul["FLUX"].section[src], dtype=np.float64)
-                weight = np.asarray(hdul["WEIGHT"].section[src], dtype=np.float64)
+            arrays = self.file.read_arrays(("flux", "weight"), *src)
+            flux, weight = arrays["flux"], arrays["weight"]
         good = weight > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             single = np.where(good, np.asarray(flux, np.float64) / weight, np.nan)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cache, cached_property
 from importlib import resources
 
@@ -340,6 +340,65 @@ class Frame:
             ("ORIENTAT", 0.0, "[deg] position angle of image y axis"),
         ]
         return fits.Header(cards)
+
+    # -- serialisation: the one place a frame is written to and read from JSON and FITS
+    # headers (docs/conventions.md, "One owner per file type"; docs/design.md, "A projection
+    # cell is one pixel grid": a frame is one small value)
+
+    def to_dict(self) -> dict:
+        """The frame as a JSON-ready dict: exactly ``dataclasses.asdict(frame)``.
+
+        Returns
+        -------
+        dict
+            ``projection_cell``, ``scale``, ``crpix1``, ``crpix2``, ``nx``, ``ny``.
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> Frame:
+        """The frame of a :meth:`to_dict` mapping (``Frame(**data)``, the fields checked).
+
+        Raises
+        ------
+        ValueError
+            If a field is missing or unknown.
+        """
+        data = dict(data)
+        names = {f.name for f in fields(cls)}
+        if set(data) != names:
+            raise ValueError(f"a frame needs exactly the fields {sorted(names)}, "
+                             f"got {sorted(data)}")
+        return cls(**data)
+
+    def header_cards(self) -> list[tuple]:
+        """FITS cards ``PCELL PSCALE FRCRPIX1 FRCRPIX2 FRNAXIS1 FRNAXIS2`` describing the
+        frame in an intermediate file's primary header (read back by :meth:`from_header`).
+
+        Returns
+        -------
+        list of (keyword, value, comment)
+        """
+        return [
+            ("PCELL", self.projection_cell, "projection cell of the frame"),
+            ("PSCALE", self.scale, "[arcsec/px] frame pixel scale"),
+            ("FRCRPIX1", self.crpix1, "frame CRPIX1 (1-based)"),
+            ("FRCRPIX2", self.crpix2, "frame CRPIX2 (1-based)"),
+            ("FRNAXIS1", self.nx, "frame size along x"),
+            ("FRNAXIS2", self.ny, "frame size along y"),
+        ]
+
+    @classmethod
+    def from_header(cls, header) -> Frame:
+        """The frame of a header holding :meth:`header_cards`.
+
+        Raises
+        ------
+        KeyError
+            If a card is missing.
+        """
+        return cls(int(header["PCELL"]), float(header["PSCALE"]), float(header["FRCRPIX1"]),
+                   float(header["FRCRPIX2"]), int(header["FRNAXIS1"]), int(header["FRNAXIS2"]))
 
     def window(self, x0: int, y0: int, nx: int, ny: int) -> Frame:
         """A sub-frame whose pixel (0, 0) is this frame's pixel (x0, y0).

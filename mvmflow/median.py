@@ -43,15 +43,17 @@ partials' units (e-/s per output pixel, as :func:`mvmflow.combine.combine_partia
 subtracted from each single image before combining, as AstroDrizzle combines sky-subtracted
 images. The blot adds an exposure's offset back.
 
-**Memory.** The frame is processed in strips of rows; for each strip only the rows of each
-partial that fall in it (plus ``combine_grow`` rows of halo for minmed's neighbourhood test)
-are read, with plain seeks into the FITS data (no whole-array reads, no open file handles
-kept). A strip holds ``n_inputs x rows x width`` values, weights and masks plus per-pixel
-work arrays; ``strip_rows`` defaults to what fits ``max_memory_mb``. The output file is
-preallocated and written strip by strip (seek and write, no memory map), so a job's memory
-is one strip's working set plus the interpreter: three ACS/WFC full-frame exposures on a
-7306 x 6746 frame took 13 s and 315 MB peak RSS with the default 256 MB budget (263 MB with
-64 MB; about 100 MB of it is Python and its libraries). The result does not depend on the
+**Memory.** The frame is processed in strips of rows; for each strip only the rows and
+columns of each partial that fall in it (plus ``combine_grow`` rows of halo for minmed's
+neighbourhood test) are read, by :meth:`mvmflow.partials.PartialFile.read_arrays` (the
+partial file's one reader, docs/conventions.md "One owner per file type"; no whole-array
+reads, no open file handles kept). A strip holds ``n_inputs x rows x width`` values,
+weights and masks plus per-pixel work arrays; ``strip_rows`` defaults to what fits
+``max_memory_mb``. The output file is preallocated and written strip by strip (seek and
+write, no memory map), so a job's memory is one strip's working set plus the interpreter:
+three ACS/WFC full-frame exposures on a 7306 x 6746 frame took 13 s and 315 MB peak RSS with
+the default 256 MB budget (263 MB with 64 MB; about 100 MB of it is Python and its
+libraries; measured with partial layout 1). The result does not depend on the
 strip height (the tests check it bit for bit): every per-pixel sum runs sequentially over
 the inputs in file-name order, and the halo makes the neighbourhood test exact.
 
@@ -75,17 +77,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
 
-from mvmflow.combine import placement
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.grid import Frame
-from mvmflow.resample import _frame_cards, _frame_from_header, read_partial_header
+from mvmflow.partials import PartialFile
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -311,61 +311,52 @@ def _combine(values, bad, weights, crp: CRParams, readnoise, sky):
 class _Input:
     """One partial file as the median step reads it."""
 
-    path: Path
-    filename: str
-    exptime: float
+    file: PartialFile
     ox: int  # box origin in the median frame
     oy: int
-    nx: int  # box shape
-    ny: int
-    flux_at: int  # byte offsets of the FLUX and WEIGHT data
-    weight_at: int
     mean_weight: float = 0.0
     sky: float = 0.0
     readnoise: float = 0.0
 
-    def rows(self, which: str, r0: int, r1: int) -> np.ndarray:
-        """Rows ``r0:r1`` (box coordinates) of FLUX or WEIGHT as native float32."""
-        offset = self.flux_at if which == "flux" else self.weight_at
-        count = (r1 - r0) * self.nx
-        with open(self.path, "rb") as f:
-            f.seek(offset + r0 * self.nx * 4)
-            data = np.fromfile(f, dtype=">f4", count=count)
-        if data.size != count:
-            raise ValueError(f"{self.path.name}: truncated {which.upper()} data")
-        return data.reshape(r1 - r0, self.nx).astype(np.float32)
+    @property
+    def path(self) -> Path:
+        return self.file.path
 
+    @property
+    def filename(self) -> str:
+        return self.file.filename
 
-def _data_offset(hdu, name: str, path: Path, shape: tuple[int, int]) -> int:
-    header = hdu.header
-    if header.get("BITPIX") != -32 or header.get("BSCALE", 1) != 1 or header.get("BZERO", 0):
-        raise ValueError(f"{path.name}: {name} is not plain float32 data")
-    if (header.get("NAXIS2", 0), header.get("NAXIS1", 0)) != shape:
-        raise ValueError(f"{path.name}: {name} shape does not match the box {shape}")
-    return int(hdu.fileinfo()["datLoc"])
+    @property
+    def exptime(self) -> float:
+        return self.file.exptime
+
+    @property
+    def nx(self) -> int:
+        return self.file.box.nx
+
+    @property
+    def ny(self) -> int:
+        return self.file.box.ny
+
+    def read(self, rows: tuple[int, int], cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """``(flux, weight)`` over box rows ``rows[0]:rows[1]`` and columns ``cols``."""
+        arrays = self.file.read_arrays(("flux", "weight"), slice(*rows), cols)
+        return arrays["flux"], arrays["weight"]
 
 
 def _open_input(path: Path, frame: Frame) -> _Input | None:
-    header = read_partial_header(path)
-    shape = (int(header["BOXNY"]), int(header["BOXNX"]))
-    if shape[0] == 0 or shape[1] == 0:
+    pf = PartialFile.open(path)
+    if pf.empty:
         return None
-    pframe = _frame_from_header(header)
-    ox, oy = placement(SimpleNamespace(frame=pframe, box_x0=int(header["BOXX0"]),
-                                       box_y0=int(header["BOXY0"])), frame)
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-        flux_at = _data_offset(hdul["FLUX"], "FLUX", path, shape)
-        weight_at = _data_offset(hdul["WEIGHT"], "WEIGHT", path, shape)
-    return _Input(path=path, filename=str(header["FILENAME"]),
-                  exptime=float(header["EXPTIME"]), ox=ox, oy=oy, nx=shape[1], ny=shape[0],
-                  flux_at=flux_at, weight_at=weight_at)
+    ox, oy = pf.placement(frame)
+    return _Input(file=pf, ox=ox, oy=oy)
 
 
 def _mean_weight(inp: _Input) -> float:
     """Mean of the partial's weights >= 1e-8 (row blocks of fixed height)."""
     total, count = 0.0, 0
     for r0 in range(0, inp.ny, _STAT_ROWS):
-        w = inp.rows("weight", r0, min(r0 + _STAT_ROWS, inp.ny))
+        w = inp.file.rows(r0, min(r0 + _STAT_ROWS, inp.ny), ("weight",))["weight"]
         covered = w >= WEIGHT_FLOOR
         total += float(w[covered].astype(np.float64).sum())
         count += int(np.count_nonzero(covered))
@@ -469,7 +460,7 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
     Parameters
     ----------
     partial_paths : sequence of path
-        Partial files (:func:`mvmflow.resample.write_partial`) of the layer's exposures, on
+        Partial files (:func:`mvmflow.partials.write_partial`) of the layer's exposures, on
         the projection-cell plane and scale of ``frame``; any order (they are used in file-
         name order).
     frame : Frame
@@ -528,7 +519,7 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
     primary = fits.Header([
         ("MVMTYPE", "MEDIAN", "cosmic-ray-free model of a layer"),
         ("MEDVER", MEDIAN_VERSION, "median file layout version"),
-        *_frame_cards(frame),
+        *frame.header_cards(),
         ("NINPUTS", len(inputs), "partials combined"),
         ("COMBTYPE", crp.combine_type, "combination"),
         ("NLOW", crp.nlow, "lowest valid values rejected (median, mean)"),
@@ -601,8 +592,7 @@ def _strip(inputs: Sequence[_Input], frame: Frame, crp: CRParams, r0: int, r1: i
         x0, x1 = max(x_lo, inp.ox), min(x_hi, inp.ox + inp.nx)
         rows = (y0 - inp.oy, y1 - inp.oy)
         cols = slice(x0 - inp.ox, x1 - inp.ox)
-        w = inp.rows("weight", *rows)[:, cols]
-        f = inp.rows("flux", *rows)[:, cols]
+        f, w = inp.read(rows, cols)
         dst = (j, slice(y0 - a0, y1 - a0), slice(x0 - x_lo, x1 - x_lo))
         covered = w >= WEIGHT_FLOOR
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -640,7 +630,7 @@ def median_frame(path: str | os.PathLike) -> Frame:
     if header.get("MEDVER") != MEDIAN_VERSION:
         raise ValueError(f"{Path(path).name}: median layout version {header.get('MEDVER')}, "
                          f"expected {MEDIAN_VERSION}")
-    return _frame_from_header(header)
+    return Frame.from_header(header)
 
 
 def read_median(path: str | os.PathLike, box: tuple[int, int, int, int] | None = None,

@@ -34,6 +34,11 @@ the sky-cell plan (:mod:`mvmflow.plan`) from the same screened records:
    written tile by tile (:mod:`mvmflow.tiles`). So a tiled mosaic is bit for bit the
    untiled one, and the memory of a job is bounded by an exposure or a tile, never by the
    mosaic.
+
+Layers and jobs are the sky cells' types (:class:`mvmflow.plan.LayerPlan` with an empty
+``skycell``, :class:`mvmflow.plan.MapJob`), made by the same functions of :mod:`mvmflow.plan`
+(frames, coverage, map jobs, tiles, sky groups); the workflow reads them through
+:class:`mvmflow.runplan.RunPlan`.
 """
 
 from __future__ import annotations
@@ -46,31 +51,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mvmflow import names
-from mvmflow.grid import Frame, ProjectionCell, _all_centres, _unit
+from mvmflow.grid import ProjectionCell, _all_centres, _unit
 from mvmflow.plan import (
-    Coverage,
-    Dropped,
-    FramedJob,
+    LayerPlan,
+    MapJob,
     Member,
     MvmPlan,
-    _bounded,
-    _frame_dict,
-    _frame_from,
+    bounded_frame,
     build_layers,
+    check_tile_size,
     coverage_stats,
     drizzle_order,
-    exposure_box,
     footprint_pixels,
+    layer_map_jobs,
+    shift_chips,
+    sky_group_name,
+    tile_boxes,
 )
 
 __all__ = [
     "MOSAIC_SCALES",
-    "MosaicJob",
-    "MosaicLayer",
     "MosaicPlan",
     "choose_projection_cell",
     "observation_center",
     "plan_mosaic",
+    "sky_group_name",
     "tile_boxes",
 ]
 
@@ -79,100 +84,21 @@ MOSAIC_SCALES = ("auto", "fine", "coarse")
 
 
 @dataclass
-class MosaicLayer:
-    """One layer of the custom mosaic.
-
-    Attributes
-    ----------
-    name : str
-        The product file name (custom prefix).
-    instrument, detector, filter, scale, exptime_class : str
-    year : int or None
-    product_type : str
-    frame : Frame
-        The trimmed mosaic frame at this layer's scale.
-    members : list of Member
-        Drizzled members in drizzle order (NEW and OLD).
-    dropped : list of Dropped
-    coverage : Coverage
-    tiles : list of list of int
-        ``[x0, y0, nx, ny]`` of each tile in the frame, row by row.
-    sky_group : str
-        The sky group whose offsets the layer uses (the sky cells' group in this projection
-        cell, :func:`mvmflow.skygroup`), so mosaic and sky-cell layers agree.
-    skycell_layers : list of str
-        The sky-cell layers (same key and scale, this projection cell): their cosmic-ray
-        masks of an exposure are combined for the mosaic's drizzle of it.
-    """
-
-    name: str
-    instrument: str
-    detector: str
-    filter: str
-    scale: str
-    exptime_class: str
-    year: int | None
-    product_type: str
-    frame: Frame
-    members: list[Member] = field(default_factory=list)
-    dropped: list[Dropped] = field(default_factory=list)
-    coverage: Coverage | None = None
-    tiles: list[list[int]] = field(default_factory=list)
-    sky_group: str = ""
-    skycell_layers: list[str] = field(default_factory=list)
-
-    @property
-    def key(self) -> tuple:
-        return (self.instrument, self.detector, self.filter, self.exptime_class, self.year)
-
-    def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("name", "instrument", "detector", "filter", "scale",
-                                           "exptime_class", "year", "product_type", "tiles",
-                                           "sky_group", "skycell_layers")}
-        d["frame"] = _frame_dict(self.frame)
-        d["members"] = [m.to_dict() for m in self.members]
-        d["dropped"] = [x.to_dict() for x in self.dropped]
-        d["coverage"] = None if self.coverage is None else self.coverage.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> MosaicLayer:
-        d = dict(data)
-        d["frame"] = _frame_from(d["frame"])
-        d["members"] = [Member.from_dict(m) for m in d.get("members", [])]
-        d["dropped"] = [Dropped.from_dict(x) for x in d.get("dropped", [])]
-        d["coverage"] = None if d.get("coverage") is None else Coverage.from_dict(d["coverage"])
-        return cls(**d)
-
-
-@dataclass
-class MosaicJob(FramedJob):
-    """One map job of the mosaic: an exposure drizzled onto its box of the plane.
-
-    ``box`` is ``[x0, y0, nx, ny]`` relative to the layer frame (it may reach past the
-    trimmed frame, never past the projection cell's plane); ``frame`` is that box as a window
-    of the plane (the drizzle's output frame).
-    """
-
-    layer: str
-    file: str
-    filename: str
-    ipppssoo: str
-    order: int
-    box: list[int]
-    frame: Frame
-
-
-@dataclass
 class MosaicPlan:
-    """The custom mosaic: prefix, projection cell, layers, jobs and remarks."""
+    """The custom mosaic: prefix, projection cell, layers, jobs and remarks.
+
+    ``layers`` and ``jobs`` are the sky cells' types (:class:`~mvmflow.plan.LayerPlan` with
+    an empty ``skycell`` and its ``tiles``, ``sky_group`` and ``skycell_layers`` set;
+    :class:`~mvmflow.plan.MapJob` with an empty ``skycell``); every member of a mosaic layer
+    is drizzled, OLD ones included.
+    """
 
     prefix: str
     projection_cell: int
     center: tuple[float, float]
     tile_size: int
-    layers: list[MosaicLayer] = field(default_factory=list)
-    jobs: list[MosaicJob] = field(default_factory=list)
+    layers: list[LayerPlan] = field(default_factory=list)
+    jobs: list[MapJob] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
     clipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -198,8 +124,8 @@ class MosaicPlan:
         return cls(
             prefix=data["prefix"], projection_cell=int(data["projection_cell"]),
             center=tuple(data["center"]), tile_size=int(data["tile_size"]),
-            layers=[MosaicLayer.from_dict(x) for x in data.get("layers", [])],
-            jobs=[MosaicJob.from_dict(x) for x in data.get("jobs", [])],
+            layers=[LayerPlan.from_dict(x) for x in data.get("layers", [])],
+            jobs=[MapJob.from_dict(x) for x in data.get("jobs", [])],
             left_out=list(data.get("left_out", [])), clipped=list(data.get("clipped", [])),
             notes=list(data.get("notes", [])),
         )
@@ -269,19 +195,11 @@ def choose_projection_cell(records: Iterable, choice="auto") -> tuple[int, tuple
 # layers, frames, tiles
 
 
-def tile_boxes(nx: int, ny: int, tile_size: int) -> list[list[int]]:
-    """``[x0, y0, w, h]`` tiles of at most ``tile_size`` a side covering ``(nx, ny)``, row by row."""
-    if tile_size < 1:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
-    return [[x0, y0, min(tile_size, nx - x0), min(tile_size, ny - y0)]
-            for y0 in range(0, ny, tile_size) for x0 in range(0, nx, tile_size)]
-
-
 def _layer_keys(layers, scale: str) -> list[tuple]:
     """(key, scale, product type, members, dropped) per mosaic layer, in the reference's order."""
     out, seen = [], set()
     for lay in layers:
-        key = (lay.instrument, lay.detector, lay.filter, lay.exptime_class, lay.year)
+        key = lay.key
         s = lay.scale if scale == "auto" else scale
         if (key, s) in seen:
             continue
@@ -297,17 +215,9 @@ def _skycell_layers(skycell_plan: MvmPlan, pc: int, key: tuple, scale: str) -> l
         if names.parse_skycell(sc.name)[0] != pc:
             continue
         for lay in sc.layers:
-            if ((lay.instrument, lay.detector, lay.filter, lay.exptime_class, lay.year) == key
-                    and lay.scale == scale):
+            if lay.key == key and lay.scale == scale:
                 out.append(lay.name)
     return out
-
-
-def sky_group_name(pc: int, key: tuple) -> str:
-    """The sky group of a layer key in projection cell ``pc`` (as ``rules/common.smk``)."""
-    instrument, detector, filt, cls, year = key
-    label = cls + (f"-{year}" if year else "")
-    return f"p{pc:04d}_{instrument}_{detector}_{filt}_{label}"
 
 
 def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None = None,
@@ -340,9 +250,7 @@ def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None 
     """
     if scale not in MOSAIC_SCALES:
         raise ValueError(f"mosaic scale must be one of {', '.join(MOSAIC_SCALES)}, not {scale!r}")
-    tile_size = int(tile_size)
-    if tile_size < 64:
-        raise ValueError(f"mosaic tile_size must be at least 64 pixels, got {tile_size}")
+    tile_size = check_tile_size(tile_size, "mosaic tile_size")
     by_name = {}
     for rec in records:
         name = rec.filename or os.path.basename(rec.file)
@@ -376,7 +284,7 @@ def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None 
     for s in dict.fromkeys([s for _, s, *_ in keys] + ["fine"]):
         full = ProjectionCell(pc).frame(s)
         pix[s] = {m.filename: footprint_pixels(full, by_name[m.filename]) for m in inside}
-        frames[s] = (full, _bounded(full, pix[s].values()))
+        frames[s] = (full, bounded_frame(full, pix[s].values()))
     full, fine = frames["fine"]
     for m in inside:
         xy = np.concatenate(pix["fine"][m.filename])
@@ -394,45 +302,22 @@ def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None 
         instrument, detector, filt, cls, year = key
         name = names.LayerName(plan.prefix, instrument, detector, filt, scale=s,
                                exptime_class=cls, year=year, product_type=ptype)
-        chips = [(c - np.array([dx, dy], float), m.exptime)
-                 for m in members for c in pix[s][m.filename]]
+        chips = [(c, m.exptime) for m in members
+                 for c in shift_chips(pix[s][m.filename], dx, dy)]
         coverage = coverage_stats(frame, chips, coverage_size)
         if coverage is None:
             plan.notes.append(f"{name.filename} not made: its members cover no pixel")
             continue
-        lay = MosaicLayer(
-            name=name.filename, instrument=instrument, detector=detector, filter=filt,
-            scale=s, exptime_class=cls, year=year, product_type=ptype, frame=frame,
-            members=members, dropped=ldropped, coverage=coverage,
+        lay = LayerPlan(
+            name=name.filename, skycell="", instrument=instrument, detector=detector,
+            filter=filt, scale=s, exptime_class=cls, year=year, product_type=ptype,
+            frame=frame, members=members, dropped=ldropped, coverage=coverage,
             tiles=tile_boxes(frame.nx, frame.ny, tile_size),
             sky_group=sky_group_name(pc, key),
             skycell_layers=_skycell_layers(skycell_plan, pc, key, s),
         )
         plan.layers.append(lay)
-        for order, m in enumerate(members):
-            box = exposure_box(full, pix[s][m.filename], margin)
-            shifted = [c - np.array([dx, dy], float) for c in pix[s][m.filename]]
-            if box is None or exposure_box(frame, shifted, margin) is None:
-                plan.notes.append(f"{m.filename} not drizzled into {lay.name}: "
-                                  "no pixel on the frame")
-                continue
-            plan.jobs.append(MosaicJob(
-                layer=lay.name, file=m.file, filename=m.filename, ipppssoo=m.ipppssoo,
-                order=order, box=[box[0] - dx, box[1] - dy, box[2], box[3]],
-                frame=full.window(*box)))
+        plan.jobs += layer_map_jobs(lay, full, pix[s], dx, dy, margin, plan.notes)
     if not plan.layers:
         raise ValueError("the mosaic has no layer to make")
     return plan
-
-
-def tile_jobs(plan: MosaicPlan, layer: str, tile: list[int]) -> list[MosaicJob]:
-    """The jobs of ``layer`` whose boxes reach ``tile`` (``[x0, y0, nx, ny]``), in order."""
-    tx, ty, tw, th = tile
-    out = []
-    for j in plan.jobs:
-        if j.layer != layer:
-            continue
-        x0, y0, w, h = j.box
-        if x0 < tx + tw and tx < x0 + w and y0 < ty + th and ty < y0 + h:
-            out.append(j)
-    return sorted(out, key=lambda j: j.order)

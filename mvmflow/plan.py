@@ -34,6 +34,13 @@ objects (no FITS I/O), following drizzlepac 3.11.0's ``interpret_mvm_input`` and
    sky cell (its chip outline, widened by ``margin`` pixels for the kernel, clipped to the
    sky cell, not to the trimmed frame, so a job does not change when other members come or
    go); members that miss the layer frame get no job.
+7. **Tiles and sky groups**: each layer's frame is cut into tiles of at most ``tile_size``
+   pixels a side (:func:`tile_boxes`), each reduced by a job of its own (memory:
+   :func:`tile_memory_mb`); each layer names its sky group (:func:`sky_group_name`).
+
+The custom mosaic (:mod:`mvmflow.mosaic`) is planned with the same types and helpers, and
+the workflow reads both through :class:`mvmflow.runplan.RunPlan`, the one owner of the plan
+file.
 
 Differences from the reference, by design
 -----------------------------------------
@@ -67,13 +74,11 @@ centres, and so should the footprints for a pixel-exact match.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +91,7 @@ __all__ = [
     "CTE_DETECTORS",
     "HARD_LIMITS",
     "LAYER_METHODS",
+    "MIN_TILE_SIZE",
     "PLAN_VERSION",
     "SMALL_DETECTORS",
     "Coverage",
@@ -96,22 +102,29 @@ __all__ = [
     "MvmPlan",
     "SkyCellPlan",
     "assign_sky_cells",
+    "bounded_frame",
+    "boxes_overlap",
     "build_layers",
+    "check_tile_size",
     "coverage_stats",
     "densify",
     "drizzle_order",
     "exposure_box",
     "exposure_classes",
+    "exposure_key",
     "exposure_year",
     "footprint_pixels",
     "layer_frame",
+    "layer_map_jobs",
     "plan_skycells",
-    "read_plan",
     "reference_box_points",
-    "write_plan",
+    "shift_chips",
+    "sky_group_name",
+    "tile_boxes",
+    "tile_memory_mb",
 ]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 """Version of the plan's JSON layout."""
 LAYER_METHODS = ("all", "hard", "kmeans")
 """Exposure-time layering methods."""
@@ -123,18 +136,66 @@ SMALL_DETECTORS = ("hrc", "sbc")
 """Detectors left out when ``include_small`` is off (``MVM_INCLUDE_SMALL``)."""
 CTE_DETECTORS = ("uvis", "wfc")
 """Detectors whose FLT exposures are left out when ``only_cte`` is on (``MVM_ONLY_CTE``)."""
+MIN_TILE_SIZE = 64
+"""Smallest ``tile_size`` (pixels): tiles are reduced by jobs of their own."""
 
 
 # ------------------------------------------------------------------------------------------
 # plan data
 
 
-def _frame_dict(frame: Frame | None) -> dict | None:
-    return None if frame is None else asdict(frame)
+def _flat_dict(obj) -> dict:
+    """A dataclass of plain values as a dict (``dataclasses.asdict`` without its deep
+    copies: plans hold many members and jobs)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
-def _frame_from(data: Mapping | None) -> Frame | None:
-    return None if data is None else Frame(**dict(data))
+def exposure_key(filename: str) -> str:
+    """The input key of an exposure: its file name without ``.fits``."""
+    return filename[: -len(".fits")] if filename.endswith(".fits") else filename
+
+
+def boxes_overlap(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether two ``[x0, y0, nx, ny]`` boxes share a pixel."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+
+
+def tile_boxes(nx: int, ny: int, tile_size: int) -> list[list[int]]:
+    """``[x0, y0, w, h]`` tiles of at most ``tile_size`` a side covering ``(nx, ny)``, row by row."""
+    if tile_size < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    return [[x0, y0, min(tile_size, nx - x0), min(tile_size, ny - y0)]
+            for y0 in range(0, ny, tile_size) for x0 in range(0, nx, tile_size)]
+
+
+def check_tile_size(tile_size, what: str = "tile_size") -> int:
+    """``tile_size`` as an int of at least :data:`MIN_TILE_SIZE` (else ValueError)."""
+    tile_size = int(tile_size)
+    if tile_size < MIN_TILE_SIZE:
+        raise ValueError(f"{what} must be at least {MIN_TILE_SIZE} pixels, got {tile_size}")
+    return tile_size
+
+
+def tile_memory_mb(npix: int, members: int) -> int:
+    """MB a job needs to reduce a tile of ``npix`` pixels from ``members`` drizzled inputs.
+
+    The tile's float64 sums and float32 outputs take 40 bytes a pixel and its context
+    ``4 * ceil(members / 32)`` (one 32-bit plane per 32 inputs), plus a 500 MB margin for
+    the interpreter, the libraries and one input's window at a time.
+    """
+    planes = max(1, math.ceil(members / 32))
+    return int(500 + (40 + 4 * planes) * npix / 1e6)
+
+
+def sky_group_name(pc: int, key: tuple) -> str:
+    """The sky group of a layer key ``(instrument, detector, filter, class, year)`` in
+    projection cell ``pc``: the layers whose partials are sky-matched together (every sky
+    cell of the projection cell, and the mosaic)."""
+    instrument, detector, filt, cls, year = key
+    label = cls + (f"-{year}" if year else "")
+    return f"p{pc:04d}_{instrument}_{detector}_{filt}_{label}"
 
 
 @dataclass
@@ -197,7 +258,7 @@ class Member:
         return self.status == "NEW"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _flat_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Member:
@@ -218,7 +279,7 @@ class Dropped:
         return cls(member.filename, member.ipppssoo, member.status, reason)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _flat_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Dropped:
@@ -256,7 +317,7 @@ class Coverage:
     maxnexp: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _flat_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Coverage:
@@ -265,25 +326,39 @@ class Coverage:
 
 @dataclass
 class LayerPlan:
-    """One layer product of a sky cell.
+    """One layer product: of a sky cell, or of the custom mosaic (:mod:`mvmflow.mosaic`).
 
     Attributes
     ----------
     name : str
         The product file name (:class:`~mvmflow.names.LayerName`).
-    skycell, instrument, detector, filter, scale, exptime_class : str
+    skycell : str
+        The sky cell; empty for a mosaic layer (whose name carries the mosaic's prefix).
+    instrument, detector, filter, scale, exptime_class : str
     year : int or None
     product_type : str
         ``drc`` or ``drz``.
     frame : Frame or None
-        The trimmed output frame (shared by every layer of the sky cell at this scale).
+        The trimmed output frame (shared by every layer of the sky cell, or of the mosaic,
+        at this scale).
     members : list of Member
-        NEW members to drizzle, in drizzle order.
+        Members to drizzle, in drizzle order (a job's ``order`` indexes this list, and its
+        context bit is its position among the drizzled members).
     old : list of Member
-        OLD members of this layer (not drizzled), in drizzle order.
+        OLD members of this layer (not drizzled), in drizzle order (a mosaic drizzles its
+        OLD members, so it lists none here).
     dropped : list of Dropped
         Members left out of this layer (FLT in a drc layer).
     coverage : Coverage or None
+    tiles : list of list of int
+        ``[x0, y0, nx, ny]`` of each tile of the frame, row by row (:func:`tile_boxes`): the
+        layer is reduced one tile per job.
+    sky_group : str
+        The sky group whose offsets the layer uses (:func:`sky_group_name`), shared by the
+        sky-cell and mosaic layers of one key in one projection cell.
+    skycell_layers : list of str
+        Mosaic layers only: the sky-cell layers of the same key and scale in the mosaic's
+        projection cell, whose cosmic-ray masks of an exposure the mosaic's drizzle uses.
     """
 
     name: str
@@ -300,13 +375,32 @@ class LayerPlan:
     old: list[Member] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     coverage: Coverage | None = None
+    tiles: list[list[int]] = field(default_factory=list)
+    sky_group: str = ""
+    skycell_layers: list[str] = field(default_factory=list)
 
     @property
     def layer_name(self) -> names.LayerName:
+        if not self.skycell:  # a mosaic layer: its name carries the custom prefix
+            return names.LayerName.parse(self.name)
         return names.LayerName.for_skycell(
             self.skycell, self.instrument, self.detector, self.filter, scale=self.scale,
             exptime_class=self.exptime_class, year=self.year, product_type=self.product_type,
         )
+
+    @property
+    def key(self) -> tuple:
+        """``(instrument, detector, filter, exptime_class, year)``."""
+        return (self.instrument, self.detector, self.filter, self.exptime_class, self.year)
+
+    @property
+    def root(self) -> str:
+        """The name without ``_<type>.fits`` (the trailer's and the wildcards' root)."""
+        return self.name[: -len(".fits")].rsplit("_", 1)[0]
+
+    @property
+    def is_mosaic(self) -> bool:
+        return not self.skycell
 
     @property
     def n(self) -> int | None:
@@ -320,42 +414,31 @@ class LayerPlan:
         d = {k: getattr(self, k) for k in ("name", "skycell", "instrument", "detector",
                                            "filter", "scale", "exptime_class", "year",
                                            "product_type")}
-        d["frame"] = _frame_dict(self.frame)
+        d["frame"] = None if self.frame is None else self.frame.to_dict()
         d["members"] = [m.to_dict() for m in self.members]
         d["old"] = [m.to_dict() for m in self.old]
         d["dropped"] = [x.to_dict() for x in self.dropped]
         d["coverage"] = None if self.coverage is None else self.coverage.to_dict()
+        d["tiles"] = [list(t) for t in self.tiles]
+        d["sky_group"] = self.sky_group
+        d["skycell_layers"] = list(self.skycell_layers)
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LayerPlan:
         d = dict(data)
-        d["frame"] = _frame_from(d.get("frame"))
+        d["frame"] = None if d.get("frame") is None else Frame.from_dict(d["frame"])
         d["members"] = [Member.from_dict(m) for m in d.get("members", [])]
         d["old"] = [Member.from_dict(m) for m in d.get("old", [])]
         d["dropped"] = [Dropped.from_dict(x) for x in d.get("dropped", [])]
         d["coverage"] = None if d.get("coverage") is None else Coverage.from_dict(d["coverage"])
-        return cls(**d)
-
-
-class FramedJob:
-    """JSON round trip of a job dataclass with a ``frame`` (Frame) and a ``box`` (ints)."""
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["frame"] = _frame_dict(self.frame)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping):
-        d = dict(data)
-        d["frame"] = _frame_from(d["frame"])
-        d["box"] = [int(v) for v in d["box"]]
+        d["tiles"] = [[int(v) for v in t] for t in d.get("tiles", [])]
+        d["skycell_layers"] = list(d.get("skycell_layers", []))
         return cls(**d)
 
 
 @dataclass
-class MapJob(FramedJob):
+class MapJob:
     """One drizzle "map" job: an exposure resampled onto (a box of) a layer frame.
 
     Attributes
@@ -364,14 +447,16 @@ class MapJob(FramedJob):
         The exposure-level product name, e.g.
         ``hst_skycell-p0081x14y14_wfc3_ir_f160w_coarse-all-ib2v01ab_drz.fits``; unique.
     skycell, layer, scale : str
-        The sky cell, the layer's file name and its scale.
+        The sky cell (empty for a mosaic job), the layer's file name and its scale.
     file, filename, ipppssoo : str
         The input exposure.
     order : int
-        Position of the exposure in the layer's drizzle order (0-based).
+        Position of the exposure in the layer's drizzle order (0-based; an index of the
+        layer's ``members``).
     box : list of int
         ``[x0, y0, nx, ny]``: the exposure's box relative to the layer frame (0-based
-        offsets; it may reach past the trimmed frame's edges, never past the sky cell's).
+        offsets; it may reach past the trimmed frame's edges, never past the sky cell's, or
+        for a mosaic the projection cell's plane).
     frame : Frame
         The box as a frame of the projection-cell plane: the drizzle's output frame (places
         the partial absolutely; independent of the other members).
@@ -387,6 +472,28 @@ class MapJob(FramedJob):
     order: int
     box: list[int]
     frame: Frame
+
+    @property
+    def key(self) -> str:
+        """The exposure's input key (its file name without ``.fits``)."""
+        return exposure_key(self.filename)
+
+    def reaches(self, box: Sequence[int]) -> bool:
+        """Whether the job's box overlaps ``box`` (``[x0, y0, nx, ny]`` in the layer frame)."""
+        return boxes_overlap(self.box, box)
+
+    def to_dict(self) -> dict:
+        d = _flat_dict(self)
+        d["box"] = list(self.box)
+        d["frame"] = self.frame.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> MapJob:
+        d = dict(data)
+        d["frame"] = Frame.from_dict(d["frame"])
+        d["box"] = [int(v) for v in d["box"]]
+        return cls(**d)
 
 
 @dataclass
@@ -427,7 +534,7 @@ class SkyCellPlan:
             "poller_filename": self.poller_filename,
             "members": [m.to_dict() for m in self.members],
             "poller": self.poller,
-            "frames": {k: _frame_dict(v) for k, v in self.frames.items()},
+            "frames": {k: v.to_dict() for k, v in self.frames.items()},
             "layers": [lay.to_dict() for lay in self.layers],
             "dropped": [x.to_dict() for x in self.dropped],
             "notes": list(self.notes),
@@ -439,7 +546,7 @@ class SkyCellPlan:
             name=data["name"],
             members=[Member.from_dict(m) for m in data.get("members", [])],
             poller=data.get("poller", ""),
-            frames={k: _frame_from(v) for k, v in data.get("frames", {}).items()},
+            frames={k: Frame.from_dict(v) for k, v in data.get("frames", {}).items()},
             layers=[LayerPlan.from_dict(x) for x in data.get("layers", [])],
             dropped=[Dropped.from_dict(x) for x in data.get("dropped", [])],
             notes=list(data.get("notes", [])),
@@ -494,19 +601,6 @@ class MvmPlan:
             notes=list(data.get("notes", [])),
             version=version,
         )
-
-
-def write_plan(plan: MvmPlan, path: str | os.PathLike) -> None:
-    """Write ``plan`` as JSON to ``path`` atomically."""
-    from mvmflow.workflow import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
-
-
-def read_plan(path: str | os.PathLike) -> MvmPlan:
-    """Read a plan written by :func:`write_plan`."""
-    return MvmPlan.from_dict(json.loads(Path(path).read_text()))
 
 
 # ------------------------------------------------------------------------------------------
@@ -945,7 +1039,15 @@ def reference_box_points(frame: Frame, chips: Iterable[np.ndarray]) -> np.ndarra
     return np.array(out, dtype=float).reshape(-1, 2)
 
 
-def _bounded(frame: Frame, chips_per_exposure: Iterable[list[np.ndarray]]) -> Frame:
+def bounded_frame(frame: Frame, chips_per_exposure: Iterable[list[np.ndarray]]) -> Frame:
+    """``frame`` trimmed to the reference's box (:func:`reference_box_points`) of every
+    exposure's chips (pixel positions in ``frame``; see :func:`layer_frame`).
+
+    Raises
+    ------
+    ValueError
+        If no chip falls on ``frame``.
+    """
     pts = [reference_box_points(frame, chips) for chips in chips_per_exposure]
     pts = np.concatenate(pts) if pts else np.empty((0, 2))
     return frame.bounded(pts[:, 0], pts[:, 1])
@@ -973,7 +1075,7 @@ def layer_frame(skycell: str, scale: str, records: Iterable) -> Frame:
         If no chip falls on the sky cell.
     """
     frame = SkyCell.from_name(skycell, scale).frame
-    return _bounded(frame, [footprint_pixels(frame, r) for r in records])
+    return bounded_frame(frame, [footprint_pixels(frame, r) for r in records])
 
 
 def exposure_box(frame: Frame, chips: Iterable[np.ndarray],
@@ -1103,7 +1205,9 @@ def _old_matcher(old: Iterable[str | os.PathLike]):
     return is_old
 
 
-def _shift(chips: list[np.ndarray], dx: int, dy: int) -> list[np.ndarray]:
+def shift_chips(chips: list[np.ndarray], dx: int, dy: int) -> list[np.ndarray]:
+    """Chip positions moved by ``(-dx, -dy)``: from a whole frame into its window at
+    ``(dx, dy)``."""
     return [c - np.array([dx, dy], dtype=float) for c in chips]
 
 
@@ -1117,11 +1221,12 @@ def _plan_skycell(name: str, members: list[Member], records: Mapping, opts: dict
         name, members, layer_method=opts["layer_method"], exp_limit=opts["exp_limit"],
         include_small=opts["include_small"], only_cte=opts["only_cte"])
     jobs: list[MapJob] = []
+    pc = names.parse_skycell(name)[0]
     for scale in dict.fromkeys(lay.scale for lay in layers):
         full = SkyCell.from_name(name, scale).frame
         pix = {m.filename: footprint_pixels(full, records[m.filename]) for m in members}
         try:
-            frame = _bounded(full, pix.values())
+            frame = bounded_frame(full, pix.values())
         except ValueError:
             plan.notes.append(f"no {scale} layer: no chip falls on the sky cell")
             continue
@@ -1129,34 +1234,43 @@ def _plan_skycell(name: str, members: list[Member], records: Mapping, opts: dict
         dx, dy = full.integer_offset_of(frame)
         for lay in (x for x in layers if x.scale == scale):
             lay.frame = frame
+            lay.tiles = tile_boxes(frame.nx, frame.ny, opts["tile_size"])
+            lay.sky_group = sky_group_name(pc, lay.key)
             chips = [(c, m.exptime) for m in lay.members
-                     for c in _shift(pix[m.filename], dx, dy)]
+                     for c in shift_chips(pix[m.filename], dx, dy)]
             lay.coverage = coverage_stats(frame, chips, opts["coverage_size"])
             if lay.coverage is None:
                 plan.notes.append(f"{lay.name} not made: its members cover no pixel")
                 continue
             plan.layers.append(lay)
-            jobs += _layer_jobs(lay, full, pix, dx, dy, opts["margin"], plan.notes)
+            jobs += layer_map_jobs(lay, full, pix, dx, dy, opts["margin"], plan.notes)
     order = {lay.name: i for i, lay in enumerate(layers)}
     plan.layers.sort(key=lambda lay: order[lay.name])
     jobs.sort(key=lambda j: (order[j.layer], j.order))
     return plan, jobs
 
 
-def _layer_jobs(lay: LayerPlan, full: Frame, pix: Mapping, dx: int, dy: int, margin: int,
-                notes: list[str]) -> list[MapJob]:
-    """Map jobs of a layer. A job's frame is its exposure's box in the *whole* sky cell
-    (``full``), not in the trimmed layer frame, so it does not depend on the other members:
-    adding or removing exposures leaves the partials of the others valid."""
+def layer_map_jobs(lay: LayerPlan, full: Frame, pix: Mapping, dx: int, dy: int, margin: int,
+                   notes: list[str]) -> list[MapJob]:
+    """Map jobs of a layer, one per member reaching its frame, in drizzle order.
+
+    A job's frame is its exposure's box in the *whole* sky cell, or the mosaic's whole
+    projection-cell plane (``full``, of which the layer frame is the window at ``(dx, dy)``),
+    not in the trimmed layer frame, so it does not depend on the other members: adding or
+    removing exposures leaves the partials of the others valid. ``pix`` holds each member's
+    chip positions in ``full``; a member off the frame gets a note instead of a job.
+    """
     jobs = []
+    lname = lay.layer_name
     for i, m in enumerate(lay.members):
         box = exposure_box(full, pix[m.filename], margin)
-        inside = exposure_box(lay.frame, _shift(pix[m.filename], dx, dy), margin)
+        inside = exposure_box(lay.frame, shift_chips(pix[m.filename], dx, dy), margin)
         if box is None or inside is None:
             notes.append(f"{m.filename} not drizzled into {lay.name}: no pixel on the frame")
             continue
         jobs.append(MapJob(
-            name=lay.exposure_name(m), skycell=lay.skycell, layer=lay.name, scale=lay.scale,
+            name=lname.exposure(m.ipppssoo, lay.product_type).filename, skycell=lay.skycell,
+            layer=lay.name, scale=lay.scale,
             file=m.file, filename=m.filename, ipppssoo=m.ipppssoo, order=i,
             box=[box[0] - dx, box[1] - dy, box[2], box[3]], frame=full.window(*box),
         ))
@@ -1166,7 +1280,8 @@ def _layer_jobs(lay: LayerPlan, full: Frame, pix: Mapping, dx: int, dy: int, mar
 def plan_skycells(records: Iterable, *, old: Iterable[str | os.PathLike] = (),
                   skycells: Iterable[str] | None = None, layer_method: str = "all",
                   exp_limit: float = 2.0, include_small: bool = True, only_cte: bool = False,
-                  margin: int = 4, coverage_size: int = 512) -> MvmPlan:
+                  margin: int = 4, coverage_size: int = 512,
+                  tile_size: int = 4096) -> MvmPlan:
     """Turn the screen stage's records into the MVM plan.
 
     Parameters
@@ -1187,6 +1302,9 @@ def plan_skycells(records: Iterable, *, old: Iterable[str | os.PathLike] = (),
         Pixels added around each exposure's box for the drizzle kernel.
     coverage_size : int
         Largest side, in cells, of the coverage raster (see :func:`coverage_stats`).
+    tile_size : int
+        Largest side in pixels of the tiles each layer is reduced in (its ``tiles``; at
+        least :data:`MIN_TILE_SIZE`). The products do not depend on it.
 
     Returns
     -------
@@ -1200,6 +1318,7 @@ def plan_skycells(records: Iterable, *, old: Iterable[str | os.PathLike] = (),
     opts = dict(layer_method=layer_method, exp_limit=float(exp_limit),
                 include_small=bool(include_small), only_cte=bool(only_cte),
                 margin=int(margin), coverage_size=int(coverage_size),
+                tile_size=check_tile_size(tile_size),
                 skycells=None if only is None else sorted(only))
     plan = MvmPlan(options=opts)
     is_old = _old_matcher(old)

@@ -1,6 +1,7 @@
 """Layer products: the ``_dr[cz].fits`` file, its trailer and the sky cell's manifest.
 
-:func:`write_layer` writes ``hst_<skycell>_<instr>_<det>_<filter>_<all|coarse-all>_dr[cz].fits``
+:func:`write_layer` (the one-tile case of :func:`mvmflow.tiles.write_tiled_layer`, which
+writes every product tile by tile) writes ``hst_<skycell>_<instr>_<det>_<filter>_<all|coarse-all>_dr[cz].fits``
 with the reference's structure (spec processing.md 1.10): ``PRIMARY`` (no data), ``SCI``
 (float32), ``WHT`` (float32), ``CTX`` (int32) and ``HDRTAB`` (one row per input chip).
 It differs where spec section 8 asks for a fix:
@@ -53,7 +54,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from mvmflow.combine import CTX_BITS, LayerArrays, combine_partials
+from mvmflow.combine import CTX_BITS, LayerArrays
 from mvmflow.grid import Frame
 from mvmflow.headers import (
     PHOT_KEYWORDS,
@@ -69,7 +70,6 @@ from mvmflow.headers import (
 )
 from mvmflow.names import LayerName, _check_prefix, parse_manifest_filename
 from mvmflow.provenance import Provenance, collect
-from mvmflow.sregion import s_region
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -77,11 +77,8 @@ __all__ = [
     "LayerHeaders",
     "LayerSummary",
     "align_records",
-    "build_layer",
     "layer_headers",
-    "combine_partials",
     "manifest_entries",
-    "trailer_lines",
     "write_layer",
     "write_manifest",
     "write_trailer",
@@ -226,13 +223,6 @@ class LayerSummary:
     region: str
     nplanes: int
 
-    @classmethod
-    def of(cls, arrays: LayerArrays, npix_total: int | None = None) -> LayerSummary:
-        """The summary of in-memory layer arrays."""
-        return cls(tuple(arrays.files), tuple(arrays.exptimes), tuple(arrays.sky),
-                   tuple(arrays.used), arrays.coverage_stats(npix_total),
-                   s_region(arrays.sci, arrays.frame), arrays.nplanes)
-
 
 @dataclass
 class LayerHeaders:
@@ -350,31 +340,6 @@ def layer_headers(
                         _header(ctx_cards), hdrtab(rows))
 
 
-def build_layer(
-    arrays: LayerArrays,
-    frame: Frame,
-    layer_name: LayerName | str,
-    records: Iterable,
-    params: Mapping,
-    provenance: Provenance | None = None,
-    *,
-    input_headers: Mapping[str, InputHeaders] | None = None,
-    npix_total: int | None = None,
-) -> fits.HDUList:
-    """Build the HDUs of a layer product in memory (see :func:`write_layer`)."""
-    if arrays.frame != frame:
-        raise ValueError(f"the arrays are on {arrays.frame}, not on the layer frame {frame}")
-    h = layer_headers(LayerSummary.of(arrays, npix_total), frame, layer_name, records, params,
-                      provenance, input_headers=input_headers)
-    return fits.HDUList([
-        fits.PrimaryHDU(header=h.primary),
-        fits.ImageHDU(arrays.sci, header=h.sci, name="SCI", ver=1),
-        fits.ImageHDU(arrays.wht, header=h.wht, name="WHT", ver=1),
-        fits.ImageHDU(arrays.ctx, header=h.ctx, name="CTX", ver=1),
-        h.hdrtab,
-    ])
-
-
 def write_layer(
     path: str | os.PathLike,
     arrays: LayerArrays,
@@ -428,29 +393,15 @@ def write_layer(
     layer = _layer_name(layer_name)
     if path.name != layer.filename:
         raise ValueError(f"product path {path.name!r} is not the layer name {layer.filename!r}")
-    hdul = build_layer(arrays, frame, layer, records, params, provenance,
-                       input_headers=input_headers, npix_total=npix_total)
-    with atomic_path(path) as tmp:
-        hdul.writeto(tmp, overwrite=True, output_verify="exception")
-    return path
+    if arrays.frame != frame:
+        raise ValueError(f"the arrays are on {arrays.frame}, not on the layer frame {frame}")
+    # the one-tile case of the tiled writer: every product is written by the same code
+    from mvmflow.tiles import ArraysTile, write_tiled_layer
 
-
-def trailer_lines(arrays: LayerArrays, sky_lines: Sequence[str] = (),
-                  npix_total: int | None = None) -> list[str]:
-    """A plain summary of a reduced layer for its trailer (no times, so reruns match)."""
-    stats = arrays.coverage_stats(npix_total)
-    f = arrays.frame
-    lines = [
-        f"frame: projection cell {f.projection_cell}, scale {f.scale}\"/px, origin "
-        f"({f.x0:.6f}, {f.y0:.6f}), shape {f.nx} x {f.ny}",
-        f"inputs ({len(arrays.files)}), context bit / file / exptime / sky offset:",
-    ]
-    lines += [f"  {k:4d} {name} {t:.3f} {s:.6g}"
-              for k, (name, t, s) in enumerate(zip(arrays.files, arrays.exptimes, arrays.sky,
-                                                   strict=True))]
-    lines += list(sky_lines)
-    lines += [f"{k} = {v:.6g}" for k, v in stats.items()]
-    return lines
+    tile = ArraysTile(arrays)
+    return write_tiled_layer(path, frame, [(tile.box, tile)], layer, records, params,
+                             arrays.exptimes, arrays.sky, arrays.files, provenance,
+                             input_headers=input_headers, npix_total=npix_total)
 
 
 def write_trailer(path: str | os.PathLike, layer: LayerName | str,

@@ -1,10 +1,10 @@
 """The map step of the drizzle: one exposure's chips onto one layer frame, as a *partial*.
 
 With EXP weights a drizzled layer is ``SCI = sum_i(w_i d_i) / sum_i(w_i)``, ``WHT =
-sum_i(w_i)`` over exposures i (``ARCHITECTURE.md``, "Drizzle as map and reduce"). A
-:class:`Partial` holds one exposure's two sums over the exposure's own bounding box in the
-frame, placed by an absolute integer offset on the projection-cell plane; :func:`place` adds
-partials into a layer frame (the reduce).
+sum_i(w_i)`` over exposures i (docs/design.md, "Drizzle as map and reduce"). A
+:class:`~mvmflow.partials.Partial` holds one exposure's two sums over the exposure's own
+bounding box in the frame, placed by an integer offset (its frame and box origin);
+:func:`mvmflow.combine.combine_partials` adds partials into a layer frame (the reduce).
 
 What one chip's drizzle does (spec processing.md 1.7 "Final drizzle" and 8 "Mapping the
 reference drizzle settings onto the drizzle package"):
@@ -54,37 +54,32 @@ grid, which loses the column-scale D2IM structure; its star pixels differ from a
 drizzle by ~1e-3 of the peak, ours by 2e-5 (ACS/WFC, NPOL) to 4e-8 (SIP only)). Only the
 flux-conserving ``square``, ``turbo`` and ``point`` are accepted.
 
-**Partial file** (:func:`write_partial`): PRIMARY (no data; ``FILENAME``, ``IPPPSSOO``,
-``EXPTIME``, the frame ``PCELL PSCALE FRCRPIX1/2 FRNAXIS1/2``, the box ``BOXX0 BOXY0 BOXNX
-BOXNY``, ``ABSOLUTE`` and ``PLANEX0 PLANEY0``, drizzle settings, per-chip ``C<i>*`` records,
-``PARAMS`` as JSON, versions), then FLUX (float32), WEIGHT (float32), NCHIPS (uint8), each
-with the box's TAN WCS.
+**Partial file**: written and read by :mod:`mvmflow.partials` only (docs/conventions.md,
+"One owner per file type"): :func:`mvmflow.partials.write_partial` stores the covered row
+spans of the three arrays; :class:`mvmflow.partials.PartialFile` reads them back, whole or by
+window.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 
 from mvmflow.grid import Frame
 from mvmflow.masks import good_pixel_mask, parse_bits, static_mask
-from mvmflow.workflow import atomic_path
+from mvmflow.partials import Box, Partial
 
 __all__ = [
     "Box",
     "Chip",
     "Partial",
-    "Stack",
-    "PARTIAL_VERSION",
     "chip_box",
     "drizzle_exposure",
     "drizzle_file",
@@ -92,16 +87,9 @@ __all__ = [
     "load_chips",
     "nominal_scale",
     "pixmap",
-    "place",
-    "read_partial",
-    "read_partial_header",
-    "write_partial",
 ]
 
 log = logging.getLogger(__name__)
-
-PARTIAL_VERSION = 1
-"""Layout version of partial files (primary keyword ``PARTVER``)."""
 
 KERNELS = ("square", "point", "turbo")
 """Flux-conserving drizzle kernels supported (MVM uses ``square``)."""
@@ -109,7 +97,6 @@ KERNELS = ("square", "point", "turbo")
 DEFAULT_STEP = 10
 """Spacing of the exactly evaluated pixel-map grid (the reference's ``stepsize``)."""
 
-_PLANE_TOL = 1e-6
 _ROW_BLOCK = 1024
 
 
@@ -367,26 +354,6 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
 # Bounding boxes
 
 
-@dataclass(frozen=True)
-class Box:
-    """Integer box ``[x0, x0 + nx) x [y0, y0 + ny)`` in a frame's pixels."""
-
-    x0: int
-    y0: int
-    nx: int
-    ny: int
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        return slice(self.y0, self.y0 + self.ny), slice(self.x0, self.x0 + self.nx)
-
-    def union(self, other: Box) -> Box:
-        x0, y0 = min(self.x0, other.x0), min(self.y0, other.y0)
-        x1 = max(self.x0 + self.nx, other.x0 + other.nx)
-        y1 = max(self.y0 + self.ny, other.y0 + other.ny)
-        return Box(x0, y0, x1 - x0, y1 - y0)
-
-
 def _edge_jacobian(chip_wcs: WCS, frame: Frame, shape: tuple[int, int]):
     """Frame positions of the chip's edge pixel centres and bounds on the local Jacobian.
 
@@ -448,100 +415,7 @@ def chip_box(chip_wcs: WCS, frame: Frame, shape: tuple[int, int] | None = None,
 
 
 # --------------------------------------------------------------------------------------
-# Partials
-
-
-def _plane_offset(frame: Frame) -> tuple[int, int] | None:
-    """The frame's integer pixel offset on its projection-cell plane, or None."""
-    x0, y0 = frame.x0, frame.y0
-    ix, iy = round(x0), round(y0)
-    if abs(x0 - ix) > _PLANE_TOL or abs(y0 - iy) > _PLANE_TOL:
-        return None
-    return int(ix), int(iy)
-
-
-@dataclass(eq=False)
-class Partial:
-    """One exposure drizzled onto one frame: weighted-flux and weight sums over its box.
-
-    Attributes
-    ----------
-    flux : numpy.ndarray
-        float32 ``(ny, nx)``: ``sum(w * d)`` with ``d`` in e-/s (per output pixel, see the
-        module notes), 0 where the weight is 0.
-    weight : numpy.ndarray
-        float32 ``(ny, nx)``: ``sum(w)``, drizzle's WHT for this exposure.
-    nchips : numpy.ndarray
-        uint8 ``(ny, nx)``: how many of this exposure's chips have weight > 0 in the pixel.
-    frame : Frame
-        The frame drizzled onto.
-    box_x0, box_y0 : int
-        Origin of the box in ``frame`` pixels.
-    filename, ipppssoo : str
-        The exposure.
-    exptime : float
-        Seconds.
-    params : dict
-        The drizzle parameters used.
-    chips : list of dict
-        Per chip: ``extver``, ``drizzled`` (reaches the frame), ``in_units``, ``sky``,
-        ``iscale``, ``ngood`` (input pixels with weight > 0), ``nstatic`` (pixels removed by
-        the static mask).
-    """
-
-    flux: np.ndarray
-    weight: np.ndarray
-    nchips: np.ndarray
-    frame: Frame
-    box_x0: int
-    box_y0: int
-    filename: str
-    ipppssoo: str
-    exptime: float
-    params: dict = field(default_factory=dict)
-    chips: list = field(default_factory=list)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(ny, nx)`` of the box."""
-        return tuple(self.flux.shape)
-
-    @property
-    def empty(self) -> bool:
-        """True when no chip reaches the frame."""
-        return self.flux.size == 0
-
-    @property
-    def absolute(self) -> bool:
-        """True when the frame sits at an integer offset on its projection-cell plane, so
-        :attr:`x0`, :attr:`y0` are plane offsets (every fine frame)."""
-        return _plane_offset(self.frame) is not None
-
-    @property
-    def x0(self) -> int:
-        """Box origin along x: on the projection-cell plane at the frame's scale when
-        :attr:`absolute`, else in the frame (:attr:`box_x0`)."""
-        plane = _plane_offset(self.frame)
-        return self.box_x0 + (plane[0] if plane else 0)
-
-    @property
-    def y0(self) -> int:
-        """As :attr:`x0`, along y."""
-        plane = _plane_offset(self.frame)
-        return self.box_y0 + (plane[1] if plane else 0)
-
-    @property
-    def window(self) -> Frame:
-        """The box as a :class:`Frame` (a window of :attr:`frame`)."""
-        ny, nx = self.shape
-        return self.frame.window(self.box_x0, self.box_y0, max(nx, 1), max(ny, 1))
-
-    def sci(self) -> np.ndarray:
-        """The exposure's drizzled image ``flux / weight`` (float32, NaN where weight = 0)."""
-        out = np.full(self.shape, np.nan, dtype=np.float32)
-        good = self.weight > 0
-        out[good] = (self.flux[good].astype(np.float64) / self.weight[good]).astype(np.float32)
-        return out
+# Drizzling an exposure
 
 
 @dataclass(frozen=True)
@@ -759,253 +633,3 @@ def drizzle_exposure(chips: Sequence[Chip], frame: Frame, params: dict, sky=0.0,
 def drizzle_file(path: str | os.PathLike, frame: Frame, params: dict, **kwargs) -> Partial:
     """:func:`load_chips` then :func:`drizzle_exposure` (keyword arguments passed on)."""
     return drizzle_exposure(load_chips(path), frame, params, **kwargs)
-
-
-# --------------------------------------------------------------------------------------
-# Files
-
-
-def _versions() -> tuple[str, str]:
-    import drizzle
-
-    import mvmflow
-
-    return mvmflow.__version__, getattr(drizzle, "__version__", "unknown")
-
-
-def _frame_cards(frame: Frame) -> list[tuple]:
-    return [
-        ("PCELL", frame.projection_cell, "projection cell of the frame"),
-        ("PSCALE", frame.scale, "[arcsec/px] frame pixel scale"),
-        ("FRCRPIX1", frame.crpix1, "frame CRPIX1 (1-based)"),
-        ("FRCRPIX2", frame.crpix2, "frame CRPIX2 (1-based)"),
-        ("FRNAXIS1", frame.nx, "frame size along x"),
-        ("FRNAXIS2", frame.ny, "frame size along y"),
-    ]
-
-
-def _primary_header(p: Partial) -> fits.Header:
-    mvm_version, driz_version = _versions()
-    ny, nx = p.shape
-    cards = [
-        ("MVMTYPE", "PARTIAL", "one exposure drizzled onto one frame"),
-        ("PARTVER", PARTIAL_VERSION, "partial file layout version"),
-        ("FILENAME", p.filename, "exposure file"),
-        ("IPPPSSOO", p.ipppssoo, "exposure ipppssoo"),
-        ("EXPTIME", p.exptime, "[s] exposure time (EXP weight)"),
-        *_frame_cards(p.frame),
-        ("BOXX0", p.box_x0, "box origin in the frame, x (0-based)"),
-        ("BOXY0", p.box_y0, "box origin in the frame, y (0-based)"),
-        ("BOXNX", nx, "box size along x"),
-        ("BOXNY", ny, "box size along y"),
-        ("ABSOLUTE", p.absolute, "frame is at an integer offset on its plane"),
-    ]
-    if p.absolute:
-        cards += [("PLANEX0", p.x0, "box origin on the projection-cell plane, x"),
-                  ("PLANEY0", p.y0, "box origin on the projection-cell plane, y")]
-    s = _settings(p.params)
-    cards += [
-        ("KERNEL", s.kernel, "drizzle kernel"),
-        ("PIXFRAC", s.pixfrac, "drizzle pixfrac"),
-        ("FINLBITS", str(s.final_bits), "DQ flags counted as good"),
-        ("RESETBIT", s.resetbits, "DQ flags cleared before masking"),
-        ("STATMASK", s.static, "static mask applied"),
-        ("STATSIG", s.static_sig, "static mask sigma"),
-        ("WHTTYPE", "EXP", "input weight: EXPTIME x good-pixel mask"),
-        ("OUTUNITS", "cps", "flux/weight is a count rate (e-/s)"),
-        ("PIXSTEP", s.step, "pixel-map grid step (chip pixels)"),
-        ("NCHIPIN", len(p.chips), "chips in the exposure"),
-        ("MVMVER", mvm_version, "mvmflow version"),
-        ("DRIZVER", driz_version, "drizzle package version"),
-    ]
-    for i, c in enumerate(p.chips, start=1):
-        cards += [
-            (f"C{i}EXTV", c["extver"], f"chip {i}: SCI EXTVER"),
-            (f"C{i}DRIZ", bool(c.get("drizzled", False)), f"chip {i}: reaches the frame"),
-            (f"C{i}UNIT", c["in_units"], f"chip {i}: drizzle in_units"),
-            (f"C{i}SKY", c["sky"], f"chip {i}: sky subtracted (BUNIT)"),
-            (f"C{i}ISCL", c["iscale"], f"chip {i}: (scale / nominal scale)**2"),
-            (f"C{i}NGOD", c["ngood"], f"chip {i}: input pixels with weight > 0"),
-            (f"C{i}NSTA", c["nstatic"], f"chip {i}: pixels removed by the static mask"),
-        ]
-    header = fits.Header(cards)
-    header["PARAMS"] = json.dumps(p.params, sort_keys=True, default=str)
-    return header
-
-
-def _image_hdu(name: str, data: np.ndarray, p: Partial, bunit: str) -> fits.ImageHDU:
-    header = fits.Header()
-    if not p.empty:
-        wcs_header = p.window.header()
-        for key in ("NAXIS1", "NAXIS2"):
-            del wcs_header[key]
-        header.extend(wcs_header)
-    header["BUNIT"] = bunit
-    return fits.ImageHDU(data=data if data.size else None, header=header, name=name)
-
-
-def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
-    """Write a partial as FITS, atomically.
-
-    Layout: PRIMARY (no data; identity, frame, box, parameters, per-chip records), FLUX
-    (float32), WEIGHT (float32), NCHIPS (uint8), each image with the box's TAN WCS.
-    """
-    path = Path(path)
-    hdul = fits.HDUList([
-        fits.PrimaryHDU(header=_primary_header(partial)),
-        _image_hdu("FLUX", np.ascontiguousarray(partial.flux, dtype=np.float32), partial,
-                   "ELECTRONS/S*WEIGHT"),
-        _image_hdu("WEIGHT", np.ascontiguousarray(partial.weight, dtype=np.float32), partial,
-                   "WEIGHT"),
-        _image_hdu("NCHIPS", np.ascontiguousarray(partial.nchips, dtype=np.uint8), partial,
-                   "CHIPS"),
-    ])
-    with atomic_path(path) as tmp:
-        hdul.writeto(tmp, overwrite=True, output_verify="exception")
-    return path
-
-
-def _frame_from_header(h: fits.Header) -> Frame:
-    return Frame(int(h["PCELL"]), float(h["PSCALE"]), float(h["FRCRPIX1"]),
-                 float(h["FRCRPIX2"]), int(h["FRNAXIS1"]), int(h["FRNAXIS2"]))
-
-
-def read_partial_header(path: str | os.PathLike) -> fits.Header:
-    """The primary header of a partial file (identity, frame, box; no pixels read)."""
-    header = fits.getheader(path, 0)
-    if header.get("MVMTYPE") != "PARTIAL":
-        raise ValueError(f"{Path(path).name} is not an mvmflow partial (MVMTYPE)")
-    if header.get("PARTVER") != PARTIAL_VERSION:
-        raise ValueError(f"{Path(path).name}: partial layout version {header.get('PARTVER')}, "
-                         f"expected {PARTIAL_VERSION}")
-    return header
-
-
-def _native(data, dtype, shape) -> np.ndarray:
-    if data is None:
-        return np.zeros(shape, dtype=dtype)
-    return np.asarray(data, dtype=np.dtype(dtype).newbyteorder("="))
-
-
-def read_partial(path: str | os.PathLike) -> Partial:
-    """Read a partial written by :func:`write_partial`."""
-    header = read_partial_header(path)
-    with fits.open(path, memmap=False) as hdul:
-        shape = (int(header["BOXNY"]), int(header["BOXNX"]))
-        flux = _native(hdul["FLUX"].data, np.float32, shape)
-        weight = _native(hdul["WEIGHT"].data, np.float32, shape)
-        nchips = _native(hdul["NCHIPS"].data, np.uint8, shape)
-    chips = []
-    for i in range(1, int(header["NCHIPIN"]) + 1):
-        chips.append({
-            "extver": header[f"C{i}EXTV"], "drizzled": header[f"C{i}DRIZ"],
-            "in_units": header[f"C{i}UNIT"], "sky": header[f"C{i}SKY"],
-            "iscale": header[f"C{i}ISCL"], "ngood": header[f"C{i}NGOD"],
-            "nstatic": header[f"C{i}NSTA"],
-        })
-    return Partial(flux, weight, nchips, _frame_from_header(header), int(header["BOXX0"]),
-                   int(header["BOXY0"]), header["FILENAME"], header["IPPPSSOO"],
-                   float(header["EXPTIME"]), json.loads(header["PARAMS"]), chips)
-
-
-# --------------------------------------------------------------------------------------
-# Reduce helper
-
-
-@dataclass
-class Stack:
-    """Sums of partials over a layer frame (float64 sums; see :func:`place`).
-
-    ``SCI = flux / weight`` where ``weight > 0``; ``nchips`` is the number of chips and
-    ``nexp`` the number of exposures with weight in each pixel.
-    """
-
-    frame: Frame
-    flux: np.ndarray
-    weight: np.ndarray
-    nchips: np.ndarray
-    nexp: np.ndarray
-    filenames: list = field(default_factory=list)
-
-    @classmethod
-    def zeros(cls, frame: Frame) -> Stack:
-        """An empty stack over ``frame``."""
-        return cls(frame, np.zeros(frame.shape, np.float64), np.zeros(frame.shape, np.float64),
-                   np.zeros(frame.shape, np.uint16), np.zeros(frame.shape, np.uint16))
-
-    def sci(self, fillval: float = np.nan) -> np.ndarray:
-        """``flux / weight`` as float32, ``fillval`` where the weight is 0."""
-        out = np.full(self.flux.shape, fillval, dtype=np.float32)
-        good = self.weight > 0
-        out[good] = (self.flux[good] / self.weight[good]).astype(np.float32)
-        return out
-
-
-def _offset_in(partial: Partial, frame: Frame) -> tuple[int, int]:
-    """Position of the partial box's pixel (0, 0) in ``frame`` (integers).
-
-    Raises
-    ------
-    ValueError
-        If the frames are on different planes or not pixel-aligned.
-    """
-    plane = _plane_offset(frame)
-    same = (partial.frame.projection_cell == frame.projection_cell
-            and partial.frame.scale == frame.scale)
-    if same and plane is not None and partial.absolute:
-        return partial.x0 - plane[0], partial.y0 - plane[1]
-    dx, dy = frame.integer_offset_of(partial.frame)
-    return dx + partial.box_x0, dy + partial.box_y0
-
-
-def _sort_key(item) -> tuple:
-    if isinstance(item, Partial):
-        return (item.filename, item.x0, item.y0)
-    h = read_partial_header(item)
-    return (h["FILENAME"], int(h.get("PLANEX0", h["BOXX0"])), int(h.get("PLANEY0", h["BOXY0"])))
-
-
-def _place_one(stack: Stack, partial: Partial) -> None:
-    ox, oy = _offset_in(partial, stack.frame)
-    ny, nx = partial.shape
-    x0, x1 = max(ox, 0), min(ox + nx, stack.frame.nx)
-    y0, y1 = max(oy, 0), min(oy + ny, stack.frame.ny)
-    if x1 <= x0 or y1 <= y0:
-        return
-    src = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
-    dst = (slice(y0, y1), slice(x0, x1))
-    stack.flux[dst] += partial.flux[src]
-    stack.weight[dst] += partial.weight[src]
-    stack.nchips[dst] += partial.nchips[src]
-    stack.nexp[dst] += partial.nchips[src] > 0
-
-
-def place(partials: Iterable, frame: Frame, out: Stack | None = None) -> Stack:
-    """Add partials into a layer frame, in a fixed order (float64 sums).
-
-    Parameters
-    ----------
-    partials : iterable of Partial or path
-        Paths are read one at a time (bounded memory). Items are added sorted by (exposure
-        file name, plane offset), whatever the given order, so a rerun gives the same bits.
-    frame : Frame
-        The layer frame; partials must be on the same projection cell and scale, pixel-
-        aligned with it (always true for fine frames). Pixels of a partial outside the frame
-        are dropped.
-    out : Stack, optional
-        A stack to add to (e.g. an earlier sum, for incremental updates).
-
-    Returns
-    -------
-    Stack
-    """
-    stack = Stack.zeros(frame) if out is None else out
-    if stack.frame != frame:
-        raise ValueError("place: 'out' is a stack over a different frame")
-    items = sorted(partials, key=_sort_key)
-    for item in items:
-        partial = item if isinstance(item, Partial) else read_partial(item)
-        if not partial.empty:
-            _place_one(stack, partial)
-        stack.filenames.append(partial.filename)
-    return stack

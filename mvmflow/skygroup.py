@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvmflow.grid import PC_SCALE, Frame
+from mvmflow.partials import PartialFile
 from mvmflow.skymatch import SkyMatch, sky_match
 
 __all__ = ["LazyMergedPartial", "MergedPartial", "group_sky", "group_sky_files",
@@ -124,7 +125,7 @@ def group_sky(partials: Iterable, stat: str = "median", **kwargs) -> SkyMatch:
 
 @dataclass
 class _Part:
-    path: str
+    file: PartialFile
     x0: int  # box origin in the merged partial's coordinates
     y0: int
     nx: int
@@ -150,7 +151,8 @@ class LazyMergedPartial:
 
     Stands for :class:`MergedPartial` in :func:`mvmflow.skymatch.sky_match`: ``read(slices)``
     gives ``(flux, weight)`` of a region exactly as the merged arrays would (where partials
-    of the exposure overlap, the first one wins), reading only that region of the files.
+    of the exposure overlap, the first one wins), reading only the rows of that region from
+    the files (:meth:`mvmflow.partials.PartialFile.read_arrays`, strides included).
     """
 
     file: str
@@ -167,8 +169,6 @@ class LazyMergedPartial:
         return _Shape(self.shape)
 
     def read(self, key: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
-        from astropy.io import fits
-
         ys, xs = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
         out_shape = (len(range(*ys)), len(range(*xs)))
         flux = np.zeros(out_shape, np.float32)
@@ -180,11 +180,10 @@ class LazyMergedPartial:
                 continue
             fy0 = ys[0] + r0 * ys[2] - part.y0
             fx0 = xs[0] + c0 * xs[2] - part.x0
-            rows = slice(fy0, fy0 + (r1 - r0 - 1) * ys[2] + 1)
-            cols = slice(fx0, fx0 + (c1 - c0 - 1) * xs[2] + 1)
-            with fits.open(part.path, memmap=False) as hdul:
-                w = np.asarray(hdul["WEIGHT"].section[rows, cols])[::ys[2], ::xs[2]]
-                f = np.asarray(hdul["FLUX"].section[rows, cols])[::ys[2], ::xs[2]]
+            rows = slice(fy0, fy0 + (r1 - r0 - 1) * ys[2] + 1, ys[2])
+            cols = slice(fx0, fx0 + (c1 - c0 - 1) * xs[2] + 1, xs[2])
+            arrays = part.file.read_arrays(("flux", "weight"), rows, cols)
+            f, w = arrays["flux"], arrays["weight"]
             has = w > 0
             flux[r0:r1, c0:c1][has] = f[has]
             weight[r0:r1, c0:c1][has] = w[has]
@@ -192,31 +191,25 @@ class LazyMergedPartial:
 
 
 def lazy_merge_on_plane(paths: Iterable) -> tuple[Frame, list[LazyMergedPartial]]:
-    """:func:`merge_on_plane` of partial files, reading only their headers."""
-    from mvmflow.resample import _frame_from_header, read_partial_header
-
-    heads = []
-    for path in paths:
-        h = read_partial_header(path)
-        if int(h["BOXNX"]) and int(h["BOXNY"]):
-            heads.append((str(path), h, _frame_from_header(h)))
-    if not heads:
+    """:func:`merge_on_plane` of partial files, reading only their headers
+    (:meth:`mvmflow.partials.PartialFile.open`)."""
+    opened = [pf for pf in (PartialFile.open(p) for p in paths) if not pf.empty]
+    if not opened:
         raise ValueError("no partial to merge")
-    ref = heads[0][2]
+    ref = opened[0].frame
     boxes = []
-    for _, h, frame in heads:
-        dx, dy = ref.integer_offset_of(frame)
-        boxes.append((dx + int(h["BOXX0"]), dy + int(h["BOXY0"]), int(h["BOXNX"]),
-                      int(h["BOXNY"])))
-    union, files = _layout(ref, boxes, [str(h["FILENAME"]) for _, h, _ in heads])
+    for pf in opened:
+        x0, y0 = pf.placement(ref)
+        boxes.append((x0, y0, pf.box.nx, pf.box.ny))
+    union, files = _layout(ref, boxes, [pf.filename for pf in opened])
     xmin, ymin = union.offset_of(ref)
     xmin, ymin = -int(round(xmin)), -int(round(ymin))
     merged = []
     for name, idx, (bx0, by0, bx1, by1) in files:
-        parts = [_Part(heads[i][0], boxes[i][0] - xmin - bx0, boxes[i][1] - ymin - by0,
+        parts = [_Part(opened[i], boxes[i][0] - xmin - bx0, boxes[i][1] - ymin - by0,
                        boxes[i][2], boxes[i][3]) for i in idx]
-        merged.append(LazyMergedPartial(name, float(heads[idx[0]][1]["EXPTIME"]), union, bx0,
-                                        by0, parts, (by1 - by0, bx1 - bx0)))
+        merged.append(LazyMergedPartial(name, opened[idx[0]].exptime, union, bx0, by0, parts,
+                                        (by1 - by0, bx1 - bx0)))
     return union, merged
 
 

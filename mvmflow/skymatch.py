@@ -267,7 +267,6 @@ def sky_match(
     min_overlap: int = 1,
     max_pixels: int | None = 1_000_000,
     weighted: bool = True,
-    origin: str = "plane",
 ) -> SkyMatch:
     """Solve for relative sky offsets of a layer's exposures from their overlaps.
 
@@ -291,8 +290,6 @@ def sky_match(
         scaled back by ``k**2``. None uses every pixel (as the reference).
     weighted : bool
         Scale each pair's equation by the mean kept pixel count (skypac) or not.
-    origin : {'plane', 'frame'}
-        Convention of the partials' ``x0/y0`` (see :func:`mvmflow.combine.placement`).
 
     Returns
     -------
@@ -306,7 +303,7 @@ def sky_match(
     files = tuple(input_name(p) for p in partials)
     if len(set(files)) != len(files):
         raise ValueError("an input file appears twice in the layer's partials")
-    placed = [overlap_slices(p, frame, origin) for p in partials]
+    placed = [overlap_slices(p, frame) for p in partials]
     pairs: list[PairStat] = []
     for i in range(len(partials)):
         if placed[i] is None:

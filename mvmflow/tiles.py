@@ -1,24 +1,29 @@
-"""Tiled layers: reduce a large frame tile by tile and write it as one FITS file.
+"""The tiled reduce and the tile-by-tile writer: every layer product is made this way.
 
-A custom mosaic (:mod:`mvmflow.mosaic`) can be far larger than memory. Its layer frame is
-cut into tiles; for each tile:
+A layer frame can be far larger than memory (a whole sky cell is 21,954 x 21,954 pixels, a
+custom mosaic several times that), so every layer product -- sky-cell layers, exposure-level
+products and custom mosaics -- is reduced and written in tiles (docs/design.md, "One tiled
+data path"); a small frame is the one-tile case of the same code:
 
-- :func:`read_partial_window` reads only the part of each exposure's partial that reaches
-  the tile (``HDU.section``), and :func:`reduce_tile` sums them with
+- :func:`reduce_tile` reads, for each of the layer's inputs, only the part of its partial
+  that reaches the tile (:meth:`mvmflow.partials.PartialFile.window`) and sums them with
   :func:`mvmflow.combine.combine_partials` (float64, in layer order, every input keeping its
-  context bit whether or not it reaches the tile), so every pixel gets exactly the value
-  it would get in an untiled reduce;
-- :func:`write_tile` stores the tile's SCI, WHT, CTX, NCHIPS and EXPTIME arrays and which
-  inputs it used.
+  context bit whether or not it reaches the tile), so every pixel gets exactly the value it
+  would get in an untiled reduce;
+- :func:`write_tile` stores the tile's SCI, WHT and CTX and what the headers need from the
+  rest (which inputs it used, the histograms of chips and exposure time per covered pixel),
+  so a tile file holds 12 bytes per pixel (plus 4 per extra context plane);
+- :func:`write_tiled_layer` writes the product: the headers first (from
+  :func:`summarize_tiles`, which gets the footprint statistics and ``S_REGION`` from the
+  tiles), then each extension's pixels tile by tile at their byte offsets in the file, then
+  ``HDRTAB``. The statistics are computed from tile histograms in an order that does not
+  depend on the tiling (the means are exact sums; the medians exact order statistics), so a
+  product is the same file for any tile size;
+- :func:`reduce_layer` does both in one process (tile files in a temporary directory beside
+  the product): used where one job makes a whole product (exposure-level products).
 
-:func:`write_tiled_layer` then writes the product: the headers first (from
-:func:`summarize_tiles`, which gets the footprint statistics and ``S_REGION`` from the
-tiles), then each extension's pixels tile by tile at their byte offsets in the file, then
-``HDRTAB``. The file is byte-identical to what :func:`mvmflow.products.write_layer` writes
-for the same arrays, except that the statistics are computed from tile histograms in an
-order that does not depend on the tiling (the means are exact sums; the medians exact
-order statistics), so a mosaic is the same file for any tile size. Memory is bounded by a
-tile.
+Memory is bounded by a tile: ``(40 + 4 * planes)`` bytes per tile pixel in the reduce
+(float64 sums, counts and the context planes) plus one input window at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,19 +45,25 @@ from astropy.io import fits
 from mvmflow.combine import LayerArrays, combine_partials, context_planes
 from mvmflow.grid import Frame
 from mvmflow.names import LayerName
+from mvmflow.partials import Partial, PartialFile
 from mvmflow.products import LayerSummary, layer_headers
-from mvmflow.resample import Partial, _frame_from_header, read_partial_header
 from mvmflow.sregion import block_polygons, polygons_to_s_region
 from mvmflow.workflow import atomic_path
 
 __all__ = [
+    "TILE_VERSION",
+    "ArraysTile",
+    "TileFile",
     "TileSummary",
-    "read_partial_window",
+    "reduce_layer",
     "reduce_tile",
     "summarize_tiles",
     "write_tile",
     "write_tiled_layer",
 ]
+
+TILE_VERSION = 2
+"""Layout version of tile files (primary keyword ``TILEVER``)."""
 
 _MAX_BLOCKS = 1024  # as mvmflow.sregion.region_polygons
 _FITS_BLOCK = 2880
@@ -60,34 +73,6 @@ def _empty_partial(filename: str, exptime: float, frame: Frame) -> Partial:
     empty = np.zeros((0, 0), dtype=np.float32)
     return Partial(empty, empty.copy(), np.zeros((0, 0), np.uint8), frame, 0, 0, filename, "",
                    float(exptime))
-
-
-def read_partial_window(path: str | os.PathLike, frame: Frame) -> Partial:
-    """The part of a partial file that falls on ``frame`` (only those pixels are read).
-
-    The returned partial keeps the file's frame with its box moved to the part read, so it
-    is placed exactly where the whole partial would be. It is empty (0 x 0) when nothing
-    reaches ``frame``.
-    """
-    header = read_partial_header(path)
-    pframe = _frame_from_header(header)
-    bx, by = int(header["BOXX0"]), int(header["BOXY0"])
-    nx, ny = int(header["BOXNX"]), int(header["BOXNY"])
-    filename, exptime = header["FILENAME"], float(header["EXPTIME"])
-    if nx == 0 or ny == 0:
-        return _empty_partial(filename, exptime, frame)
-    ox, oy = frame.integer_offset_of(pframe)  # pframe's pixel (0, 0) in frame
-    x_lo, x_hi = max(ox + bx, 0), min(ox + bx + nx, frame.nx)
-    y_lo, y_hi = max(oy + by, 0), min(oy + by + ny, frame.ny)
-    if x_lo >= x_hi or y_lo >= y_hi:
-        return _empty_partial(filename, exptime, frame)
-    px, py = x_lo - ox - bx, y_lo - oy - by  # in the box
-    cut = (slice(py, py + y_hi - y_lo), slice(px, px + x_hi - x_lo))
-    with fits.open(path, memmap=False) as hdul:
-        arrays = [np.asarray(hdul[name].section[cut]).astype(dtype, copy=False)
-                  for name, dtype in (("FLUX", np.float32), ("WEIGHT", np.float32),
-                                      ("NCHIPS", np.uint8))]
-    return Partial(*arrays, pframe, bx + px, by + py, filename, header["IPPPSSOO"], exptime)
 
 
 def reduce_tile(frame: Frame, members: Sequence[tuple[str, float]],
@@ -102,25 +87,59 @@ def reduce_tile(frame: Frame, members: Sequence[tuple[str, float]],
     members : sequence of (filename, exptime)
         Every input of the layer in layer order (context bit order).
     partials : mapping of filename to path
-        The partial files of the members that reach the tile.
+        The partial files of the members that reach the tile (others may be given too).
     sky_offsets : mapping, optional
         Sky offset per file, per pixel at the layer's scale.
+
+    Returns
+    -------
+    LayerArrays
+        Over ``frame``; memory: the tile's sums and one input window at a time.
     """
     def parts():
         for filename, exptime in members:
             path = partials.get(filename)
-            yield (read_partial_window(path, frame) if path is not None
+            yield (PartialFile.open(path).window(frame) if path is not None
                    else _empty_partial(filename, exptime, frame))
 
     return combine_partials(parts(), frame, sky_offsets)
 
 
+def _hist(values: np.ndarray) -> Counter:
+    uniq, counts = np.unique(values, return_counts=True)
+    return Counter(dict(zip(uniq.tolist(), counts.tolist(), strict=True)))
+
+
+def _hist_table(name: str, hist: Mapping, fmt: str, dtype) -> fits.BinTableHDU:
+    keys = sorted(hist)
+    return fits.BinTableHDU.from_columns([
+        fits.Column("VALUE", fmt, array=np.array(keys, dtype=dtype)),
+        fits.Column("COUNT", "K", array=np.array([hist[k] for k in keys], dtype=np.int64)),
+    ], name=name)
+
+
+def _tile_histograms(arrays: LayerArrays) -> tuple[int, Counter, Counter]:
+    covered = arrays.nchips > 0
+    return (int(covered.sum()), _hist(arrays.nchips[covered].astype(np.int32)),
+            _hist(arrays.exptime[covered].astype(np.float32)))
+
+
 def write_tile(path: str | os.PathLike, arrays: LayerArrays, box: Sequence[int]) -> Path:
-    """Write a reduced tile (its arrays and the inputs it used), atomically."""
+    """Write a reduced tile, atomically.
+
+    Layout: PRIMARY (``MVMTYPE = 'TILE'``, ``TILEVER``, the box ``TILEX0 TILEY0 TILENX
+    TILENY`` and ``NCOV``, the covered pixels), SCI (float32), WHT (float32), CTX (int32,
+    with its planes), INPUTS (``FILE``, ``USED``: every input of the layer in layer order
+    and whether it has weight in the tile), NEXPHIST and EXPTHIST (``VALUE``, ``COUNT``:
+    histograms over the covered pixels of the chips and of the exposure time per pixel).
+    """
+    ncov, nexp_hist, expt_hist = _tile_histograms(arrays)
     primary = fits.PrimaryHDU()
     primary.header["MVMTYPE"] = ("TILE", "one tile of a tiled layer")
+    primary.header["TILEVER"] = (TILE_VERSION, "tile file layout version")
     for key, v in zip(("TILEX0", "TILEY0", "TILENX", "TILENY"), box, strict=True):
         primary.header[key] = int(v)
+    primary.header["NCOV"] = (ncov, "pixels covered by a chip footprint")
     used = fits.BinTableHDU.from_columns([
         fits.Column("FILE", "A200", array=np.array(arrays.files, dtype="U200")),
         fits.Column("USED", "L", array=np.array(arrays.used, dtype=bool)),
@@ -128,13 +147,78 @@ def write_tile(path: str | os.PathLike, arrays: LayerArrays, box: Sequence[int])
     hdul = fits.HDUList([
         primary,
         fits.ImageHDU(arrays.sci, name="SCI"), fits.ImageHDU(arrays.wht, name="WHT"),
-        fits.ImageHDU(arrays.ctx, name="CTX"),
-        fits.ImageHDU(arrays.nchips.astype(np.int32), name="NCHIPS"),
-        fits.ImageHDU(arrays.exptime, name="EXPTIME"), used,
+        fits.ImageHDU(arrays.ctx, name="CTX"), used,
+        _hist_table("NEXPHIST", nexp_hist, "J", np.int32),
+        _hist_table("EXPTHIST", expt_hist, "E", np.float32),
     ])
     with atomic_path(Path(path)) as tmp:
         hdul.writeto(tmp, overwrite=True)
     return Path(path)
+
+
+class TileFile:
+    """A tile written by :func:`write_tile` (read one part at a time)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        header = fits.getheader(self.path, 0)
+        if header.get("MVMTYPE") != "TILE" or header.get("TILEVER") != TILE_VERSION:
+            raise ValueError(f"{self.path.name} is not an mvmflow tile of layout version "
+                             f"{TILE_VERSION}")
+        self.box = tuple(int(header[k]) for k in ("TILEX0", "TILEY0", "TILENX", "TILENY"))
+        self.ncov = int(header["NCOV"])
+
+    def array(self, name: str) -> np.ndarray:
+        """The tile's ``SCI``, ``WHT`` or ``CTX`` array."""
+        with fits.open(self.path, memmap=False) as hdul:
+            return hdul[name].data
+
+    def inputs(self) -> tuple[list[str], list[bool]]:
+        """The layer's inputs (layer order) and whether each has weight in the tile."""
+        with fits.open(self.path, memmap=False) as hdul:
+            table = hdul["INPUTS"].data
+            return ([str(f).strip() for f in table["FILE"]],
+                    [bool(u) for u in table["USED"]])
+
+    def histograms(self) -> tuple[int, Counter, Counter]:
+        """Covered pixels, and histograms of chips and exposure time per covered pixel."""
+        out = []
+        with fits.open(self.path, memmap=False) as hdul:
+            for name in ("NEXPHIST", "EXPTHIST"):
+                t = hdul[name].data
+                out.append(Counter() if t is None or len(t) == 0 else Counter(dict(zip(
+                    t["VALUE"].tolist(), t["COUNT"].tolist(), strict=True))))
+        return self.ncov, out[0], out[1]
+
+
+class ArraysTile:
+    """Reduced arrays in memory as a tile source of :func:`write_tiled_layer` (the
+    one-tile case used by :func:`mvmflow.products.write_layer`)."""
+
+    def __init__(self, arrays: LayerArrays, box: Sequence[int] | None = None):
+        self.arrays = arrays
+        self.box = tuple(box) if box is not None else (0, 0, arrays.frame.nx,
+                                                       arrays.frame.ny)
+
+    def array(self, name: str) -> np.ndarray:
+        return {"SCI": self.arrays.sci, "WHT": self.arrays.wht, "CTX": self.arrays.ctx}[name]
+
+    def inputs(self) -> tuple[list[str], list[bool]]:
+        return list(self.arrays.files), [bool(u) for u in self.arrays.used]
+
+    def histograms(self) -> tuple[int, Counter, Counter]:
+        return _tile_histograms(self.arrays)
+
+
+def _source(box, tile):
+    if isinstance(tile, TileFile | ArraysTile):
+        source = tile
+    else:
+        source = TileFile(tile)
+    if list(source.box) != [int(v) for v in box]:
+        raise ValueError(f"tile {getattr(source, 'path', 'in memory')}: box {list(source.box)}"
+                         f", expected {list(box)}")
+    return source
 
 
 # ------------------------------------------------------------------------------------------
@@ -162,11 +246,6 @@ class _ExactSum:
     def value(self) -> Fraction:
         return sum((Fraction(v) * Fraction(2) ** (e - 24) for e, v in self.parts.items()),
                    Fraction(0))
-
-
-def _hist(values: np.ndarray) -> Counter:
-    uniq, counts = np.unique(values, return_counts=True)
-    return Counter(dict(zip(uniq.tolist(), counts.tolist(), strict=True)))
 
 
 def _hist_kth(hist: Mapping, k: int) -> float:
@@ -240,11 +319,11 @@ def _or_blocks(blocks: np.ndarray, valid: np.ndarray, x0: int, y0: int, factor: 
     blocks[np.ix_((y0 + ry) // factor, (x0 + rx) // factor)] |= low
 
 
-def _kth_wht(tiles: Sequence[str | os.PathLike], k: int, hi_bucket: int | None = None) -> int:
+def _kth_wht(sources: Sequence, k: int, hi_bucket: int | None = None) -> int:
     """Bits of the ``k``-th smallest WHT > 0 over the tiles (two 16-bit radix passes)."""
     counts = np.zeros(1 << 16, dtype=np.int64)
-    for path in tiles:
-        w = fits.getdata(path, "WHT")
+    for source in sources:
+        w = source.array("WHT")
         b = _bits(w[w > 0])
         if hi_bucket is None:
             counts += np.bincount(b >> 16, minlength=1 << 16)
@@ -254,20 +333,21 @@ def _kth_wht(tiles: Sequence[str | os.PathLike], k: int, hi_bucket: int | None =
     bucket = int(np.searchsorted(cum, k, side="right"))
     if hi_bucket is None:
         below = int(cum[bucket - 1]) if bucket else 0
-        return _kth_wht(tiles, k - below, bucket)
+        return _kth_wht(sources, k - below, bucket)
     return (hi_bucket << 16) | bucket
 
 
-def summarize_tiles(frame: Frame, tiles: Sequence[tuple[Sequence[int], str | os.PathLike]],
+def summarize_tiles(frame: Frame, tiles: Sequence[tuple[Sequence[int], object]],
                     files: Sequence[str]) -> TileSummary:
-    """Gather a tiled layer's statistics from its tile files.
+    """Gather a tiled layer's statistics from its tiles.
 
     Parameters
     ----------
     frame : Frame
         The layer frame.
-    tiles : sequence of (box, path)
-        Each tile's ``[x0, y0, nx, ny]`` in the frame and its file (:func:`write_tile`).
+    tiles : sequence of (box, tile)
+        Each tile's ``[x0, y0, nx, ny]`` in the frame and its file (:func:`write_tile`) or
+        an :class:`ArraysTile`.
     files : sequence of str
         The layer's inputs in layer order.
     """
@@ -277,27 +357,28 @@ def summarize_tiles(frame: Frame, tiles: Sequence[tuple[Sequence[int], str | os.
     ncov, wht_n = 0, 0
     nexp_hist, expt_hist = Counter(), Counter()
     wht_sum = _ExactSum(Counter())
-    for (x0, y0, _, _), path in tiles:
-        with fits.open(path, memmap=False) as hdul:
-            names = [str(f).strip() for f in hdul["INPUTS"].data["FILE"]]
-            if names != [str(f) for f in files]:
-                raise ValueError(f"{Path(path).name}: inputs differ from the layer's")
-            used = [a or bool(b) for a, b in zip(used, hdul["INPUTS"].data["USED"], strict=True)]
-            nchips = hdul["NCHIPS"].data
-            covered = nchips > 0
-            ncov += int(covered.sum())
-            nexp_hist.update(_hist(nchips[covered]))
-            expt_hist.update(_hist(hdul["EXPTIME"].data[covered]))
-            wht = hdul["WHT"].data
-            good = wht > 0
-            wht_n += int(good.sum())
-            wht_sum.add(_ExactSum.of(wht[good]))
-            _or_blocks(blocks, np.isfinite(hdul["SCI"].data), x0, y0, factor)
-    paths = [p for _, p in tiles]
+    sources = [_source(box, tile) for box, tile in tiles]
+    for source in sources:
+        x0, y0 = source.box[:2]
+        names, tile_used = source.inputs()
+        if names != [str(f) for f in files]:
+            raise ValueError(f"{getattr(source, 'path', 'tile')}: inputs differ from the "
+                             "layer's")
+        used = [a or b for a, b in zip(used, tile_used, strict=True)]
+        n, nexp, expt = source.histograms()
+        ncov += n
+        nexp_hist.update(nexp)
+        expt_hist.update(expt)
+        wht = source.array("WHT")
+        good = wht > 0
+        wht_n += int(good.sum())
+        wht_sum.add(_ExactSum.of(wht[good]))
+        del wht, good
+        _or_blocks(blocks, np.isfinite(source.array("SCI")), x0, y0, factor)
     median = 0.0
     if wht_n:
-        lo = _kth_wht(paths, (wht_n - 1) // 2)
-        hi = lo if wht_n % 2 else _kth_wht(paths, wht_n // 2)
+        lo = _kth_wht(sources, (wht_n - 1) // 2)
+        hi = lo if wht_n % 2 else _kth_wht(sources, wht_n // 2)
         vals = np.array([lo, hi], dtype=np.uint32).view(np.float32).astype(np.float64)
         median = float(np.mean(vals))
     return TileSummary(frame, tuple(files), used, ncov, nexp_hist, expt_hist, wht_sum, wht_n,
@@ -351,11 +432,12 @@ def _write_pixels(f, start: int, shape: tuple, box: Sequence[int], data: np.ndar
 
 
 def write_tiled_layer(path: str | os.PathLike, frame: Frame,
-                      tiles: Sequence[tuple[Sequence[int], str | os.PathLike]],
+                      tiles: Sequence[tuple[Sequence[int], object]],
                       layer_name, records: Iterable, params: Mapping,
                       exptimes: Sequence[float], sky: Sequence[float], files: Sequence[str],
-                      provenance=None, *, input_headers=None) -> Path:
-    """Write a layer product from its tile files, atomically, with bounded memory.
+                      provenance=None, *, input_headers=None,
+                      npix_total: int | None = None) -> Path:
+    """Write a layer product from its tiles, atomically, with memory bounded by a tile.
 
     Parameters
     ----------
@@ -363,9 +445,10 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
         The product (its name must be the layer's name).
     frame : Frame
         The layer frame; the tiles must cover it exactly.
-    tiles : sequence of (box, path)
-        The tile boxes ``[x0, y0, nx, ny]`` and files (:func:`write_tile`).
-    layer_name, records, params, provenance, input_headers
+    tiles : sequence of (box, tile)
+        The tile boxes ``[x0, y0, nx, ny]`` and their files (:func:`write_tile`) or
+        :class:`ArraysTile` objects.
+    layer_name, records, params, provenance, input_headers, npix_total
         As :func:`mvmflow.products.write_layer`.
     exptimes, sky, files : sequence
         The inputs' exposure times, sky offsets and file names in layer order.
@@ -376,7 +459,8 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
         raise ValueError(f"product path {path.name!r} is not the layer name {layer.filename!r}")
     if sum(b[2] * b[3] for b, _ in tiles) != frame.nx * frame.ny:
         raise ValueError("the tiles do not cover the layer frame exactly")
-    summary = summarize_tiles(frame, tiles, files).layer_summary(exptimes, sky)
+    sources = [(box, _source(box, tile)) for box, tile in tiles]
+    summary = summarize_tiles(frame, sources, files).layer_summary(exptimes, sky, npix_total)
     h = layer_headers(summary, frame, layer, records, params, provenance,
                       input_headers=input_headers)
     primary = fits.PrimaryHDU(header=h.primary)
@@ -393,9 +477,49 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
             start = f.tell()
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
             f.truncate(start + _padded(nbytes))
-            for box, tile in tiles:
-                with fits.open(tile, memmap=False) as hdul:
-                    _write_pixels(f, start, shape, box, hdul[name].data, dtype)
+            for box, source in sources:
+                _write_pixels(f, start, shape, box, source.array(name), dtype)
             f.seek(start + _padded(nbytes))
         f.write(_table_bytes(h.hdrtab))
     return path
+
+
+def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence[int]],
+                 members: Sequence[tuple[str, float]],
+                 partials: Mapping[str, str | os.PathLike], layer_name, records: Iterable,
+                 params: Mapping, sky_offsets: Mapping[str, float] | None = None,
+                 provenance=None, *, input_headers=None) -> Path:
+    """Reduce and write a whole layer product in this process, one tile at a time.
+
+    The tiles are written to a temporary directory beside ``path`` (removed afterwards), so
+    memory is bounded by a tile and the product is the same file as with tile jobs.
+
+    Parameters
+    ----------
+    path : path-like
+        The product.
+    frame : Frame
+        The layer frame.
+    tiles : sequence of [x0, y0, nx, ny]
+        Tiles covering the frame, row by row (the plan's tile boxes).
+    members, partials, sky_offsets
+        As :func:`reduce_tile`.
+    layer_name, records, params, provenance, input_headers
+        As :func:`write_tiled_layer`.
+    """
+    path = Path(path)
+    sky_offsets = dict(sky_offsets or {})
+    files = [name for name, _ in members]
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tiles-", dir=path.parent))
+    try:
+        written = []
+        for i, box in enumerate(tiles):
+            arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
+            written.append((list(box), write_tile(tmpdir / f"t{i:04d}.fits", arrays, box)))
+            del arrays
+        return write_tiled_layer(path, frame, written, layer_name, records, params,
+                                 [t for _, t in members],
+                                 [sky_offsets.get(f, 0.0) for f in files], files, provenance,
+                                 input_headers=input_headers)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

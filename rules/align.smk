@@ -70,11 +70,11 @@ rule align:
 rule align_report:
     input:
         align=skycell_align_dirs,
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{skycell}}_align.ecsv",
     params:
-        members=lambda wildcards: skycell_keys(wildcards.skycell),
+        members=skycell_keys,
     log:
         "logs/align_report/{skycell}.log",
     benchmark:

@@ -1,10 +1,16 @@
 # Helpers shared by the rules: paths, the input list, the plan, and the final outputs.
+#
+# The plan is read through mvmflow.runplan.RunPlan (typed, indexed): the functions below are
+# one-line adapters from a job's wildcards to a plan look-up, and the paths built from it.
 
 import functools
 import glob
 import json
 import os
 from pathlib import Path
+
+from mvmflow.plan import PLAN_VERSION
+from mvmflow.runplan import PlanEntryMissing, RunPlan
 
 OUT = config["outdir"]
 # a layer's root, not an exposure-level product's (which ends in -<ipppssoo>)
@@ -57,31 +63,62 @@ def screen_records(wildcards=None):
     return [f"{OUT}/screen/records/{key}.json" for key in input_table()]
 
 
+def records_of(keys):
+    return [f"{OUT}/screen/records/{key}.json" for key in keys]
+
+
+def headers_of(keys):
+    return [f"{OUT}/screen/headers/{key}.json" for key in keys]
+
+
+# ---- intermediate files
+
+KEEP_INTERMEDIATES = bool(config.get("keep_intermediates", True))
+
+
+def intermediate(path):
+    """A file only later jobs read (partial, cosmic-ray median or mask, tile): kept, or with
+    keep_intermediates off, deleted once no job of the run needs it (temp)."""
+    return path if KEEP_INTERMEDIATES else temp(path)
+
+
+def mean_size_mb(paths):
+    """Mean size in MB of ``paths`` (0 for none)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return sum(os.path.getsize(p) for p in paths) / 1e6 / max(1, len(paths))
+
+
+# ---- the plan
+
+PLAN = f"{OUT}/plan/plan.json"
+# The plan file as an input of every job built from the plan. Ancient: a rewritten plan
+# reruns no job by itself (what a job reads of the plan is in its params, and the params
+# trigger decides), but the job depends on the plan checkpoint, so Snakemake re-evaluates it
+# when the plan is made again (else a job of the previous plan would run with stale
+# inputs and params). See docs/design.md, "The run plan".
+PLAN_INPUT = ancient(PLAN)
+
 _PLAN_CACHE = {}
 
 
-def plan_data():
-    """The plan (after the plan checkpoint), read once per file version."""
+def run_plan():
+    """The run plan (after the plan checkpoint), read once per file version. A plan file of
+    another layout version reads as an empty plan, until the checkpoint makes it again
+    (its ``version`` parameter changed)."""
     path = checkpoints.plan.get().output.plan
     key = (path, os.path.getmtime(path))
     if key not in _PLAN_CACHE:
-        with open(path) as f:
-            _PLAN_CACHE.clear()
-            _PLAN_CACHE[key] = json.load(f)
+        _PLAN_CACHE.clear()
+        _PLAN_CACHE[key] = RunPlan.load(path, stale_ok=True)
     return _PLAN_CACHE[key]
 
 
-def _key(filename):
-    """Input key of a member file name (its name without .fits)."""
-    return filename[: -len(".fits")] if filename.endswith(".fits") else filename
+def planned(default):
+    """Decorate an input, params or resources function that looks up a job's plan entry.
 
-
-def stale_safe(default):
-    """Decorate an input/params function so that a job of an outdated plan gets ``default``.
-
-    When a checkpoint (the plan) is rerun because its parameters changed, snakemake first
-    re-evaluates the jobs built from the previous plan, then drops those no target needs.
-    A layer, tile or exposure that the new plan no longer has must not stop the run there.
+    When the plan checkpoint reruns, Snakemake re-evaluates the jobs built from the previous
+    plan (PLAN_INPUT) and then drops those no target needs: a layer, job or tile the new plan
+    no longer has (PlanEntryMissing, and nothing else) gives such a job ``default``.
     """
 
     def wrap(func):
@@ -89,7 +126,7 @@ def stale_safe(default):
         def inner(*args, **kwargs):
             try:
                 return func(*args, **kwargs)
-            except (LookupError, ValueError):
+            except PlanEntryMissing:
                 return default() if callable(default) else default
 
         return inner
@@ -97,190 +134,169 @@ def stale_safe(default):
     return wrap
 
 
-@stale_safe(dict)
-def layer_of(wildcards):
-    """The plan entry of one layer product."""
-    name = f"{wildcards.root}_{wildcards.ptype}.fits"
-    for cell in plan_data()["skycells"]:
-        for layer in cell["layers"]:
-            if layer["name"] == name:
-                return layer
-    raise ValueError(f"{name} is not a layer of the plan")
+def _layer(wildcards):
+    """The sky-cell layer of a job: ``<root>_<ptype>.fits``."""
+    return f"{wildcards.root}_{wildcards.ptype}.fits"
 
 
-def layer_jobs(wildcards):
-    """The plan's drizzle jobs of one layer, in drizzle order."""
-    name = f"{wildcards.root}_{wildcards.ptype}.fits"
-    jobs = [j for j in plan_data()["jobs"] if j["layer"] == name]
-    return sorted(jobs, key=lambda j: j["order"])
+def _mlayer(wildcards):
+    """The mosaic layer of a job: ``<mroot>_<ptype>.fits``."""
+    return f"{wildcards.mroot}_{wildcards.ptype}.fits"
 
 
-def partials_of(wildcards):
-    """The partial files of one layer, in the layer's drizzle order."""
-    return [
-        f"{OUT}/partials/{wildcards.skycell}/{wildcards.root}_{wildcards.ptype}/"
-        f"{_key(j['filename'])}.fits"
-        for j in layer_jobs(wildcards)
-    ]
+# ---- sky-cell layers: map (drizzle), cosmic rays, reduce (tiles), products
 
 
-def records_of(wildcards):
-    """Screen records of a layer's members."""
-    return [f"{OUT}/screen/records/{_key(j['filename'])}.json" for j in layer_jobs(wildcards)]
+@planned(dict)
+def layer_entry(wildcards):
+    return run_plan().layer_entry(_layer(wildcards))
 
 
-def headers_of(wildcards):
-    """Headers files of a layer's members (as records_of)."""
-    return [f"{OUT}/screen/headers/{_key(j['filename'])}.json" for j in layer_jobs(wildcards)]
-
-
-@stale_safe(dict)
-def map_job(wildcards):
-    """The plan's drizzle job for one (exposure, layer)."""
-    for job in layer_jobs(wildcards):
-        if _key(job["filename"]) == wildcards.exposure:
-            return job
-    raise ValueError(f"no drizzle job for {wildcards.exposure} in {wildcards.root}")
-
-
-@stale_safe(dict)
+@planned(dict)
 def layer_params(wildcards):
-    """Resolved drizzle parameters of a layer (set by the plan)."""
-    return plan_data()["params"][f"{wildcards.root}_{wildcards.ptype}.fits"]
+    return run_plan().layer_params(_layer(wildcards))
 
 
-def drizzle_params(wildcards):
-    """The parameters a map job depends on (without the layer's coverage figure ``n``)."""
-    skip = ("n", "cosmic_rays", "cr")  # do not change a separate drizzle
-    return {k: v for k, v in layer_params(wildcards).items() if k not in skip}
+@planned(dict)
+def map_params(wildcards):
+    return run_plan().map_params(_layer(wildcards))
 
 
-def cr_applies(wildcards):
-    """Whether the layer gets cosmic-ray rejection (decided by the plan)."""
-    return bool(layer_params(wildcards).get("cosmic_rays"))
+@planned(dict)
+def map_frame(wildcards):
+    return run_plan().map_frame(_layer(wildcards), wildcards.exposure)
 
 
-def final_partials_of(wildcards):
-    """The partials a layer sums: the CR-masked ones when the layer rejects cosmic rays."""
-    paths = partials_of(wildcards)
-    if cr_applies(wildcards):
-        return [p.replace(f"{OUT}/partials/", f"{OUT}/partials_cr/", 1) for p in paths]
-    return paths
+@planned(list)
+def layer_members(wildcards):
+    return run_plan().members(_layer(wildcards))
 
 
-def final_exposure_partial(wildcards):
-    path = exposure_partial(wildcards)
-    if cr_applies(wildcards):
-        return path.replace(f"{OUT}/partials/", f"{OUT}/partials_cr/", 1)
-    return path
+@planned(list)
+def separate_partials(wildcards):
+    return run_plan().partials(_layer(wildcards), OUT, final=False)
 
 
-def separate_partial(wildcards):
-    """The exposure's separate drizzle (its CR-free-or-not partial) on the layer."""
-    return (f"{OUT}/partials/{wildcards.skycell}/{wildcards.root}_{wildcards.ptype}/"
-            f"{wildcards.exposure}.fits")
+@planned(list)
+def layer_partials(wildcards):
+    return run_plan().partials(_layer(wildcards), OUT, final=True)
 
 
-def _layer_by_root(wildcards):
-    for cell in plan_data()["skycells"]:
-        for layer in cell["layers"]:
-            if layer["name"].rsplit("_", 1)[0] == wildcards.root:
-                return cell, layer
-    raise ValueError(f"{wildcards.root} is not a layer of the plan")
+@planned(1000)
+def layer_tile_mem(wildcards):
+    return run_plan().tile_mem_mb(_layer(wildcards))
 
 
-@stale_safe(list)
+@planned(list)
+def layer_records(wildcards):
+    return records_of(run_plan().member_keys(_layer(wildcards)))
+
+
+@planned(list)
+def layer_headers(wildcards):
+    return headers_of(run_plan().member_keys(_layer(wildcards)))
+
+
+@planned(list)
+def layer_align_dirs(wildcards):
+    return align_dirs_of(run_plan().member_keys(_layer(wildcards)))
+
+
+@planned(list)
+def sky_file(wildcards):
+    return f"{OUT}/sky/{run_plan().sky_group(_layer(wildcards))}.json"
+
+
+def _exposure_job(wildcards):
+    return run_plan().job_of_ipppssoo(_layer(wildcards), wildcards.ipppssoo)
+
+
+@planned(list)
+def exposure_partial(wildcards):
+    return run_plan().partial_path(_exposure_job(wildcards), OUT)
+
+
+@planned(list)
+def exposure_record(wildcards):
+    return f"{OUT}/screen/records/{_exposure_job(wildcards).key}.json"
+
+
+@planned(list)
+def exposure_headers(wildcards):
+    return f"{OUT}/screen/headers/{_exposure_job(wildcards).key}.json"
+
+
+@planned(list)
+def exposure_align_dirs(wildcards):
+    return align_dirs_of([_exposure_job(wildcards).key])
+
+
+@planned(1000)
+def exposure_mem(wildcards):
+    return run_plan().tile_mem_mb(_layer(wildcards), members=1)
+
+
+@planned(list)
 def product_of_root(wildcards):
     """The layer product a trailer belongs to."""
-    cell, layer = _layer_by_root(wildcards)
-    return f"{OUT}/skycells/{cell['name']}/{layer['name']}"
+    layer = run_plan().layer_by_root(wildcards.root)
+    return f"{OUT}/skycells/{layer.skycell}/{layer.name}"
 
 
-@stale_safe(str)
+@planned(str)
 def log_of_root(wildcards):
     """The log of the layer job a trailer belongs to."""
-    cell, layer = _layer_by_root(wildcards)
-    return f"logs/layer/{cell['name']}/{layer['name'][:-5]}.log"
+    layer = run_plan().layer_by_root(wildcards.root)
+    return f"logs/layer/{layer.skycell}/{layer.name[:-5]}.log"
 
 
 def exposure_level():
     return bool(config.get("products", {}).get("exposure_level", False))
 
 
-def exposure_products(cell, layer):
-    """Exposure-level product paths of a layer (its drizzled members), in drizzle order."""
-    root, ptype = layer["name"][: -len(".fits")].rsplit("_", 1)
-    jobs = sorted((j for j in plan_data()["jobs"] if j["layer"] == layer["name"]),
-                  key=lambda j: j["order"])
-    return [f"{OUT}/skycells/{cell}/{root}-{j['ipppssoo']}_{ptype}.fits" for j in jobs]
-
-
-def skycell_products(wildcards):
-    """Every product of a sky cell: layers, their trailers (and exposure-level products),
-    in plan order."""
-    cell = next(c for c in plan_data()["skycells"] if c["name"] == wildcards.skycell)
-    out = []
-    for layer in cell["layers"]:
-        out.append(f"{OUT}/skycells/{cell['name']}/{layer['name']}")
-        out.append(f"{OUT}/skycells/{cell['name']}/{layer['name'].rsplit('_', 1)[0]}_trl.txt")
-        if exposure_level():
-            out += exposure_products(cell["name"], layer)
+def layer_products(layer):
+    """A sky-cell layer's product, trailer and (exposure_level) its exposure-level
+    products, in drizzle order."""
+    where = f"{OUT}/skycells/{layer.skycell}"
+    out = [f"{where}/{layer.name}", f"{where}/{layer.root}_trl.txt"]
+    if exposure_level():
+        out += [f"{where}/{job.name}" for job in run_plan().jobs(layer.name)]
     return out
 
 
-@stale_safe(dict)
-def exposure_job(wildcards):
-    """The drizzle job of one exposure-level product."""
-    for job in layer_jobs(wildcards):
-        if job["ipppssoo"] == wildcards.ipppssoo:
-            return job
-    raise ValueError(f"{wildcards.ipppssoo} is not drizzled into {wildcards.root}")
+def products_of_skycell(skycell):
+    """Every product of a sky cell, in plan order."""
+    return [p for layer in run_plan().layers(skycell) for p in layer_products(layer)]
 
 
-def exposure_partial(wildcards):
-    job = exposure_job(wildcards)
-    return (f"{OUT}/partials/{wildcards.skycell}/{wildcards.root}_{wildcards.ptype}/"
-            f"{_key(job['filename'])}.fits")
+@planned(list)
+def skycell_products(wildcards):
+    return products_of_skycell(wildcards.skycell)
 
 
-def exposure_record(wildcards):
-    return f"{OUT}/screen/records/{_key(exposure_job(wildcards)['filename'])}.json"
-
-
-def exposure_headers(wildcards):
-    return f"{OUT}/screen/headers/{_key(exposure_job(wildcards)['filename'])}.json"
-
-
-def exposure_align_dirs(wildcards):
-    return align_dirs_of([_key(exposure_job(wildcards)["filename"])])
+@planned(str)
+def poller_text(wildcards):
+    return run_plan().poller(wildcards.skycell)
 
 
 def final_outputs(wildcards=None):
     """The final targets: every layer product, trailer and manifest of the plan."""
     targets = [f"{OUT}/screen/accepted.ecsv", f"{OUT}/screen/rejected.ecsv",
                f"{OUT}/plan/dropped.ecsv"]
-    for cell in plan_data()["skycells"]:
-        targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_manifest.txt")
+    for cell in run_plan().skycells:
+        targets.append(f"{OUT}/skycells/{cell.name}/{cell.name}_manifest.txt")
         if align_enabled():
-            targets.append(f"{OUT}/skycells/{cell['name']}/{cell['name']}_align.ecsv")
-        targets += skycell_products(type("W", (), {"skycell": cell["name"]}))
+            targets.append(f"{OUT}/skycells/{cell.name}/{cell.name}_align.ecsv")
+        targets += products_of_skycell(cell.name)
     targets += mosaic_outputs()
     targets += cutout_outputs()
     return targets
 
 
-def mem_for_frame(layer, arrays=6):
-    """MB needed to hold ``arrays`` float64 frames of a layer, plus a margin."""
-    if "frame" not in layer:  # a job of an outdated plan (see stale_safe)
-        return 1000
-    nx, ny = layer["frame"]["nx"], layer["frame"]["ny"]
-    return int(500 + arrays * 8 * nx * ny / 1e6)
-
-
 def summary_message():
     """The few lines printed when a run succeeds: what was made, and where."""
-    cells = plan_data()["skycells"]
-    nlayers = sum(len(cell["layers"]) for cell in cells)
+    cells = run_plan().skycells
+    nlayers = len(run_plan().layers())
     lines = [f"mvmflow: {nlayers} layer product{'s' if nlayers != 1 else ''} in "
              f"{len(cells)} sky cell{'s' if len(cells) != 1 else ''} under {OUT}/skycells/"]
     if mosaic_outputs():
@@ -292,43 +308,20 @@ def summary_message():
     return "\n".join(lines)
 
 
-def sky_group(layer):
-    """The sky group of a layer: projection cell, instrument, detector, filter, class."""
-    label = layer["exptime_class"] + (f"-{layer['year']}" if layer.get("year") else "")
-    return (f"p{layer['skycell'][9:13]}_{layer['instrument']}_{layer['detector']}_"
-            f"{layer['filter']}_{label}")
+# ---- sky groups
 
 
-def _group_layers(group):
-    return [
-        (cell["name"], layer)
-        for cell in plan_data()["skycells"]
-        for layer in cell["layers"]
-        if sky_group(layer) == group and layer["scale"] == "fine"
-    ]
-
-
+@planned(list)
 def sky_partials(wildcards):
     """Every fine partial of a sky group, over all its sky cells, in plan order."""
-    out = []
-    for cell, layer in _group_layers(wildcards.group):
-        root, ptype = layer["name"][: -len(".fits")].rsplit("_", 1)
-        w = type("W", (), {"skycell": cell, "root": root, "ptype": ptype})
-        out += partials_of(w)
-    return out
+    plan = run_plan()
+    return [p for layer in plan.sky_group_layers(wildcards.group)
+            for p in plan.partials(layer.name, OUT, final=False)]
 
 
+@planned(dict)
 def sky_params(wildcards):
-    """Sky statistic of a group, and whether any of its layers matches sky."""
-    params = [plan_data()["params"][layer["name"]] for _, layer in _group_layers(wildcards.group)]
-    used = [p for p in params if p["skysub"]]
-    return {"skysub": bool(used), "skystat": (used or params)[0]["skystat"]}
-
-
-@stale_safe(list)
-def sky_file(wildcards):
-    """The sky offsets file a layer uses."""
-    return f"{OUT}/sky/{sky_group(layer_of(wildcards))}.json"
+    return run_plan().sky_params(wildcards.group)
 
 
 # ---- alignment
@@ -359,22 +352,28 @@ def align_reference_file(wildcards):
 _GROUPS_CACHE = {}
 
 
-def align_groups():
-    """{group: [input keys]} (after the align_groups checkpoint)."""
+def _align_groups_file():
+    """({group: [input keys]}, {input key: group}) (after the align_groups checkpoint)."""
     path = checkpoints.align_groups.get().output[0]
     key = (path, os.path.getmtime(path))
     if key not in _GROUPS_CACHE:
         with open(path) as f:
-            _GROUPS_CACHE.clear()
-            _GROUPS_CACHE[key] = json.load(f)["groups"]
+            groups = json.load(f)["groups"]
+        _GROUPS_CACHE.clear()
+        _GROUPS_CACHE[key] = (groups, {k: g for g, keys in groups.items() for k in keys})
     return _GROUPS_CACHE[key]
 
 
+def align_groups():
+    """{group: [input keys]} (after the align_groups checkpoint)."""
+    return _align_groups_file()[0]
+
+
 def group_of(key):
-    for name, members in align_groups().items():
-        if key in members:
-            return name
-    raise ValueError(f"{key} is in no alignment group")
+    try:
+        return _align_groups_file()[1][key]
+    except KeyError:
+        raise ValueError(f"{key} is in no alignment group") from None
 
 
 def group_exposures(wildcards):
@@ -387,7 +386,7 @@ def group_catalogs(wildcards):
 
 
 def group_records(wildcards):
-    return [f"{OUT}/screen/records/{k}.json" for k in align_groups()[wildcards.agroup]]
+    return records_of(align_groups()[wildcards.agroup])
 
 
 def align_dirs(wildcards=None):
@@ -408,18 +407,15 @@ def solution_dir(wildcards):
     return align_dirs_of([wildcards.exposure])
 
 
-def layer_align_dirs(wildcards):
-    return align_dirs_of([_key(j["filename"]) for j in layer_jobs(wildcards)])
-
-
-def skycell_keys(skycell):
+@planned(list)
+def skycell_keys(wildcards):
     """Input keys of every exposure planned into a sky cell."""
-    cell = next(c for c in plan_data()["skycells"] if c["name"] == skycell)
-    return sorted({_key(m["filename"]) for layer in cell["layers"] for m in layer["members"]})
+    return run_plan().skycell_keys(wildcards.skycell)
 
 
+@planned(list)
 def skycell_align_dirs(wildcards):
-    return align_dirs_of(skycell_keys(wildcards.skycell))
+    return align_dirs_of(run_plan().skycell_keys(wildcards.skycell))
 
 
 # ---- custom mosaic
@@ -431,168 +427,104 @@ def mosaic_enabled():
     return bool(MOSAIC.get("enabled", False))
 
 
-_MOSAIC_CACHE = {}
+@planned(dict)
+def mosaic_layer_entry(wildcards):
+    return run_plan().layer_entry(_mlayer(wildcards), mosaic=True)
 
 
-def mosaic_plan():
-    """The mosaic plan (:class:`mvmflow.mosaic.MosaicPlan`) of the plan checkpoint."""
-    from mvmflow.mosaic import MosaicPlan
-
-    data = plan_data()
-    if id(data) not in _MOSAIC_CACHE:
-        _MOSAIC_CACHE.clear()
-        _MOSAIC_CACHE[id(data)] = MosaicPlan.from_dict(data["mosaic"])
-    return _MOSAIC_CACHE[id(data)]
-
-
-def _mosaic_name(wildcards):
-    return f"{wildcards.mroot}_{wildcards.ptype}.fits"
-
-
-def mosaic_layer(wildcards):
-    name = _mosaic_name(wildcards)
-    for layer in mosaic_plan().layers:
-        if layer.name == name:
-            return layer
-    raise ValueError(f"{name} is not a layer of the mosaic")
-
-
-@stale_safe(dict)
-def mosaic_layer_dict(wildcards):
-    return mosaic_layer(wildcards).to_dict()
-
-
-def mosaic_jobs(wildcards):
-    """The drizzle jobs of a mosaic layer, in drizzle order."""
-    name = _mosaic_name(wildcards)
-    return sorted((j for j in mosaic_plan().jobs if j.layer == name), key=lambda j: j.order)
-
-
-@stale_safe(dict)
-def mosaic_job(wildcards):
-    for job in mosaic_jobs(wildcards):
-        if _key(job.filename) == wildcards.exposure:
-            return job.to_dict()
-    raise ValueError(f"no mosaic drizzle job for {wildcards.exposure} in {wildcards.mroot}")
-
-
-@stale_safe(list)
-def mosaic_members(wildcards):
-    """(file name, exposure time) of each drizzled member, in layer (context-bit) order."""
-    return [[j.filename, mosaic_layer(wildcards).members[j.order].exptime]
-            for j in mosaic_jobs(wildcards)]
-
-
-@stale_safe(dict)
+@planned(dict)
 def mosaic_params(wildcards):
-    return plan_data()["mosaic_params"][_mosaic_name(wildcards)]
+    return run_plan().layer_params(_mlayer(wildcards), mosaic=True)
 
 
-@stale_safe(dict)
-def mosaic_drizzle_params(wildcards):
-    return {k: v for k, v in mosaic_params(wildcards).items()
-            if k not in ("n", "cosmic_rays", "cr")}
+@planned(dict)
+def mosaic_map_params(wildcards):
+    return run_plan().map_params(_mlayer(wildcards), mosaic=True)
 
 
+@planned(dict)
+def mosaic_map_frame(wildcards):
+    return run_plan().map_frame(_mlayer(wildcards), wildcards.exposure, mosaic=True)
 
-@stale_safe(list)
+
+@planned(list)
+def mosaic_members(wildcards):
+    return run_plan().members(_mlayer(wildcards), mosaic=True)
+
+
+@planned(list)
 def mosaic_crmasks(wildcards):
     """The cosmic-ray masks the sky-cell layers of the same key found for this exposure."""
-    if not mosaic_params(wildcards).get("cosmic_rays"):
-        return []
-    params = plan_data()["params"]
-    out = []
-    for name in mosaic_layer(wildcards).skycell_layers:
-        if not params[name].get("cosmic_rays"):
-            continue
-        for job in plan_data()["jobs"]:
-            if job["layer"] == name and _key(job["filename"]) == wildcards.exposure:
-                out.append(f"{OUT}/cr/{job['skycell']}/{name[:-5]}/"
-                           f"{wildcards.exposure}_crmask.fits")
-    return out
+    return [f"{OUT}/cr/{job.skycell}/{job.layer[:-5]}/{wildcards.exposure}_crmask.fits"
+            for job in run_plan().cr_mask_jobs(_mlayer(wildcards), wildcards.exposure)]
 
 
-
-def _tile_index(tile):
-    return int(tile[1:])
-
-
-@stale_safe(list)
+@planned(list)
 def mosaic_tile_box(wildcards):
-    return mosaic_layer(wildcards).tiles[_tile_index(wildcards.tile)]
+    return run_plan().tile(_mlayer(wildcards), wildcards.tile, mosaic=True)
 
 
-@stale_safe(list)
+@planned(list)
 def mosaic_tile_partials(wildcards):
-    """The partials of the members whose boxes reach the tile, in drizzle order."""
-    from mvmflow.mosaic import tile_jobs
-
-    jobs = tile_jobs(mosaic_plan(), _mosaic_name(wildcards), mosaic_tile_box(wildcards))
-    return [f"{OUT}/mosaic/partials/{wildcards.mroot}_{wildcards.ptype}/{_key(j.filename)}.fits"
-            for j in jobs]
+    return run_plan().tile_partials(_mlayer(wildcards), wildcards.tile, OUT, mosaic=True)
 
 
-@stale_safe(list)
-def mosaic_tile_files(wildcards):
-    layer = mosaic_layer(wildcards)
-    return [f"{OUT}/mosaic/tiles/{wildcards.mroot}_{wildcards.ptype}/t{i:04d}.fits"
-            for i in range(len(layer.tiles))]
+@planned(list)
+def mosaic_tiles(wildcards):
+    return [f"{OUT}/mosaic/tiles/{wildcards.mroot}_{wildcards.ptype}/{t}.fits"
+            for t in run_plan().tile_names(_mlayer(wildcards), mosaic=True)]
 
 
-@stale_safe(1000)
+@planned(1000)
 def mosaic_tile_mem(wildcards):
-    """MB for one tile's float64 sums and arrays, plus a margin."""
-    _, _, nx, ny = mosaic_layer(wildcards).tiles[0]
-    return int(500 + 48 * nx * ny / 1e6)
+    return run_plan().tile_mem_mb(_mlayer(wildcards), mosaic=True)
 
 
-@stale_safe(list)
+@planned(list)
 def mosaic_sky_file(wildcards):
-    return f"{OUT}/sky/{mosaic_layer(wildcards).sky_group}.json"
+    return f"{OUT}/sky/{run_plan().sky_group(_mlayer(wildcards), mosaic=True)}.json"
 
 
+@planned(list)
 def mosaic_records(wildcards):
-    return [f"{OUT}/screen/records/{_key(j.filename)}.json" for j in mosaic_jobs(wildcards)]
+    return records_of(run_plan().member_keys(_mlayer(wildcards), mosaic=True))
 
 
+@planned(list)
 def mosaic_headers(wildcards):
-    return [f"{OUT}/screen/headers/{_key(j.filename)}.json" for j in mosaic_jobs(wildcards)]
+    return headers_of(run_plan().member_keys(_mlayer(wildcards), mosaic=True))
 
 
+@planned(list)
 def mosaic_align_dirs(wildcards):
-    return align_dirs_of([_key(j.filename) for j in mosaic_jobs(wildcards)])
+    return align_dirs_of(run_plan().member_keys(_mlayer(wildcards), mosaic=True))
 
 
-def _mosaic_layer_by_root(wildcards):
-    for layer in mosaic_plan().layers:
-        if layer.name.rsplit("_", 1)[0] == wildcards.mroot:
-            return layer
-    raise ValueError(f"{wildcards.mroot} is not a layer of the mosaic")
-
-
-@stale_safe(list)
+@planned(list)
 def mosaic_product_of_root(wildcards):
-    return f"{OUT}/mosaic/{_mosaic_layer_by_root(wildcards).name}"
+    return f"{OUT}/mosaic/{run_plan().layer_by_root(wildcards.mroot, mosaic=True).name}"
 
 
-@stale_safe(str)
+@planned(str)
 def mosaic_log_of_root(wildcards):
-    return f"logs/mosaic_layer/{_mosaic_layer_by_root(wildcards).name[:-5]}.log"
+    layer = run_plan().layer_by_root(wildcards.mroot, mosaic=True)
+    return f"logs/mosaic_layer/{layer.name[:-5]}.log"
 
 
 def mosaic_products(wildcards=None):
     """Every mosaic product and trailer, in the reference's layer order."""
     out = []
-    for layer in mosaic_plan().layers:
+    for layer in run_plan().mosaic_layers:
         out.append(f"{OUT}/mosaic/{layer.name}")
-        out.append(f"{OUT}/mosaic/{layer.name.rsplit('_', 1)[0]}_trl.txt")
+        out.append(f"{OUT}/mosaic/{layer.root}_trl.txt")
     return out
 
 
 def mosaic_outputs():
-    if not mosaic_enabled() or not plan_data().get("mosaic"):
+    mosaic = run_plan().mosaic
+    if not mosaic_enabled() or mosaic is None:
         return []
-    return mosaic_products() + [f"{OUT}/mosaic/{mosaic_plan().manifest}"]
+    return mosaic_products() + [f"{OUT}/mosaic/{mosaic.manifest}"]
 
 
 # ---- cutouts
@@ -606,7 +538,6 @@ def cutout_id(box):
     return f"{coord_token(box['ra'], box['dec'])}_{w:g}x{h:g}"
 
 
-@stale_safe(dict)
 def cutout_box_of(wildcards):
     for box in config.get("cutouts", []):
         if cutout_id(box) == wildcards.cutid:
@@ -616,11 +547,8 @@ def cutout_box_of(wildcards):
 
 def cutout_sources(wildcards):
     """Every sky-cell layer product (and exposure-level product) of the plan."""
-    out = []
-    for cell in plan_data()["skycells"]:
-        out += [p for p in skycell_products(type("W", (), {"skycell": cell["name"]}))
-                if p.endswith(".fits")]
-    return out
+    return [p for cell in run_plan().skycells for p in products_of_skycell(cell.name)
+            if p.endswith(".fits")]
 
 
 def cutout_outputs():
@@ -630,13 +558,3 @@ def cutout_outputs():
         if config.get("combine", {}).get("enabled", True):
             out.append(f"{OUT}/cutouts/{cutout_id(box)}/combined")
     return out
-
-
-@stale_safe(dict)
-def mosaic_job_frame(wildcards):
-    return mosaic_job(wildcards)["frame"]
-
-
-@stale_safe(dict)
-def map_job_frame(wildcards):
-    return map_job(wildcards)["frame"]

@@ -5,6 +5,7 @@
 rule cutouts:
     input:
         products=cutout_sources,
+        plan=PLAN_INPUT,
     output:
         directory(f"{OUT}/cutouts/{{cutid}}/cutouts"),
     params:

@@ -5,13 +5,14 @@ rule drizzle:
     input:
         exposure=input_path,
         align=solution_dir,
+        plan=PLAN_INPUT,
     output:
-        f"{OUT}/partials/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
+        intermediate(f"{OUT}/partials/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits"),
     params:
         # only what the partial depends on (not the layer's other members), so adding or
         # removing exposures leaves this job's result valid
-        frame=map_job_frame,
-        drizzle=drizzle_params,
+        frame=map_frame,
+        drizzle=map_params,
     log:
         "logs/drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
     benchmark:
@@ -20,7 +21,7 @@ rule drizzle:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(12 * input.size_mb)),
+        mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
     script:
         "../scripts/drizzle.py"
 
@@ -31,12 +32,13 @@ rule drizzle:
 
 rule cr_median:
     input:
-        partials=partials_of,
+        partials=separate_partials,
         sky=sky_file,
+        plan=PLAN_INPUT,
     output:
-        f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}_median.fits",
+        intermediate(f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}_median.fits"),
     params:
-        layer=layer_of,
+        layer=layer_entry,
         drizzle=layer_params,
     log:
         "logs/cr_median/{skycell}/{root}_{ptype}.log",
@@ -56,11 +58,12 @@ rule cr_mask:
     input:
         exposure=input_path,
         median=f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}_median.fits",
-        partial=separate_partial,
+        partial=f"{OUT}/partials/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
         sky=sky_file,
         align=solution_dir,
+        plan=PLAN_INPUT,
     output:
-        f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits",
+        intermediate(f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits"),
     params:
         drizzle=layer_params,
     log:
@@ -82,11 +85,12 @@ rule drizzle_cr:
         exposure=input_path,
         crmask=f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits",
         align=solution_dir,
+        plan=PLAN_INPUT,
     output:
-        f"{OUT}/partials_cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits",
+        intermediate(f"{OUT}/partials_cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits"),
     params:
-        frame=map_job_frame,
-        drizzle=drizzle_params,
+        frame=map_frame,
+        drizzle=map_params,
     log:
         "logs/drizzle_cr/{skycell}/{root}_{ptype}/{exposure}.log",
     benchmark:
@@ -95,6 +99,6 @@ rule drizzle_cr:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(12 * input.size_mb)),
+        mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
     script:
         "../scripts/drizzle.py"

@@ -1,20 +1,24 @@
-# Layers (reduce): sum the partials of a layer into its product; trailer; manifest.
+# Layers (reduce): each layer reduced tile by tile in one job (mvmflow.tiles.reduce_layer:
+# memory bounded by a tile, docs/data_path.md), the product written from its tiles; trailer;
+# manifest; exposure-level products.
 
 
 rule layer:
     input:
-        partials=final_partials_of,
-        records=records_of,
-        headers=headers_of,
+        # the final partials (CR-masked when the layer rejects cosmic rays), drizzle order
+        partials=layer_partials,
+        records=layer_records,
+        headers=layer_headers,
         align=layer_align_dirs,
         sky=sky_file,
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{root}}_{{ptype}}.fits",
     wildcard_constraints:
         root=LAYER_ROOT,
     params:
-        layer=layer_of,
+        layer=layer_entry,
+        members=layer_members,
         drizzle=layer_params,
     log:
         "logs/layer/{skycell}/{root}_{ptype}.log",
@@ -24,7 +28,8 @@ rule layer:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: mem_for_frame(layer_of(wildcards)),
+        # one tile's sums at a time (docs/data_path.md)
+        mem_mb=layer_tile_mem,
     script:
         "../scripts/layer.py"
 
@@ -32,6 +37,7 @@ rule layer:
 rule trailer:
     input:
         product=product_of_root,
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{root}}_trl.txt",
     params:
@@ -53,6 +59,7 @@ rule manifest:
     input:
         products=skycell_products,
         poller=f"{OUT}/skycells/{{skycell}}/{{skycell}}_input.out",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{skycell}}_manifest.txt",
     log:
@@ -70,16 +77,16 @@ rule manifest:
 
 rule exposure_product:
     input:
-        partial=final_exposure_partial,
+        partial=exposure_partial,
         record=exposure_record,
         headers=exposure_headers,
         align=exposure_align_dirs,
         sky=sky_file,
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{root}}-{{ipppssoo}}_{{ptype}}.fits",
     params:
-        layer=layer_of,
+        layer=layer_entry,
         drizzle=layer_params,
     log:
         "logs/exposure_product/{skycell}/{root}-{ipppssoo}_{ptype}.log",
@@ -89,6 +96,7 @@ rule exposure_product:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: mem_for_frame(layer_of(wildcards)),
+        # one tile at a time, one input
+        mem_mb=exposure_mem,
     script:
         "../scripts/exposure_product.py"

@@ -1,6 +1,7 @@
 # Custom mosaic (make_custom_mosaic): one product per layer over all inputs, on one
 # projection cell. Map: each exposure drizzled onto its box of the plane. Reduce: one job per
-# tile. Write: the product assembled tile by tile (memory bounded by a tile).
+# tile. Write: the product assembled tile by tile (memory bounded by a tile). The reduce and
+# write jobs are the sky-cell layers' (scripts/tile.py, scripts/layer.py).
 
 
 rule mosaic_drizzle:
@@ -8,11 +9,12 @@ rule mosaic_drizzle:
         exposure=input_path,
         align=solution_dir,
         crmask=mosaic_crmasks,
+        plan=PLAN_INPUT,
     output:
-        f"{OUT}/mosaic/partials/{{mroot}}_{{ptype}}/{{exposure}}.fits",
+        intermediate(f"{OUT}/mosaic/partials/{{mroot}}_{{ptype}}/{{exposure}}.fits"),
     params:
-        frame=mosaic_job_frame,
-        drizzle=mosaic_drizzle_params,
+        frame=mosaic_map_frame,
+        drizzle=mosaic_map_params,
     log:
         "logs/mosaic_drizzle/{mroot}_{ptype}/{exposure}.log",
     benchmark:
@@ -30,11 +32,11 @@ rule mosaic_tile:
     input:
         partials=mosaic_tile_partials,
         sky=mosaic_sky_file,
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
-        f"{OUT}/mosaic/tiles/{{mroot}}_{{ptype}}/{{tile}}.fits",
+        intermediate(f"{OUT}/mosaic/tiles/{{mroot}}_{{ptype}}/{{tile}}.fits"),
     params:
-        layer=mosaic_layer_dict,
+        layer=mosaic_layer_entry,
         tile=mosaic_tile_box,
         members=mosaic_members,
         drizzle=mosaic_params,
@@ -46,23 +48,23 @@ rule mosaic_tile:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: mosaic_tile_mem(wildcards),
+        mem_mb=mosaic_tile_mem,
     script:
-        "../scripts/mosaic_tile.py"
+        "../scripts/tile.py"
 
 
 rule mosaic_layer:
     input:
-        tiles=mosaic_tile_files,
+        tiles=mosaic_tiles,
         records=mosaic_records,
         headers=mosaic_headers,
         align=mosaic_align_dirs,
         sky=mosaic_sky_file,
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/mosaic/{{mroot}}_{{ptype}}.fits",
     params:
-        layer=mosaic_layer_dict,
+        layer=mosaic_layer_entry,
         members=mosaic_members,
         drizzle=mosaic_params,
     log:
@@ -74,14 +76,15 @@ rule mosaic_layer:
     threads: 1
     resources:
         # histograms and one tile at a time
-        mem_mb=lambda wildcards: mosaic_tile_mem(wildcards),
+        mem_mb=mosaic_tile_mem,
     script:
-        "../scripts/mosaic_layer.py"
+        "../scripts/layer.py"
 
 
 rule mosaic_trailer:
     input:
         product=mosaic_product_of_root,
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/mosaic/{{mroot}}_trl.txt",
     params:
@@ -102,6 +105,7 @@ rule mosaic_trailer:
 rule mosaic_manifest:
     input:
         products=mosaic_products,
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/mosaic/{{mroot}}_manifest.txt",
     log:

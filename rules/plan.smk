@@ -1,4 +1,5 @@
-# Plan (checkpoint): sky cells, poller files, layers, frames and drizzle jobs.
+# Plan (checkpoint): sky cells, poller files, layers, frames, tiles and drizzle jobs, written
+# as one file (mvmflow.runplan.RunPlan) that rules/common.smk reads.
 
 
 checkpoint plan:
@@ -8,7 +9,7 @@ checkpoint plan:
         align=align_dirs,
         detectors=os.path.join(workflow.basedir, "config", "detectors.yaml"),
     output:
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN,
         dropped=f"{OUT}/plan/dropped.ecsv",
     params:
         switches={
@@ -20,6 +21,9 @@ checkpoint plan:
         detectors=config.get("detectors", {}),
         cosmic_rays=config.get("cosmic_rays", {"default": "auto"}),
         mosaic=config.get("mosaic", {}),
+        tile_size=config.get("tile_size", 4096),
+        # the plan file's layout: a new one makes the plan again
+        version=PLAN_VERSION,
     log:
         "logs/plan.log",
     benchmark:
@@ -35,9 +39,11 @@ checkpoint plan:
 
 rule poller:
     input:
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{skycell}}_input.out",
+    params:
+        poller=poller_text,
     log:
         "logs/poller/{skycell}.log",
     benchmark:

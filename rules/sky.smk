@@ -5,7 +5,7 @@
 rule sky:
     input:
         partials=sky_partials,
-        plan=f"{OUT}/plan/plan.json",
+        plan=PLAN_INPUT,
     output:
         f"{OUT}/sky/{{group}}.json",
     params:
@@ -19,6 +19,6 @@ rule sky:
     threads: 1
     resources:
         # one pair of overlapping exposures at a time (mvmflow.skygroup.group_sky_files)
-        mem_mb=lambda wildcards, input: max(1000, int(input.size_mb / max(1, len(input)) * 4)),
+        mem_mb=lambda wildcards, input: max(1000, int(4 * mean_size_mb(input.partials))),
     script:
         "../scripts/sky.py"

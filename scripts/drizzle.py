@@ -5,7 +5,8 @@ import logging
 from mvmflow.aligned import load_solution
 from mvmflow.crreject import union_cr_masks
 from mvmflow.grid import Frame
-from mvmflow.resample import drizzle_exposure, load_chips, write_partial
+from mvmflow.partials import write_partial
+from mvmflow.resample import drizzle_exposure, load_chips
 from mvmflow.solution import apply_solution
 from mvmflow.workflow import rule_logging
 

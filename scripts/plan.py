@@ -1,8 +1,7 @@
-"""Checkpoint plan: sky cells, layers, frames, drizzle jobs and per-layer parameters."""
+"""Checkpoint plan: sky cells, layers, frames, tiles, drizzle jobs and per-layer parameters,
+written as the run plan (mvmflow.runplan)."""
 
-import json
 import logging
-from pathlib import Path
 
 from astropy.table import Table
 
@@ -11,6 +10,7 @@ from mvmflow.crreject import cr_mode_applies
 from mvmflow.mosaic import plan_mosaic
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
 from mvmflow.plan import plan_skycells
+from mvmflow.runplan import RunPlan
 from mvmflow.switches import resolve_switches
 from mvmflow.workflow import atomic_path, rule_logging
 
@@ -26,23 +26,23 @@ with rule_logging(snakemake.log[0]):
         exp_limit=snakemake.params.exp_limit,
         include_small=switches["include_small"],
         only_cte=switches["only_cte"],
+        tile_size=snakemake.params.tile_size,
     )
-    data = plan.to_dict()
-    data["switches"] = switches
-    data["params"] = {}
+    params = {}
     flagged = {r.filename: r.cr_flagged for r in records}
     modes = snakemake.params.cosmic_rays
     for layer in plan.layers:
         detkey = f"{layer.instrument}_{layer.detector}"
-        params = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)
+        lp = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)
         mode = modes.get(detkey, modes.get("default", "auto"))
-        params["cosmic_rays"] = cr_mode_applies(
+        lp["cosmic_rays"] = cr_mode_applies(
             mode, [flagged.get(m.filename, False) for m in layer.members],
             layer.coverage.maxnexp)
-        data["params"][layer.name] = params
-        log.info("layer %s: %d members, n=%d (%s), cosmic-ray rejection %s (%s)",
-                 layer.name, len(layer.members), layer.coverage.n, params["set"],
-                 "on" if params["cosmic_rays"] else "off", mode)
+        params[layer.name] = lp
+        log.info("layer %s: %d members, n=%d (%s), cosmic-ray rejection %s (%s), %d tiles",
+                 layer.name, len(layer.members), layer.coverage.n, lp["set"],
+                 "on" if lp["cosmic_rays"] else "off", mode, len(layer.tiles))
+    mosaic, mosaic_params = None, {}
     mopts = snakemake.params.mosaic
     if mopts.get("enabled"):
         mosaic = plan_mosaic(
@@ -51,17 +51,14 @@ with rule_logging(snakemake.log[0]):
             scale=mopts.get("scale", "auto"), tile_size=mopts.get("tile_size", 4096),
             layer_method=snakemake.params.layer_method, exp_limit=snakemake.params.exp_limit,
             include_small=switches["include_small"], only_cte=switches["only_cte"])
-        data["mosaic"] = mosaic.to_dict()
-        data["mosaic_params"] = {}
         for layer in mosaic.layers:
             detkey = f"{layer.instrument}_{layer.detector}"
-            params = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)
+            lp = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)
             # cosmic rays: the masks of the sky-cell layers of the same key, where made
-            params["cosmic_rays"] = any(data["params"][n]["cosmic_rays"]
-                                        for n in layer.skycell_layers)
-            data["mosaic_params"][layer.name] = params
+            lp["cosmic_rays"] = any(params[n]["cosmic_rays"] for n in layer.skycell_layers)
+            mosaic_params[layer.name] = lp
             log.info("mosaic layer %s: %d members, n=%d (%s), %d tiles", layer.name,
-                     len(layer.members), layer.coverage.n, params["set"], len(layer.tiles))
+                     len(layer.members), layer.coverage.n, lp["set"], len(layer.tiles))
         for note in mosaic.notes:
             log.warning("mosaic: %s", note)
         log.info("mosaic: prefix %s, projection cell p%04d (observations' centre %.6f %.6f)",
@@ -81,7 +78,7 @@ with rule_logging(snakemake.log[0]):
                   dtype=(str, str, str, str))
     with atomic_path(snakemake.output.dropped) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
-    with atomic_path(snakemake.output.plan) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    RunPlan(plan, params, mosaic=mosaic, mosaic_params=mosaic_params,
+            switches=switches).save(snakemake.output.plan)
     log.info("%d sky cells, %d layers, %d drizzle jobs", len(plan.skycells),
              len(plan.layers), len(plan.jobs))

@@ -4,14 +4,14 @@ import json
 import logging
 from pathlib import Path
 
-from mvmflow.resample import read_partial_header
+from mvmflow.partials import PartialFile
 from mvmflow.skygroup import group_sky_files
 from mvmflow.workflow import atomic_path, rule_logging
 
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
     paths = list(snakemake.input.partials)
-    names = sorted({read_partial_header(p)["FILENAME"] for p in paths})
+    names = sorted({PartialFile.open(p).filename for p in paths})
     offsets = {name: 0.0 for name in names}
     if snakemake.params.sky["skysub"] and len(names) > 1:
         # reads each overlap from the files when it is measured: memory is bounded by one

@@ -127,6 +127,19 @@ def test_a_bad_boolean_is_one_line_naming_key_value_and_source(key):
                        "any case)")
 
 
+def test_tile_size_and_keep_intermediates():
+    """The two reduce settings: defaults 4096 and true; switch words for keep_intermediates."""
+    assert DEFAULT["tile_size"] == 4096 and DEFAULT["keep_intermediates"] is True
+    assert "keep_intermediates" in BOOLEAN_KEYS
+    config = {"inputs": "demo", "outdir": "results"}
+    validate_config(config, copy.deepcopy(SCHEMA))
+    assert config["tile_size"] == 4096 and config["keep_intermediates"] is True
+    assert config["mosaic"]["tile_size"] == 4096  # the mosaic's own setting
+    config = _merged({"keep_intermediates": "off", "tile_size": 64})
+    validate_config(config, copy.deepcopy(SCHEMA))
+    assert config["keep_intermediates"] is False and config["tile_size"] == 64
+
+
 def test_coerce_booleans_leaves_other_keys_alone():
     config = {"inputs": "1", "outdir": "yes", "quality_testing": "YES",
               "cutouts": [{"ra": 1, "dec": 0, "size": 1}]}
@@ -168,10 +181,10 @@ def test_typo_in_the_default_config_file(tmp_path):
 
 
 def test_a_key_at_the_wrong_level_is_found_elsewhere():
-    override = {"tile_size": 1024}
+    override = {"projection_cell": 81}
     message = _error(_merged(override), config_sources(DEFAULT_FILE, (), override))
-    assert "unknown key 'tile_size'" in message
-    assert "did you mean 'mosaic.tile_size'?" in message
+    assert "unknown key 'projection_cell'" in message
+    assert "did you mean 'mosaic.projection_cell'?" in message
 
 
 def test_no_close_key_lists_the_valid_ones():
@@ -186,6 +199,15 @@ def test_no_close_key_lists_the_valid_ones():
         ({"mosaic": {"tile_size": 10}},
          "bad value 10 for 'mosaic.tile_size' set on the --config command line; expected an "
          "integer >= 64"),
+        ({"tile_size": 10},
+         "bad value 10 for 'tile_size' set on the --config command line; expected an "
+         "integer >= 64"),
+        ({"tile_size": 256.5},
+         "bad value 256.5 for 'tile_size' set on the --config command line; expected an "
+         "integer >= 64"),
+        ({"keep_intermediates": "sometimes"},
+         "bad value 'sometimes' for 'keep_intermediates' set on the --config command line; "
+         "expected a boolean (on/off, yes/no, true/false, 1/0, any case)"),
         ({"layer_method": "kmean"},
          "bad value 'kmean' for 'layer_method' set on the --config command line; expected one "
          "of 'all', 'hard', 'kmeans'; did you mean 'kmeans'?"),

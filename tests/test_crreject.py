@@ -59,14 +59,8 @@ from mvmflow.median import (
     read_median,
 )
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
-from mvmflow.resample import (
-    chip_box,
-    drizzle_exposure,
-    load_chips,
-    nominal_scale,
-    read_partial,
-    write_partial,
-)
+from mvmflow.partials import PartialFile, write_partial
+from mvmflow.resample import chip_box, drizzle_exposure, load_chips, nominal_scale
 from mvmflow.simulate import PRESETS, read_truth, simulate
 from mvmflow.simulate.scene import positions_at
 
@@ -174,7 +168,8 @@ def run(tmp_path_factory):
     params = _params()
     rejection = _reject(cr_paths, frame, params, base / "work", "sampling")
     layer_rej = combine_partials(rejection["finals"], frame)
-    layer_norej = combine_partials([read_partial(p) for p in rejection["parts"]], frame)
+    layer_norej = combine_partials([PartialFile.open(p).read() for p in rejection["parts"]],
+                                   frame)
     layer_free = combine_partials([drizzle_exposure(load_chips(p), frame, params)
                                    for p in free_paths], frame)
     exptime = float(load_chips(cr_paths[0])[0].exptime)

@@ -14,10 +14,9 @@ from mvmflow.plan import (
     exposure_year,
     layer_frame,
     plan_skycells,
-    read_plan,
-    write_plan,
 )
 from mvmflow.records import ChipRecord, ExposureRecord
+from mvmflow.runplan import RunPlan
 
 SC = "skycell-p0081x14y14"
 P = f"hst_{SC}"
@@ -474,9 +473,9 @@ def test_coverage_counts_chips():
 
 
 def test_plan_json_round_trip(plan8, tmp_path):
-    """write_plan -> read_plan restores the plan exactly."""
-    write_plan(plan8, tmp_path / "plan.json")
-    back = read_plan(tmp_path / "plan.json")
+    """RunPlan.save -> RunPlan.load restores the plan exactly."""
+    RunPlan(plan8).save(tmp_path / "plan.json")
+    back = RunPlan.load(tmp_path / "plan.json").plan
     assert back.to_dict() == plan8.to_dict()
     assert back.layers[0].frame == V8_COARSE
     assert back.jobs[0].frame == plan8.jobs[0].frame

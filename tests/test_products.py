@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from mvmflow import grid, products
+from mvmflow import combine, grid, products
 from mvmflow.combine import combine_partials, context_planes
 from mvmflow.headers import (
     InputHeaders,
@@ -42,8 +43,9 @@ class FakePartial:
     file: str
     ipppssoo: str
     exptime: float
-    x0: float
-    y0: float
+    frame: grid.Frame
+    box_x0: int
+    box_y0: int
     flux: np.ndarray
     weight: np.ndarray
     nchips: np.ndarray | None = None
@@ -59,7 +61,7 @@ def make_partial(k, ix, iy, nx, ny, value, exptime, *, frame=FRAME, nchips=1):
     data = np.broadcast_to(np.asarray(value, dtype=np.float64), (ny, nx))
     return FakePartial(
         file=f"/data/in/{ipp(k)}q_flc.fits", ipppssoo=ipp(k), exptime=float(exptime),
-        x0=frame.x0 + ix, y0=frame.y0 + iy, flux=(weight * data).astype(np.float32),
+        frame=frame, box_x0=ix, box_y0=iy, flux=(weight * data).astype(np.float32),
         weight=weight, nchips=np.full((ny, nx), nchips, dtype=np.uint8),
     )
 
@@ -93,7 +95,7 @@ def expected_mean(parts, frame=FRAME, sky=None):
     num = np.zeros(frame.shape)
     den = np.zeros(frame.shape)
     for p in parts:
-        ix, iy = int(p.x0 - frame.x0), int(p.y0 - frame.y0)
+        ix, iy = combine.placement(p, frame)
         ny, nx = p.weight.shape
         s = (sky or {}).get(p.file, 0.0)
         # sum(w (d - s)) = flux - s w; pixels without weight add nothing
@@ -137,7 +139,7 @@ def test_context_bits_mark_contributing_exposures():
     arrays = combine_partials(parts, FRAME)
     assert arrays.ctx.dtype == np.int32 and arrays.ctx.shape == FRAME.shape
     for k, p in enumerate(parts):
-        ix, iy = int(p.x0 - FRAME.x0), int(p.y0 - FRAME.y0)
+        ix, iy = combine.placement(p, FRAME)
         want = np.zeros(FRAME.shape, dtype=bool)
         want[iy:iy + p.weight.shape[0], ix:ix + p.weight.shape[1]] = p.weight > 0
         np.testing.assert_array_equal(arrays.context_bit(k), want)
@@ -189,12 +191,12 @@ def test_partials_are_clipped_to_the_frame_and_must_be_on_its_grid():
     assert arrays.files == (inside.file, outside.file)
     assert not arrays.context_bit(1).any()
     off = make_partial(2, 0, 0, 5, 5, 1.0, 1.0)
-    off.x0 += 0.5
-    with pytest.raises(ValueError, match="not on the layer's pixel grid"):
+    off.frame = dataclasses.replace(FRAME, crpix1=FRAME.crpix1 + 0.5)
+    with pytest.raises(ValueError, match="not pixel-aligned"):
         combine_partials([off], FRAME)
-    rel = make_partial(3, 0, 0, 5, 5, 1.0, 1.0)
-    rel.x0, rel.y0 = 7, 8  # relative to the frame
-    arrays = combine_partials([rel], FRAME, origin="frame")
+    # placed through its own frame: a partial drizzled onto a neighbouring window
+    rel = make_partial(3, 0, 0, 5, 5, 1.0, 1.0, frame=FRAME.window(7, 8, 20, 20))
+    arrays = combine_partials([rel], FRAME)
     assert np.isfinite(arrays.sci[8:13, 7:12]).all() and np.isnan(arrays.sci[:8]).all()
     with pytest.raises(ValueError, match="twice"):
         combine_partials([inside, inside], FRAME)
@@ -498,11 +500,13 @@ def test_atomic_write_leaves_no_file_when_interrupted(tmp_path, monkeypatch):
     arrays = combine_partials(parts, FRAME)
     path = tmp_path / LAYER.filename
 
-    def broken_writeto(self, fileobj, *args, **kwargs):
-        Path(fileobj).write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    def broken_write(f, *args, **kwargs):  # the headers are written, then the disk fills
+        f.write(b"\0" * 100)
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(fits.HDUList, "writeto", broken_writeto)
+    import mvmflow.tiles
+
+    monkeypatch.setattr(mvmflow.tiles, "_write_pixels", broken_write)
     with pytest.raises(OSError, match="simulated"):
         products.write_layer(path, arrays, FRAME, LAYER, recs, PARAMS)
     assert list(tmp_path.iterdir()) == []
@@ -533,13 +537,11 @@ def test_product_names_come_from_names(tmp_path):
 
 
 def test_trailer(tmp_path):
-    parts, _ = standard_layer()
-    arrays = combine_partials(parts, FRAME)
-    lines = products.trailer_lines(arrays, ["sky matching: none"])
+    lines = ["inputs: ib2v0001q_flc.fits", "MEANNEXP = 1", "sky matching: none"]
     path = products.write_trailer(tmp_path / LAYER.trailer, LAYER, lines)
     text = path.read_text()
     assert text.splitlines()[0] == f"# mvmflow trailer of {LAYER.filename}"
-    assert "ib2v0001q_flc.fits" in text and "MEANNEXP" in text and "sky matching" in text
+    assert text.splitlines()[1:] == lines
     with pytest.raises(ValueError, match="_trl.txt"):
         products.write_trailer(tmp_path / "other_trl.txt", LAYER, lines)
 
@@ -605,10 +607,20 @@ def test_resample_partials_are_placed_by_their_frame_and_box():
     assert arrays.files == tuple(p.filename for p in parts)
     assert np.isfinite(arrays.sci[3:15, 5:20]).all() and np.isnan(arrays.sci[0, 0])
     assert arrays.context_bit(2)[0, 30] and not arrays.context_bit(2)[0, 29]  # y 199 -> clipped
-    # the same sums as resample's own reduce (which sorts by file name: same order here)
-    stack = resample.place(parts, layer)
-    np.testing.assert_array_equal(arrays.sci, stack.sci())
-    np.testing.assert_array_equal(arrays.wht, stack.weight.astype(np.float32))
+    # the same sums as placing each box by hand at (box - layer origin) on the cell, in float64
+    flux, wht = np.zeros(layer.shape), np.zeros(layer.shape)
+    for p in parts:
+        x0, y0 = p.box_x0 - 100, p.box_y0 - 200
+        ny, nx = p.shape
+        ya, yb = max(y0, 0), min(y0 + ny, layer.ny)
+        xa, xb = max(x0, 0), min(x0 + nx, layer.nx)
+        src = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+        flux[ya:yb, xa:xb] += p.flux[src]
+        wht[ya:yb, xa:xb] += p.weight[src]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.testing.assert_array_equal(arrays.sci, np.where(wht > 0, flux / wht, np.nan)
+                                      .astype(np.float32))
+    np.testing.assert_array_equal(arrays.wht, wht.astype(np.float32))
     offsets = {parts[1].filename: 0.5}
     sky = combine_partials(parts, layer, offsets)
     assert sky.sci[12, 25] == pytest.approx(arrays.sci[12, 25] - 0.5, abs=1e-5)

@@ -24,6 +24,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from mvmflow.combine import combine_partials
 from mvmflow.grid import ProjectionCell, SkyCell, sky_cells_at
 from mvmflow.masks import (
     clipped_mode_stats,
@@ -32,6 +33,7 @@ from mvmflow.masks import (
     parse_bits,
     static_mask,
 )
+from mvmflow.partials import PartialFile, write_partial
 from mvmflow.resample import (
     Chip,
     Partial,
@@ -42,9 +44,6 @@ from mvmflow.resample import (
     load_chips,
     nominal_scale,
     pixmap,
-    place,
-    read_partial,
-    write_partial,
 )
 
 HDR = Path("/work/shared/reference_data/hst/headers")
@@ -470,7 +469,9 @@ def test_absolute_offsets_in_neighbouring_sky_cells():
         assert abs(cx + p.x0 - px) < 0.02 and abs(cy + p.y0 - py) < 0.02
 
 
-def test_place_sums_partials_in_a_fixed_order(tmp_path):
+def test_partials_reduce_to_the_weighted_mean_on_a_layer(tmp_path):
+    """The reduce (mvmflow.combine.combine_partials) of two drizzled exposures: placed by
+    frame and box, the same sums in either order, from files, clipped to a smaller frame."""
     n = 100
     c1 = ir_chip(_sky_image(n, 1), filename="ib4606cpq_flt.fits")
     c2 = ir_chip(_sky_image(n, 2), filename="ib4606cqq_flt.fits", crpix_shift=(30.0, 20.0))
@@ -483,31 +484,39 @@ def test_place_sums_partials_in_a_fixed_order(tmp_path):
     x1 = max(p1.box_x0 + p1.shape[1], p2.box_x0 + p2.shape[1]) + 3
     y1 = max(p1.box_y0 + p1.shape[0], p2.box_y0 + p2.shape[0]) + 4
     layer = sky_frame.window(x0, y0, x1 - x0, y1 - y0)
-    s12 = place([p1, p2], layer)
-    s21 = place([p2, p1], layer)
-    assert np.array_equal(s12.flux, s21.flux) and np.array_equal(s12.weight, s21.weight)
-    manual = np.zeros(layer.shape)
+    s12 = combine_partials([p1, p2], layer)
+    s21 = combine_partials([p2, p1], layer)
+    np.testing.assert_array_equal(s12.sci, s21.sci)
+    assert np.array_equal(s12.wht, s21.wht) and np.array_equal(s12.nchips, s21.nchips)
+    manual_w, manual_f = np.zeros(layer.shape), np.zeros(layer.shape)
     for p in (p1, p2):
         ny, nx = p.shape
-        manual[p.box_y0 - y0:p.box_y0 - y0 + ny, p.box_x0 - x0:p.box_x0 - x0 + nx] += p.weight
-    assert np.array_equal(s12.weight, manual)
+        box = (slice(p.box_y0 - y0, p.box_y0 - y0 + ny), slice(p.box_x0 - x0, p.box_x0 - x0 + nx))
+        manual_w[box] += p.weight
+        manual_f[box] += p.flux
+    assert np.array_equal(s12.wht, manual_w.astype(np.float32))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        manual_sci = np.where(manual_w > 0, manual_f / manual_w, np.nan).astype(np.float32)
+    np.testing.assert_array_equal(s12.sci, manual_sci)
     assert s12.nexp.max() == 2 and s12.nchips.max() == 2
-    assert s12.flux.dtype == np.float64
-    # from files, and clipped to a smaller frame
+    # from files (written in the other order), and clipped to a smaller frame
     paths = [write_partial(p, tmp_path / f"{p.ipppssoo}_partial.fits") for p in (p2, p1)]
-    from_files = place(paths, layer)
-    assert np.array_equal(from_files.flux, s12.flux)
+    from_files = combine_partials([PartialFile.open(q).read() for q in reversed(paths)], layer)
+    np.testing.assert_array_equal(from_files.sci, s12.sci)
+    assert np.array_equal(from_files.wht, s12.wht)
     small = layer.window(10, 10, 40, 30)
-    clipped = place([p1, p2], small)
-    assert np.array_equal(clipped.weight, s12.weight[10:40, 10:50])
+    clipped = combine_partials([p1, p2], small)
+    assert np.array_equal(clipped.wht, s12.wht[10:40, 10:50])
+    np.testing.assert_array_equal(clipped.sci, s12.sci[10:40, 10:50])
     # the reduce's SCI is the weighted mean of the exposures' own drizzled images
     both = s12.nexp == 2
     assert both.sum() > 1000
-    one1, one2 = place([p1], layer), place([p2], layer)
-    summed = one1.sci(0.0) * one1.weight + one2.sci(0.0) * one2.weight
-    assert np.allclose(s12.sci()[both], summed[both] / s12.weight[both], rtol=1e-6)
+    one1, one2 = combine_partials([p1], layer), combine_partials([p2], layer)
+    summed = (np.nan_to_num(one1.sci) * one1.wht.astype(np.float64)
+              + np.nan_to_num(one2.sci) * one2.wht.astype(np.float64))
+    assert np.allclose(s12.sci[both], summed[both] / s12.wht[both], rtol=1e-6)
     with pytest.raises(ValueError):
-        place([p1], SkyCell(ProjectionCell(5), 3, 3).frame)
+        combine_partials([p1], SkyCell(ProjectionCell(5), 3, 3).frame)
 
 
 def test_multi_chip_exposure_counts_chips():
@@ -521,9 +530,11 @@ def test_multi_chip_exposure_counts_chips():
     two = drizzle_exposure([c2], frame, SQUARE)
     assert both.nchips.max() == 2 and len(both.chips) == 2
     layer = both.window
-    stacked = place([one, two], layer)
-    assert np.allclose(stacked.weight, both.weight, rtol=1e-6)
-    assert np.allclose(stacked.flux, both.flux, rtol=1e-6, atol=1e-6 * both.flux.max())
+    two.filename = "ib4606cpq_flt.fits[SCI,2]"  # the reduce needs one name per partial
+    stacked = combine_partials([one, two], layer)
+    assert np.allclose(stacked.wht, both.weight, rtol=1e-6)
+    flux = np.nan_to_num(stacked.sci) * stacked.wht.astype(np.float64)
+    assert np.allclose(flux, both.flux, rtol=1e-6, atol=1e-6 * both.flux.max())
     assert np.array_equal(stacked.nchips, both.nchips)
 
 
@@ -536,8 +547,12 @@ def test_coarse_frame_offsets_are_relative():
     partial = drizzle_exposure([chip], coarse, SQUARE)
     assert not partial.absolute
     assert (partial.x0, partial.y0) == (partial.box_x0, partial.box_y0)
-    stack = place([partial], coarse.window(partial.box_x0 - 2, partial.box_y0 - 2, 400, 400))
-    assert stack.weight.sum() == pytest.approx(partial.weight.astype(np.float64).sum())
+    stack = combine_partials([partial],
+                             coarse.window(partial.box_x0 - 2, partial.box_y0 - 2, 400, 400))
+    assert stack.wht.astype(np.float64).sum() == pytest.approx(
+        partial.weight.astype(np.float64).sum())
+    ny, nx = partial.shape
+    assert np.array_equal(stack.wht[2:2 + ny, 2:2 + nx], partial.weight)
     # weight per coarse pixel: EXPTIME x (0.12 / 0.1283)^2 pixel-area ratio, roughly
     assert 0.7 * EXPTIME < np.median(partial.weight[partial.weight > 0]) < 1.1 * EXPTIME
 
@@ -548,9 +563,10 @@ def test_chip_outside_frame_gives_empty_partial(tmp_path):
     assert chip_box(chip.wcs, far, chip.shape) is None
     partial = drizzle_exposure([chip], far, SQUARE)
     assert partial.empty and partial.shape == (0, 0)
-    back = read_partial(write_partial(partial, tmp_path / "empty_partial.fits"))
+    back = PartialFile.open(write_partial(partial, tmp_path / "empty_partial.fits")).read()
     assert back.empty and back.filename == chip.filename
-    assert place([back], far.window(0, 0, 10, 10)).weight.sum() == 0
+    arrays = combine_partials([back], far.window(0, 0, 10, 10))
+    assert arrays.wht.sum() == 0 and arrays.used == (False,)
 
 
 # --------------------------------------------------------------------------------------
@@ -560,7 +576,7 @@ def test_chip_outside_frame_gives_empty_partial(tmp_path):
 def test_write_read_roundtrip(tmp_path, star_case):
     _, frame, partial = star_case
     path = write_partial(partial, tmp_path / "ib4606cp_partial.fits")
-    back = read_partial(path)
+    back = PartialFile.open(path).read()
     for name in ("flux", "weight", "nchips"):
         assert np.array_equal(getattr(back, name), getattr(partial, name))
         assert getattr(back, name).dtype == getattr(partial, name).dtype
@@ -571,11 +587,10 @@ def test_write_read_roundtrip(tmp_path, star_case):
     assert back.exptime == EXPTIME and back.params == SQUARE
     assert back.chips[0]["ngood"] == partial.chips[0]["ngood"]
     with fits.open(path) as hdul:
-        assert [h.name for h in hdul] == ["PRIMARY", "FLUX", "WEIGHT", "NCHIPS"]
+        assert [h.name for h in hdul] == ["PRIMARY", "SPANS", "CHUNKS", "FLUX", "WEIGHT",
+                                          "NCHIPS"]
         assert hdul[0].header["PLANEX0"] == partial.x0
-        # each image carries the box's WCS: pixel (0, 0) of FLUX is the window's origin
-        w = WCS(hdul["FLUX"].header)
-        assert np.allclose(w.wcs.crpix, partial.window.wcs.wcs.crpix)
+        assert hdul[0].header["KERNEL"] == "square" and hdul[0].header["PIXSTEP"] == 10
 
 
 def test_reruns_are_bit_identical(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mvmflow import grid
-from mvmflow.resample import Partial, read_partial, write_partial
+from mvmflow.partials import Partial, PartialFile, write_partial
 from mvmflow.skygroup import group_sky, group_sky_files, lazy_merge_on_plane, merge_on_plane
 
 
@@ -38,7 +38,7 @@ def _files(tmp_path):
 
 def test_lazy_merge_reads_the_same_pixels(tmp_path):
     paths, _ = _files(tmp_path)
-    frame, eager = merge_on_plane([read_partial(p) for p in paths])
+    frame, eager = merge_on_plane([PartialFile.open(p).read() for p in paths])
     lazy_frame, lazy = lazy_merge_on_plane(paths)
     assert frame == lazy_frame and len(eager) == len(lazy) == 5
     for e, z in zip(eager, lazy, strict=True):
@@ -52,7 +52,7 @@ def test_lazy_merge_reads_the_same_pixels(tmp_path):
 
 def test_lazy_group_sky_gives_the_same_offsets(tmp_path):
     paths, pedestals = _files(tmp_path)
-    eager = group_sky([read_partial(p) for p in paths])
+    eager = group_sky([PartialFile.open(p).read() for p in paths])
     lazy = group_sky_files(paths)
     assert lazy.offsets == eager.offsets
     base = min(pedestals.values())

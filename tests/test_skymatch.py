@@ -21,8 +21,9 @@ class FakePartial:
     file: str
     ipppssoo: str
     exptime: float
-    x0: float
-    y0: float
+    frame: grid.Frame
+    box_x0: int
+    box_y0: int
     flux: np.ndarray
     weight: np.ndarray
     nchips: np.ndarray | None = None
@@ -50,7 +51,7 @@ def partial(k, ix, iy, nx, ny, pedestal, truth, *, exptime=100.0, noise=0.002, s
     flux[weight == 0] = np.nan
     return FakePartial(
         file=f"ib2v{k:04d}q_flc.fits", ipppssoo=f"ib2v{k:04d}", exptime=exptime,
-        x0=FRAME.x0 + ix, y0=FRAME.y0 + iy, flux=flux, weight=weight,
+        frame=FRAME, box_x0=ix, box_y0=iy, flux=flux, weight=weight,
         nchips=(weight > 0).astype(np.uint8),
     )
 
@@ -163,7 +164,7 @@ def test_mean_and_mode_statistics_also_recover():
         data = truth[:, 60 * k:60 * k + 100] + p + rng.normal(0, 0.01, (60, 100))
         w = np.ones_like(data)
         parts.append(FakePartial(f"ib2v{k:04d}q_flc.fits", f"ib2v{k:04d}", 1.0,
-                                 FRAME.x0 + 60 * k, FRAME.y0, w * data, w))
+                                 FRAME, 60 * k, 0, w * data, w))
     for stat in ("mean", "mode"):
         off = match_sky(parts, FRAME, stat)
         assert off[parts[1].file] - off[parts[0].file] == pytest.approx(0.7, abs=3e-3), stat

@@ -9,9 +9,15 @@ from test_products import LAYER, PARAMS, make_record
 
 from mvmflow import grid, products
 from mvmflow.combine import combine_partials
-from mvmflow.mosaic import tile_boxes
-from mvmflow.resample import Partial, read_partial, write_partial
-from mvmflow.tiles import read_partial_window, reduce_tile, write_tile, write_tiled_layer
+from mvmflow.partials import Partial, PartialFile, write_partial
+from mvmflow.plan import tile_boxes
+from mvmflow.tiles import (
+    TileFile,
+    reduce_layer,
+    reduce_tile,
+    write_tile,
+    write_tiled_layer,
+)
 
 FRAME = grid.SkyCell(81, 14, 14).frame.window(1000, 2000, 230, 170)
 N_INPUTS = 35  # two context planes
@@ -58,9 +64,9 @@ def _tiled(tmp_path, members, paths, size, tag):
 
 def test_partial_window_reads_the_same_pixels(tmp_path):
     members, paths = _partials(tmp_path)
-    whole = read_partial(paths[members[0][0]])
+    whole = PartialFile.open(paths[members[0][0]]).read()
     tile = FRAME.window(40, 30, 50, 40)
-    part = read_partial_window(paths[members[0][0]], tile)
+    part = PartialFile.open(paths[members[0][0]]).window(tile)
     ref = combine_partials([whole], tile)
     got = combine_partials([part], tile)
     np.testing.assert_array_equal(ref.wht, got.wht)
@@ -74,7 +80,7 @@ def test_tiled_equals_untiled_bit_for_bit_and_equals_the_in_memory_layer(tmp_pat
     assert one.read_bytes() == many.read_bytes()
 
     # the same arrays and headers as the in-memory writer (statistics to rounding)
-    arrays = combine_partials([read_partial(paths[m[0]]) for m in members], FRAME,
+    arrays = combine_partials([PartialFile.open(paths[m[0]]).read() for m in members], FRAME,
                               {members[3][0]: 0.25})
     ref = tmp_path / "ref" / LAYER.filename
     ref.parent.mkdir()
@@ -101,3 +107,42 @@ def test_tiles_must_cover_the_frame(tmp_path):
     with pytest.raises(ValueError, match="cover"):
         write_tiled_layer(tmp_path / LAYER.filename, FRAME, [(box, tile)], LAYER, [], PARAMS,
                           [], [], [m[0] for m in members])
+
+
+def test_reduce_layer_in_one_process_equals_tile_jobs_for_any_tile_size(tmp_path):
+    """The sky-cell path (all tiles in one job, tile files in a temporary directory that is
+    removed) writes the very bytes of the tile-job path, for tile sizes that cut the frame
+    into 1, 6 and 12 tiles, and leaves nothing but the product."""
+    members, paths = _partials(tmp_path)
+    jobs = _tiled(tmp_path, members, paths, 4096, "jobs")
+    recs = [make_record(k, 100.0 + k) for k in range(N_INPUTS)]
+    for size in (4096, 100, 64):
+        out = tmp_path / f"one-{size}" / LAYER.filename
+        out.parent.mkdir()
+        reduce_layer(out, FRAME, tile_boxes(FRAME.nx, FRAME.ny, size), members, paths, LAYER,
+                     recs, PARAMS, {members[3][0]: 0.25})
+        assert out.read_bytes() == jobs.read_bytes(), size
+        assert list(out.parent.iterdir()) == [out]
+
+
+def test_tile_file_keeps_the_statistics_not_the_arrays(tmp_path):
+    """A tile stores SCI, WHT, CTX and histograms (12 bytes per pixel for one context
+    plane), and its histograms are those of the reduced arrays."""
+    members, paths = _partials(tmp_path)
+    box = [0, 0, FRAME.nx, FRAME.ny]
+    arrays = reduce_tile(FRAME, members[:20], paths)
+    tile = TileFile(write_tile(tmp_path / "t.fits", arrays, box))
+    ncov, nexp, expt = tile.histograms()
+    covered = arrays.nchips > 0
+    assert ncov == covered.sum() > 0
+    assert sum(nexp.values()) == ncov and sum(k * v for k, v in nexp.items()) == \
+        arrays.nchips[covered].sum()
+    assert sum(t * v for t, v in expt.items()) == pytest.approx(
+        arrays.exptime[covered].astype(np.float64).sum())
+    with fits.open(tile.path) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "WHT", "CTX", "INPUTS",
+                                          "NEXPHIST", "EXPTHIST"]
+        image_bytes = sum(hdul[n].data.nbytes for n in ("SCI", "WHT", "CTX"))
+    assert image_bytes == 12 * FRAME.nx * FRAME.ny
+    with pytest.raises(ValueError, match="not an mvmflow tile"):
+        TileFile(paths[members[0][0]])

@@ -1,4 +1,5 @@
-"""Rule mosaic_tile (reduce): sum the parts of a mosaic layer's partials that reach one tile."""
+"""Rules layer_tile and mosaic_tile (reduce): sum the parts of a layer's partials that
+reach one tile."""
 
 import logging
 from pathlib import Path
@@ -11,7 +12,7 @@ from mvmflow.workflow import rule_logging
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
     layer, box = snakemake.params.layer, snakemake.params.tile
-    frame = Frame(**layer["frame"]).window(*box)
+    frame = Frame.from_dict(layer["frame"]).window(*box)
     members = [(name, float(t)) for name, t in snakemake.params.members]
     paths = {Path(p).name: p for p in snakemake.input.partials}  # <exposure file name>
     sky = {}
