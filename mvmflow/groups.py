@@ -175,3 +175,24 @@ def group_name(members: Sequence[str | os.PathLike]) -> str:
     if not root:
         raise ValueError(f"cannot name an alignment group after {first!r}")
     return f"align-{root}"
+
+
+def write_groups(groups: dict[str, list[str]], path: str | os.PathLike) -> None:
+    """Write the alignment groups ``{group: [input keys]}`` (``groups.json``), atomically.
+
+    This module is the file's one owner: :func:`read_groups` is its only reader.
+    """
+    import json
+
+    from mvmflow.workflow import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"groups": groups}, indent=1, sort_keys=True) + "\n")
+
+
+def read_groups(path: str | os.PathLike) -> dict[str, list[str]]:
+    """The groups written by :func:`write_groups`."""
+    import json
+
+    return {str(k): [str(m) for m in v]
+            for k, v in json.loads(Path(path).read_text())["groups"].items()}

@@ -5,10 +5,11 @@
 
 import functools
 import glob
-import json
 import os
 from pathlib import Path
 
+from mvmflow.groups import read_groups
+from mvmflow.inputs import read_input_table
 from mvmflow.plan import PLAN_VERSION
 from mvmflow.runplan import PlanEntryMissing, RunPlan
 
@@ -43,16 +44,19 @@ def input_glob_files():
     return []
 
 
+_INPUTS_CACHE = {}
+
+
 def input_table():
-    """{key: path} of every input exposure (after the inputs checkpoint)."""
+    """{key: path} of every input exposure (after the inputs checkpoint), read once per
+    file version (it is looked up for every job: reading it each time made building the
+    job graph quadratic in the number of exposures)."""
     path = checkpoints.inputs.get().output[0]
-    table = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                key, file = line.rstrip("\n").split("\t")
-                table[key] = file
-    return table
+    key = (path, os.path.getmtime(path))
+    if key not in _INPUTS_CACHE:
+        _INPUTS_CACHE.clear()
+        _INPUTS_CACHE[key] = read_input_table(path)
+    return _INPUTS_CACHE[key]
 
 
 def input_path(wildcards):
@@ -357,8 +361,7 @@ def _align_groups_file():
     path = checkpoints.align_groups.get().output[0]
     key = (path, os.path.getmtime(path))
     if key not in _GROUPS_CACHE:
-        with open(path) as f:
-            groups = json.load(f)["groups"]
+        groups = read_groups(path)
         _GROUPS_CACHE.clear()
         _GROUPS_CACHE[key] = (groups, {k: g for g, keys in groups.items() for k in keys})
     return _GROUPS_CACHE[key]

@@ -1,15 +1,13 @@
 """Checkpoint align_groups: overlap-connected groups of the accepted exposures."""
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from mvmflow.aligned import input_key
-from mvmflow.groups import group_name, overlap_groups
+from mvmflow.groups import group_name, overlap_groups, write_groups
 from mvmflow.records import read_record
-from mvmflow.workflow import atomic_path, rule_logging
+from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
@@ -25,5 +23,4 @@ with rule_logging(snakemake.log[0]):
                              f"{' '.join(groups[name])} and {' '.join(keys)}")
         groups[name] = keys
         log.info("%s: %d exposures: %s", name, len(keys), " ".join(keys))
-    with atomic_path(snakemake.output[0]) as tmp:
-        Path(tmp).write_text(json.dumps({"groups": groups}, indent=1, sort_keys=True) + "\n")
+    write_groups(groups, snakemake.output[0])
