@@ -533,3 +533,139 @@ def test_cli_simulate_list(capsys):
     out = capsys.readouterr().out
     for name in PRESETS:
         assert name in out
+
+
+# ---------------------------------------------------------------------------------------------
+# scale presets (fullcell), sparse rendering, parallel writing
+
+
+def _records_of_plans(plans):
+    """Screen-like records of planned exposures, footprints through their header WCS
+    (SIP + lookup tables), without writing or rendering anything."""
+    from mvmflow.exposure import DEFAULT_SAMPLES_PER_EDGE, edge_pixels
+    from mvmflow.records import ChipRecord, ExposureRecord
+    from mvmflow.simulate.distortion import full_chip_wcs
+
+    records, wcs_of = [], {}
+    for plan in plans:
+        chips = []
+        for extver, chip in enumerate(plan.ccdchips, start=1):
+            x0, y0, nx, ny = region = plan.region(chip)
+            key = (plan.det.key, chip, region)
+            if key not in wcs_of:  # one WCS per chip type, its linear part set per exposure
+                wcs_of[key] = full_chip_wcs(plan.det, chip, plan.header_chips[chip], *region)
+            wcs = wcs_of[key]
+            wcs.wcs.crval = plan.header_chips[chip].crval
+            wcs.wcs.cd = plan.header_chips[chip].cd
+            wcs.wcs.set()
+            world = wcs.all_pix2world(edge_pixels((ny, nx), DEFAULT_SAMPLES_PER_EDGE), 0)
+            chips.append(ChipRecord(extver=extver, shape=[ny, nx], footprint=world.tolist()))
+        records.append(ExposureRecord(
+            file=plan.filename, accepted=True, filename=plan.filename,
+            rootname=plan.rootname, ipppssoo=plan.rootname[:8],
+            instrument=plan.det.instrument.lower(), detector=plan.det.name.lower(),
+            filter=plan.filter.filter.lower(), ptype=plan.suffix, exptime=plan.exptime,
+            expstart=plan.expstart, expend=plan.expend, photflam=plan.filter.photflam,
+            photplam=plan.filter.photplam, chips=chips))
+    return records
+
+
+def test_fullcell_preset_covers_one_whole_sky_cell():
+    from mvmflow.grid import SkyCell
+    from mvmflow.plan import plan_skycells
+    from mvmflow.simulate.presets import FULLCELL_CENTER, FULLCELL_SKYCELL
+
+    preset = PRESETS["fullcell"]
+    assert preset.render == "sparse" and preset.n_exposures >= 60
+    cell = SkyCell.from_name(FULLCELL_SKYCELL)
+    assert FULLCELL_CENTER == pytest.approx(cell.center, abs=1e-9)
+    plans = plan_exposures(preset, preset.seed)
+    assert len(plans) == preset.n_exposures
+    assert {(p.det.instrument, p.det.name, p.filter.filter) for p in plans} == {
+        ("ACS", "WFC", "F606W"), ("ACS", "WFC", "F814W"), ("WFC3", "UVIS", "F555W"),
+        ("WFC3", "UVIS", "F275W")}
+    assert all(not p.aperture.subarray and len(p.ccdchips) == 2 for p in plans)
+    assert all(p.suffix == "flc" for p in plans)
+    for instrument in ("ACS", "WFC3"):
+        visits = [v for v in preset.visits if v.instrument == instrument]
+        assert len(visits) >= 8
+        assert len({v.start[:10] for v in visits}) == len(visits)  # own dates
+        assert len({v.pa for v in visits}) == len(visits)  # own orientations
+        assert len({v.offset for v in visits}) == len(visits)  # own pointings
+    assert len({p.rootname for p in plans}) == len(plans)
+
+    plan = plan_skycells(_records_of_plans(plans))
+    mine = plan.skycell(FULLCELL_SKYCELL)
+    frames = {(layer.frame.nx, layer.frame.ny) for layer in mine.layers}
+    assert len(frames) == 1 and len(mine.layers) == 4
+    nx, ny = frames.pop()
+    assert nx >= 17_400 and ny >= 17_400 and nx * ny >= 300e6  # a whole sky cell's layers
+    inside = sum(cells == [FULLCELL_SKYCELL] for cells in plan.exposures.values())
+    assert inside >= 0.75 * len(plans)  # mostly inside the one sky cell
+    assert all(len(layer.members) == 16 for layer in mine.layers)
+
+
+def test_fullcell_2x2_spans_four_sky_cells():
+    from mvmflow.grid import sky_cells_at
+    from mvmflow.simulate.pointing import tan_deproject
+
+    preset = PRESETS["fullcell_2x2"]
+    assert preset.n_exposures == PRESETS["fullcell"].n_exposures
+    four = ["skycell-p0081x14y14", "skycell-p0081x14y15", "skycell-p0081x15y14",
+            "skycell-p0081x15y15"]
+    assert sky_cells_at(preset.ra, preset.dec) == four
+    cells = {}
+    for visit in preset.visits:  # the visits' pointings, as plan_exposures places them
+        ra, dec = tan_deproject(preset.ra, preset.dec, visit.offset[0] / 3600,
+                                visit.offset[1] / 3600)
+        for cell in sky_cells_at(float(ra), float(dec)):
+            cells[cell] = cells.get(cell, 0) + len(visit.exposures)
+    assert set(cells) == set(four) and min(cells.values()) >= 12
+
+
+def test_sparse_rendering_matches_fft():
+    from mvmflow.simulate.core import _readnoise
+    from mvmflow.simulate.distortion import full_chip_wcs, pixel_area_map
+    from mvmflow.simulate.render import ChipSetup, _signal
+    from mvmflow.simulate.scene import add_filter_columns, make_sources
+
+    preset = PRESETS["tiny"]
+    plan = plan_exposures(preset, SEED)[0]
+    chip = plan.ccdchips[0]
+    region = plan.region(chip)
+    wcs = full_chip_wcs(plan.det, chip, plan.true_chips[chip], *region)
+    center = wcs.all_pix2world([[region[2] / 2, region[3] / 2]], 0)[0]
+    sources = make_sources(dataclasses.replace(preset.scene, galaxy_density=60.0),
+                           tuple(center), (30 / 3600, 30 / 3600), np.random.default_rng(3))
+    add_filter_columns(sources, [plan.filter])
+    ra, dec = positions_at(sources, plan.epoch)
+    rates = np.asarray(sources[f"rate_{plan.filter.key}"])
+    pam = pixel_area_map(plan.det, chip, *region)
+    images = {}
+    for mode in ("fft", "sparse"):
+        setup = ChipSetup(det=plan.det, ccdchip=chip, region=region, wcs=wcs,
+                          exptime=plan.exptime, psf=load_psf(plan.filter.psf), sky_rate=0.1,
+                          readnoise=_readnoise(plan.det, chip), flag_crs=True, seed=SEED,
+                          render=mode)
+        images[mode], n = _signal(setup, sources, ra, dec, rates, pam)
+    assert n > 50 and (sources["type"] == "galaxy").sum() > 10
+    scale = images["fft"].max()
+    assert np.abs(images["sparse"] - images["fft"]).max() < 1e-9 * scale
+
+
+def test_workers_write_the_same_files(tiny, tmp_path):
+    again = simulate("tiny", tmp_path, seed=SEED, workers=2)
+    assert [p.name for p in again.exposures] == [p.name for p in tiny.exposures]
+    for a, b in zip(tiny.exposures, again.exposures, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    for name in tiny.truth:
+        assert tiny.truth[name].read_bytes() == again.truth[name].read_bytes(), name
+
+
+def test_cli_lists_the_scale_presets(capsys):
+    from mvmflow.cli import main
+
+    assert main(["simulate", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "fullcell " in out and "fullcell_2x2" in out and "--header-set" in out
+    assert main(["simulate", "--out", "x"]) == 2

@@ -41,7 +41,7 @@ from mvmflow.simulate.distortion import (
 from mvmflow.simulate.pointing import aperture_reference
 from mvmflow.simulate.render import ChipImage
 
-__all__ = ["ExposurePlan", "make_hdulist"]
+__all__ = ["ExposurePlan", "make_header_hdulist", "make_hdulist"]
 
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT",
                "EXTEND"}
@@ -314,6 +314,59 @@ def _sci_header(plan: ExposurePlan, extver: int, ccdchip: int, versions: dict,
     for key, ver in versions.items():
         hdr[key] = ver
     return hdr
+
+
+def _constant_hdu(header: fits.Header, shape: tuple[int, int], value) -> fits.ImageHDU:
+    """An HST constant-value extension: no data; ``NPIX1``/``NPIX2`` and ``PIXVALUE`` after
+    ``EXTVER``. (Astropy writes ``BITPIX = 8`` for an HDU without data; readers of constant
+    arrays take the type from ``EXTNAME``.)"""
+    hdu = fits.ImageHDU(header=header)
+    for key, val, comment in (("PIXVALUE", value, "values of pixels in array"),
+                              ("NPIX2", shape[0], "length of constant array axis 2"),
+                              ("NPIX1", shape[1], "length of constant array axis 1")):
+        hdu.header.set(key, val, comment, after="EXTVER")
+    return hdu
+
+
+def make_header_hdulist(plan: ExposurePlan, sci_value: float = 1.0,
+                        err_value: float = 1.0) -> fits.HDUList:
+    """The file of an exposure without pixels: constant-value image extensions.
+
+    The headers are those :func:`make_hdulist` writes (WCS, distortion keywords and lookup
+    tables, photometry, identity, times), except that every image extension (``SCI``,
+    ``ERR``, ``DQ``; WFC3/IR also ``SAMP``, ``TIME``) is an HST constant-value extension:
+    ``NAXIS = 0`` with ``NPIX1``/``NPIX2`` (the array's shape) and ``PIXVALUE`` (``sci_value``
+    for ``SCI``, ``err_value`` for ``ERR``, 0 for ``DQ``, the exposure time and the number of
+    samples for ``TIME``/``SAMP``). Readers that expand constant arrays (astropy does not;
+    :class:`mvmflow.exposure.Exposure` does) see a flat, unflagged image; the pixel
+    statistics (``GOOD*``, ``SNR*``, ``NGOODPIX``) describe it.
+    """
+    det = plan.det
+    versions = lookup_versions(det, plan.ccdchips)
+    wcsname = f"IDC_{_idc_root(det)}"
+    extensions, lookups = [], []
+    for extver, ccdchip in enumerate(plan.ccdchips, start=1):
+        region = plan.region(ccdchip)
+        shape = (region[3], region[2])
+        lin = plan.header_chips[ccdchip]
+        snr = float(sci_value) / float(err_value) if err_value else 0.0
+        stats = {"NGOODPIX": int(shape[0] * shape[1]), "GOODMIN": float(sci_value),
+                 "GOODMAX": float(sci_value), "GOODMEAN": float(sci_value), "SNRMIN": snr,
+                 "SNRMAX": snr, "SNRMEAN": snr, "MEANDARK": float(det.dark * plan.exptime)}
+        image = ChipImage(sci=None, err=None, dq=None, samp=None, time=None, stats=stats,
+                          n_sources=0)
+        sci = _sci_header(plan, extver, ccdchip, versions[ccdchip], image)
+        extensions.append(_constant_hdu(sci, shape, float(sci_value)))
+        values = [("ERR", float(err_value)), ("DQ", 0)]
+        if det.name == "IR":
+            values += [("SAMP", max(plan.nsamp - 1, 1)), ("TIME", float(plan.exptime))]
+        for name, value in values:
+            extensions.append(_constant_hdu(
+                _ext_header(plan, name, extver, ccdchip, region, lin, wcsname), shape, value))
+        lookups += lookup_hdus(det, ccdchip, versions[ccdchip], (-region[0], -region[1]))
+    hdus = extensions + lookups
+    primary = fits.PrimaryHDU(header=_primary(plan, len(hdus)))
+    return fits.HDUList([primary, *hdus])
 
 
 def make_hdulist(plan: ExposurePlan, images: dict[int, ChipImage]) -> fits.HDUList:

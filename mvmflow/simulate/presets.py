@@ -1,10 +1,22 @@
 """Named simulation presets: which visits, exposures and sky a data set contains.
 
 A preset is plain data (:class:`Preset` of :class:`VisitSpec` of :class:`ExposureSpec`); use
-:func:`dataclasses.replace` to derive variants. Every preset is centred on a point of the LMC at
-the corner where sky cells ``skycell-p0081x14y14``, ``x15y14``, ``x14y15`` and ``x15y15`` meet
-(projection cell 81 pixel ``(300443.5, 300443.5)``, 0-based: the middle of the 512-px overlap
-of the four cells), so every exposure straddles those four sky cells.
+:func:`dataclasses.replace` to derive variants. The small presets are centred on a point of the
+LMC at the corner where sky cells ``skycell-p0081x14y14``, ``x15y14``, ``x14y15`` and ``x15y15``
+meet (projection cell 81 pixel ``(300443.5, 300443.5)``, 0-based: the middle of the 512-px
+overlap of the four cells), so every exposure straddles those four sky cells.
+
+The scale presets are different:
+
+- ``fullcell``: 64 full-frame exposures (ACS/WFC F606W + F814W, WFC3/UVIS F555W + F275W) in 32
+  visits on two 4 x 4 grids of pointings over the whole of ``skycell-p0081x14y14``
+  (:data:`FULLCELL_SKYCELL`), so that the sky cell's trimmed frame is about 18,000 px a side;
+  a sparse scene, cheap to render (:func:`fullcell_preset`).
+- ``fullcell_2x2``: the same 64 exposures with the grids stretched 2.5 times about the corner
+  of the four demo sky cells: about 2 x 2 sky cells of sky, with gaps between the pointings.
+- :func:`header_set_preset` (no name: made per size): N exposures in many visits spread over
+  projection cell 81, for header-only data sets (``simulate(..., headers_only=True)``) that
+  time the workflow's planning at scale.
 """
 
 from __future__ import annotations
@@ -15,7 +27,18 @@ import numpy as np
 
 from mvmflow.simulate.scene import SceneSpec
 
-__all__ = ["DEMO_CENTER", "PRESETS", "ExposureSpec", "Preset", "VisitSpec", "get_preset"]
+__all__ = [
+    "DEMO_CENTER",
+    "FULLCELL_CENTER",
+    "FULLCELL_SKYCELL",
+    "PRESETS",
+    "ExposureSpec",
+    "Preset",
+    "VisitSpec",
+    "fullcell_preset",
+    "get_preset",
+    "header_set_preset",
+]
 
 
 def _corner_of_p0081() -> tuple[float, float]:
@@ -34,6 +57,27 @@ def _corner_of_p0081() -> tuple[float, float]:
 
 DEMO_CENTER = _corner_of_p0081()
 """RA, Dec (deg) of the corner where the four demo sky cells meet (about 84.92, -69.15)."""
+
+P0081_CENTER = (87.27272727272727, -70.0)
+"""RA, Dec (deg) of projection cell 81's centre (its CRVAL)."""
+
+
+def _p0081_point(x: float, y: float) -> tuple[float, float]:
+    """RA, Dec of projection cell 81's fine pixel ``(x, y)`` (0-based), as
+    :func:`_corner_of_p0081` computes the corner."""
+    from mvmflow.simulate.pointing import tan_deproject
+
+    crpix0 = 225144.0 - 1.0
+    ra, dec = tan_deproject(*P0081_CENTER, (x - crpix0) * -0.04 / 3600.0,
+                            (y - crpix0) * 0.04 / 3600.0)
+    return float(ra), float(dec)
+
+
+FULLCELL_SKYCELL = "skycell-p0081x14y14"
+"""The sky cell the ``fullcell`` preset covers."""
+FULLCELL_CENTER = _p0081_point(278746 + 10976.5, 278746 + 10976.5)
+"""RA, Dec (deg) of the centre of :data:`FULLCELL_SKYCELL`: its fine pixel (10976.5, 10976.5)
+(0-based), i.e. projection-cell pixel 278746 + 10976.5 on both axes (about 85.245, -69.271)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +154,11 @@ class Preset:
     sky_rates : dict
         Sky background per filter key (``acs_wfc_f814w``), e-/s per ``IDCSCALE**2`` pixel;
         missing filters use :data:`SKY_RATES`.
+    render : {'fft', 'sparse'}
+        How sources are convolved with the PSF: ``fft`` convolves each chip's deposit image
+        with the PSF (the other presets' files depend on it); ``sparse`` adds one PSF stamp
+        per source instead (the same image up to rounding, much cheaper when a chip holds
+        few sources); see :mod:`mvmflow.simulate.render`.
     """
 
     name: str
@@ -125,6 +174,7 @@ class Preset:
     write_flt: bool = False
     sky_rates: dict = field(default_factory=dict)
     cosmic_rays: bool = True
+    render: str = "fft"
 
     @property
     def n_exposures(self) -> int:
@@ -321,9 +371,186 @@ _CR = Preset(
     max_shift_arcsec=0.0, max_rotation_deg=0.0, flag_crs=False,
 )
 
+
+# ---------------------------------------------------------------------------------------------
+# scale presets: a whole sky cell of full frames, and header-only sets over a projection cell
+
+
+def _grid_offsets(n: int, spacing: float) -> list[tuple[float, float]]:
+    """``n x n`` offsets (arcsec east, north) ``spacing`` apart about (0, 0), row by row from
+    the south-west (east increases to the left of a sky cell, so the first is the south-east
+    corner as seen on the sky cell's pixel grid)."""
+    half = (n - 1) / 2.0
+    return [(round((i - half) * spacing, 3), round((j - half) * spacing, 3))
+            for j in range(n) for i in range(n)]
+
+
+def _fullcell_visits(stretch: float) -> tuple[VisitSpec, ...]:
+    """The 32 visits of the fullcell presets (grid spacings times ``stretch``).
+
+    ACS/WFC: 16 visits, 4 programs of 4 (one per grid row), 2004-2019, a 4 x 4 grid 172"
+    apart (the WFC field is about 202" square, so neighbours overlap by about 30" at equal
+    orientations), one F606W (360 s) and one F814W (400 s) exposure each. WFC3/UVIS: 16
+    visits, 2010-2022, a 4 x 4 grid 150" apart (162" field), one F555W (350 s) and one F275W
+    (700 s) exposure each. Every visit has its own date and orientation.
+    """
+    visits = []
+    acs = _grid_offsets(4, 172.0 * stretch)
+    for k, offset in enumerate(acs):
+        row, col = divmod(k, 4)
+        visits.append(VisitSpec(
+            instrument="ACS", proposid=10471 + 7 * row, program=f"fc{row + 1}",
+            visit=f"{col + 1:02d}",
+            start=(f"{2004 + 4 * row + col}-{1 + (5 * k) % 12:02d}-{3 + (11 * k) % 25:02d}"
+                   f"T{(3 + 5 * k) % 24:02d}:{(17 * k) % 60:02d}:{(29 * k + 7) % 60:02d}"),
+            pa=round((23.0 + 47.3 * k) % 360.0, 1), offset=offset,
+            exposures=(ExposureSpec("WFC", "F606W", 360.0, "WFC"),
+                       ExposureSpec("WFC", "F814W", 400.0, "WFC", (0.247, 0.163))),
+            targname="LMC-FULLCELL"))
+    uvis = _grid_offsets(4, 150.0 * stretch)
+    for k, offset in enumerate(uvis):
+        row, col = divmod(k, 4)
+        visits.append(VisitSpec(
+            instrument="WFC3", proposid=12012 + 11 * row, program=f"gd{row + 1}",
+            visit=f"{col + 1:02d}",
+            start=(f"{2010 + 3 * row + col}-{1 + (7 * k + 2) % 12:02d}-{2 + (13 * k) % 26:02d}"
+                   f"T{(11 + 7 * k) % 24:02d}:{(23 * k + 5) % 60:02d}:{(31 * k) % 60:02d}"),
+            pa=round((61.0 + 53.7 * k) % 360.0, 1), offset=offset,
+            exposures=(ExposureSpec("UVIS", "F555W", 350.0, "UVIS"),
+                       ExposureSpec("UVIS", "F275W", 700.0, "UVIS", (0.198, -0.141))),
+            targname="LMC-FULLCELL"))
+    return tuple(visits)
+
+
+_FULLCELL_SCENE = SceneSpec(star_density=5.0, mag_range=(18.0, 24.5), lf_slope=0.3,
+                            bright_stars=4, galaxy_density=0.3, young_fraction=0.15)
+"""A sparse scene: about 1,000 stars and 60 galaxies over a sky cell."""
+
+
+def fullcell_preset(name: str = "fullcell", stretch: float = 1.0,
+                    center: tuple[float, float] | None = None) -> Preset:
+    """The 64 full-frame exposures of the ``fullcell`` presets.
+
+    Parameters
+    ----------
+    name : str
+    stretch : float
+        Factor on the grid spacings: 1 covers :data:`FULLCELL_SKYCELL` (the trimmed frame is
+        about 18,000 px a side), 2.5 about 2 x 2 sky cells with gaps between the pointings.
+    center : (float, float), optional
+        Centre of the grids (default :data:`FULLCELL_CENTER`).
+    """
+    ra, dec = FULLCELL_CENTER if center is None else center
+    where = (f"over {FULLCELL_SKYCELL}" if stretch == 1.0 and center is None
+             else f"with the grids {stretch:g} times as wide about ({ra:.3f}, {dec:.3f})")
+    return Preset(
+        name=name,
+        description=(f"Scale: 64 full-frame exposures in 32 visits {where}: ACS/WFC F606W + "
+                     "F814W (16 visits, 2004-2019) and WFC3/UVIS F555W + F275W (16 visits, "
+                     "2010-2022) on 4 x 4 grids; sparse scene; about 10.8 GB."),
+        ra=ra, dec=dec, seed=12, visits=_fullcell_visits(stretch), scene=_FULLCELL_SCENE,
+        render="sparse")
+
+
+_FULLCELL = fullcell_preset()
+_FULLCELL_2X2 = fullcell_preset("fullcell_2x2", stretch=2.5, center=DEMO_CENTER)
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS,
-                                                  _ALIGN, _ALIGN_PAIR, _CR)}
+                                                  _ALIGN, _ALIGN_PAIR, _CR, _FULLCELL,
+                                                  _FULLCELL_2X2)}
 """The named presets."""
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+# (detector, filter, exposure-time range in s) a header-set visit draws from
+_HS_FILTERS = {
+    "ACS": (("F606W", (300.0, 900.0)), ("F625W", (300.0, 900.0)), ("F658N", (600.0, 1400.0)),
+            ("F814W", (300.0, 1000.0))),
+    "WFC3": (("F555W", (200.0, 800.0)), ("F275W", (600.0, 1500.0))),
+}
+_HS_SUBARRAYS = {"ACS": "WFC1-1K", "WFC3": "UVIS2-C1K1C-SUB"}
+SKYCELL_ARCSEC = 21442 * 0.04
+"""Spacing of sky cells (arcsec): 21,442 fine pixels."""
+
+
+HEADER_SET_MAX_SIDE = 7.5
+"""Largest side (sky cells) of a header set's square: projection cell 81's sky cells alone
+cover the sky within about 4 sky cells of its centre (further out, the sky cells of
+projection cells 80, 82, 52, 53, 115 and 116 overlap it too)."""
+
+
+def header_set_preset(n: int, seed: int = 1, per_skycell: float = 90.0) -> Preset:
+    """``n`` ACS/WFC and WFC3/UVIS exposures in many visits over projection cell 81.
+
+    Meant for header-only data sets (``simulate(preset, out, headers_only=True)``): the
+    workflow can screen and plan them without pixels. Drawn from ``seed``:
+
+    - visit pointings uniform over a square centred on the projection cell's centre whose
+      area is ``n / per_skycell`` sky cells (so the density, about ``per_skycell`` exposures
+      per sky cell as in the dense LMC fields, does not depend on ``n``), at most
+      :data:`HEADER_SET_MAX_SIDE` sky cells a side (5,000 exposures at the default density
+      fill it), so that every exposure lies on sky cells of projection cell 81 only;
+    - half ACS/WFC, half WFC3/UVIS visits; each of two filters (ACS: two of F606W, F625W,
+      F658N, F814W; UVIS: F555W and F275W) with one to three dithered exposures; one visit in
+      ten uses a 1k subarray, the others full frames;
+    - orientations uniform, dates 2002-2024 (WFC3 from mid-2009), exposure times per filter;
+    - rootnames ``<j|i>h<PP><VV><ee>q``: 20 visits per program, so 5,000 exposures give
+      about 70 programs.
+
+    Parameters
+    ----------
+    n : int
+        Number of exposures (the last visit is cut to make exactly ``n``).
+    seed : int
+        Random seed of the layout (and of the preset's pointing errors).
+    per_skycell : float
+        Exposures per sky cell on average (footprints counted once, at their pointing).
+    """
+    if n < 1:
+        raise ValueError(f"a header set needs at least one exposure, not {n}")
+    rng = np.random.default_rng([seed, 12012])
+    cells = min(HEADER_SET_MAX_SIDE, max(1.0, float(np.sqrt(n / per_skycell))))
+    half = cells * SKYCELL_ARCSEC / 2.0
+    visits = []
+    count = 0
+    while count < n:
+        v = len(visits)
+        instrument = "ACS" if rng.random() < 0.5 else "WFC3"
+        det = "WFC" if instrument == "ACS" else "UVIS"
+        choices = _HS_FILTERS[instrument]
+        picked = sorted(rng.choice(len(choices), 2, replace=False))
+        aperture = _HS_SUBARRAYS[instrument] if rng.random() < 0.1 else det
+        first = 2002.3 if instrument == "ACS" else 2009.5
+        year = rng.uniform(first, 2024.9)
+        day = (year - int(year)) * 365.0
+        start = (f"{int(year)}-{1 + int(day // 30.5) % 12:02d}-{1 + int(day % 28):02d}T"
+                 f"{int(rng.integers(24)):02d}:{int(rng.integers(60)):02d}:"
+                 f"{int(rng.integers(60)):02d}")
+        exposures = []
+        for f in picked:
+            filt, (lo, hi) = choices[f]
+            exptime = float(round(rng.uniform(lo, hi), 1))
+            for d in range(int(rng.integers(1, 4))):
+                dither = (0.0, 0.0) if d == 0 else tuple(
+                    float(round(x, 3)) for x in rng.uniform(-2.5, 2.5, 2))
+                exposures.append(ExposureSpec(det, filt, exptime, aperture, dither))
+        exposures = exposures[: n - count]
+        count += len(exposures)
+        prog = v // 20
+        visits.append(VisitSpec(
+            instrument=instrument, proposid=13000 + prog,
+            program=f"h{_B36[prog // 36 % 36]}{_B36[prog % 36]}",
+            visit=f"{_B36[v % 20 // 10 + 1]}{_B36[v % 10]}", start=start,
+            pa=float(round(rng.uniform(0.0, 360.0), 2)),
+            offset=tuple(float(round(x, 2)) for x in rng.uniform(-half, half, 2)),
+            exposures=tuple(exposures), targname="LMC-SURVEY"))
+    return Preset(
+        name=f"headers_{n}",
+        description=(f"{n} ACS/WFC and WFC3/UVIS exposures in {len(visits)} visits over "
+                     f"{cells:.1f} x {cells:.1f} sky cells of projection cell 81 (header-only "
+                     "data sets for planning at scale)"),
+        ra=P0081_CENTER[0], dec=P0081_CENTER[1], seed=seed, visits=tuple(visits),
+        scene=SceneSpec(star_density=0.0, bright_stars=0, galaxy_density=0.0))
 
 
 def get_preset(preset: str | Preset) -> Preset:
