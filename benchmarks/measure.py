@@ -18,3 +18,66 @@ with open(sys.argv[1], "w") as f:
                "user_s": usage.ru_utime, "sys_s": usage.ru_stime}, f)
 sys.exit(rc)
 """
+
+
+PEAK_ENV = "MVMFLOW_JOB_PEAKS"
+"""Environment variable naming the file :data:`PEAK_HOOK` appends to."""
+
+PEAK_HOOK = """
+import atexit, os
+
+
+def _mvmflow_job_peak():
+    import __main__
+
+    rule = getattr(getattr(__main__, "snakemake", None), "rule", None)
+    if isinstance(rule, str) and os.environ.get("MVMFLOW_JOB_PEAKS"):
+        with open("/proc/self/status") as f:
+            kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+        with open(os.environ["MVMFLOW_JOB_PEAKS"], "a") as f:
+            f.write(f"{rule}\\t{kb}\\n")
+
+
+atexit.register(_mvmflow_job_peak)
+"""
+"""A ``sitecustomize.py`` for the workflow runs' ``PYTHONPATH``: every job's Python process
+appends its rule and its peak RSS (``VmHWM``, exact) to the file named by :data:`PEAK_ENV`
+when it exits. Nothing in the workflow changes."""
+
+REFERENCE = """
+import resource, sys
+# argv: poller file, sky ("match": sky matching with the skypac alias, else as installed),
+# address-space limit in GB (0: none), so that running out of memory fails the reference alone
+limit = int(float(sys.argv[3]) * 2**30) if len(sys.argv) > 3 else 0
+if limit > 0:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+if sys.argv[2] == "match":
+    from spherical_geometry.polygon import SingleSphericalPolygon, SphericalPolygon
+    if not hasattr(SphericalPolygon, "iter_polygons_flat"):
+        SingleSphericalPolygon.iter_polygons_flat = SingleSphericalPolygon.__iter__
+        SphericalPolygon.iter_polygons_flat = SphericalPolygon.__iter__
+from drizzlepac import hapmultisequencer
+sys.exit(0 if hapmultisequencer.run_mvm_processing(sys.argv[1]) == 0 else 1)
+"""
+"""The reference's MVM on one poller file, run as ``python -c REFERENCE POLLER SKY
+[LIMIT_GB]`` (benchmarks/vs_reference.py and benchmarks/scale.py)."""
+
+
+def versions(dists) -> dict:
+    """The project tree (commit, and whether it has uncommitted changes) and the versions of
+    the installed distributions ``dists`` (those missing are left out)."""
+    import contextlib
+    import subprocess
+    from importlib import metadata
+    from pathlib import Path
+
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    out = {"mvmflow tree": f"{head}{' + uncommitted changes' if dirty else ''}"}
+    for dist in dists:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out

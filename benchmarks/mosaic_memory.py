@@ -61,6 +61,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import PEAK_ENV, PEAK_HOOK  # benchmarks/measure.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACING = 120.0  # arcsec between grid positions (the IR field is about 139" x 122" at PA 0)
 RULES = ("mosaic_drizzle", "mosaic_tile", "mosaic_layer", "drizzle", "sky", "layer")
@@ -80,25 +82,6 @@ sys.exit(make_custom_mosaic.perform(sys.argv[1], skip_gaia_alignment=True))
 """
 
 
-# Put on PYTHONPATH of the workflow runs: every job's Python process appends its rule and its
-# peak RSS (VmHWM: the high-water mark of its own address space, exact) when it exits.
-PEAK_HOOK = """
-import atexit, os
-
-
-def _mosaic_memory_peak():
-    import __main__
-
-    rule = getattr(getattr(__main__, "snakemake", None), "rule", None)
-    if isinstance(rule, str) and os.environ.get("MOSAIC_MEMORY_PEAKS"):
-        with open("/proc/self/status") as f:
-            kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
-        with open(os.environ["MOSAIC_MEMORY_PEAKS"], "a") as f:
-            f.write(f"{rule}\\t{kb}\\n")
-
-
-atexit.register(_mosaic_memory_peak)
-"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -207,7 +190,7 @@ def run_workflow(work: Path, config: dict, cores: int, tag: str,
     (hook / "sitecustomize.py").write_text(PEAK_HOOK)
     pythonpath = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": pythonpath,
-           "MOSAIC_MEMORY_PEAKS": str(work / f"{tag}_peaks.tsv")}
+           PEAK_ENV: str(work / f"{tag}_peaks.tsv")}
     # targets first: --configfile takes every word after it
     argv = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"),
             "--directory", str(work), "--cores", str(cores), "--configfile", str(cfg)]

@@ -57,7 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import WRAPPER  # benchmarks/measure.py
+from measure import PEAK_ENV, PEAK_HOOK, REFERENCE, WRAPPER, versions  # benchmarks/measure.py
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -66,40 +66,6 @@ INTERMEDIATES = ("partials", "partials_cr", "cr", "tiles", "mosaic/partials", "m
 SKYCELL = "skycell-p0081x14y14"
 """The sky cell of the ``fullcell`` preset (mvmflow.simulate.presets.FULLCELL_SKYCELL)."""
 
-# Put on PYTHONPATH of the workflow runs: every job's Python process appends its rule and its
-# peak RSS (VmHWM: the high-water mark of its own resident set, exact) when it exits.
-PEAK_HOOK = """
-import atexit, os
-
-
-def _scale_peak():
-    import __main__
-
-    rule = getattr(getattr(__main__, "snakemake", None), "rule", None)
-    if isinstance(rule, str) and os.environ.get("MVMFLOW_SCALE_PEAKS"):
-        with open("/proc/self/status") as f:
-            kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
-        with open(os.environ["MVMFLOW_SCALE_PEAKS"], "a") as f:
-            f.write(f"{rule}\\t{kb}\\n")
-
-
-atexit.register(_scale_peak)
-"""
-
-# The reference (as benchmarks/vs_reference.py runs it, sky matching with the skypac alias),
-# under an address-space limit so that running out of memory fails the reference alone.
-REFERENCE = """
-import resource, sys
-limit = int(float(sys.argv[3]) * 2**30)
-if limit > 0:
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from spherical_geometry.polygon import SingleSphericalPolygon, SphericalPolygon
-if not hasattr(SphericalPolygon, "iter_polygons_flat"):
-    SingleSphericalPolygon.iter_polygons_flat = SingleSphericalPolygon.__iter__
-    SphericalPolygon.iter_polygons_flat = SphericalPolygon.__iter__
-from drizzlepac import hapmultisequencer
-sys.exit(0 if hapmultisequencer.run_mvm_processing(sys.argv[1]) == 0 else 1)
-"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -254,21 +220,6 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def load_average() -> float:
     return os.getloadavg()[0]
-
-
-def versions() -> dict:
-    from importlib import metadata
-
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    out = {"mvmflow tree": f"{head}{' + uncommitted changes' if dirty else ''}"}
-    for dist in ("snakemake", "numpy", "astropy", "drizzlepac"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -480,7 +431,7 @@ def run_plan(args) -> int:
               + (f"  {r['error']}" if "error" in r else ""))
     result = {"mode": "plan", "prepare": args.prepare, "cores": args.cores, "seed": args.seed,
               "cosmic_rays": args.cosmic_rays or "(workflow default)",
-              "versions": versions(), "sizes": rows,
+              "versions": versions(("snakemake", "numpy", "astropy", "drizzlepac")), "sizes": rows,
               "targets": {"5000 exposures in at most 60 s": any(
                   r["n"] >= 5000 and r.get("dry_run_s", 1e9) <= 60 for r in rows)}}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -610,7 +561,7 @@ def run_case(name: str, files: list[Path], work: Path, args, keep: bool, extra: 
     (hook / "sitecustomize.py").write_text(PEAK_HOOK)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
-        "MVMFLOW_SCALE_PEAKS": str(d / "peaks.tsv")}
+        PEAK_ENV: str(d / "peaks.tsv")}
     out = d / "results"
     peak = {"intermediates": 0, "outdir": 0}
 
@@ -691,7 +642,7 @@ def run_reference(files: list[Path], skycell: str, work: Path, args) -> dict:
     print(f"  reference run_mvm_processing on {skycell}, {len(files)} exposures (timeout "
           f"{args.reference_timeout:.0f} s, address space {args.reference_mem_gb:g} GB, load "
           f"{load:.2f}) ...", flush=True)
-    res = measured([sys.executable, "-c", REFERENCE, poller, skycell,
+    res = measured([sys.executable, "-c", REFERENCE, poller, "match",
                     str(args.reference_mem_gb)], d, d / "run.log",
                    timeout=args.reference_timeout)
     text = (d / "run.log").read_text(errors="replace") if (d / "run.log").is_file() else ""
@@ -725,7 +676,8 @@ def run_run(args) -> int:
                                            else args.preset)
     print(f"working directory {work}; free disk {shutil.disk_usage(work).free / 2**30:.0f} GB")
     result = {"mode": "run", "preset": args.preset, "mosaic_preset": mosaic_preset,
-              "cores": args.cores, "versions": versions(), "runs": [], "data": {}}
+              "cores": args.cores, "versions": versions(("snakemake", "numpy", "astropy", "drizzlepac")),
+              "runs": [], "data": {}}
     try:
         data = mosaic_data = None
         if {"quarter", "whole"} & set(cases) or args.reference:

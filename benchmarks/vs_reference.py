@@ -38,13 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import psutil
 from astropy.io import fits
-from measure import WRAPPER  # benchmarks/measure.py
+from measure import REFERENCE, WRAPPER, versions  # benchmarks/measure.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = ("skycell-p0081x14y14", "skycell-p0081x15y14")
@@ -57,16 +56,6 @@ IR_READNOISE = 12.0  # e-, WFC3/IR up-the-ramp effective read noise (the header'
 # spherical_geometry 1.4 removed (it is the flat iteration the class now does in __iter__);
 # without it the sky step raises, and AstroDrizzle falls back to 'localmin', which
 # subtracts each exposure's own absolute sky.
-REFERENCE = """
-import sys
-if sys.argv[2] == "match":
-    from spherical_geometry.polygon import SingleSphericalPolygon, SphericalPolygon
-    if not hasattr(SphericalPolygon, "iter_polygons_flat"):
-        SingleSphericalPolygon.iter_polygons_flat = SingleSphericalPolygon.__iter__
-        SphericalPolygon.iter_polygons_flat = SphericalPolygon.__iter__
-from drizzlepac import hapmultisequencer
-sys.exit(0 if hapmultisequencer.run_mvm_processing(sys.argv[1]) == 0 else 1)
-"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -324,20 +313,6 @@ def compare_layer(ref: Path, ours: Path, noise: dict) -> dict:
 # report
 
 
-def _versions() -> dict:
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    out = {"mvmflow tree": f"{head}{' + uncommitted changes' if dirty else ''}"}
-    for dist in ("mvmflow", "drizzlepac", "drizzle", "snakemake", "stsci.skypac",
-                 "spherical_geometry", "numpy", "astropy", "psutil"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
-
-
 def print_report(res: dict) -> None:
     print(f"\npreset {res['preset']} (seed {res['seed']}), sky cells {', '.join(res['skycells'])},"
           f" --cores {res['cores']}, reference sky: {res['reference_sky']}, ours aligns: "
@@ -444,7 +419,8 @@ def main(argv=None) -> int:
             "preset": sim.preset, "seed": sim.seed, "cores": args.cores,
             "skycells": args.skycells, "reference_sky": args.reference_sky,
             "align": args.align and "align" in _config_keys(),
-            "versions": _versions(), "layers": layers,
+            "versions": versions(("mvmflow", "drizzlepac", "drizzle", "snakemake", "stsci.skypac",
+                                  "spherical_geometry", "numpy", "astropy", "psutil")), "layers": layers,
             "only_ref": only_ref, "only_ours": only_ours,
             "timing": {"reference": ref, "ours": ours, "ratio_ours_over_ref": ratio,
                        "rounds": rounds},
