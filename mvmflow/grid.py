@@ -53,6 +53,8 @@ __all__ = [
     "scale_value",
     "sky_cells_at",
     "sky_cells_for_footprint",
+    "unit_vectors",
+    "nearest_projection_cell",
     "projection_cells_near",
 ]
 
@@ -588,6 +590,17 @@ def _all_centres() -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(N_PROJECTION_CELLS)
     cen = np.array([ProjectionCell(int(i)).crval for i in idx])
     return idx, _unit(cen[:, 0], cen[:, 1])
+
+
+def unit_vectors(ra, dec) -> np.ndarray:
+    """Unit vectors ``(..., 3)`` of sky positions in degrees (ICRS cartesian)."""
+    return _unit(ra, dec)
+
+
+def nearest_projection_cell(ra: float, dec: float) -> int:
+    """The projection cell whose centre (tangent point) is nearest on the sky to (ra, dec)."""
+    idx, cen = _all_centres()
+    return int(idx[int(np.argmax(cen @ _unit(ra, dec)))])
 
 
 def projection_cells_near(ra: float, dec: float, radius: float = 0.0) -> list[int]:

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mvmflow import names
-from mvmflow.grid import ProjectionCell, _all_centres, _unit
+from mvmflow.grid import ProjectionCell, nearest_projection_cell, unit_vectors
 from mvmflow.plan import (
     LayerPlan,
     MapJob,
@@ -156,7 +156,7 @@ def observation_center(records: Iterable) -> tuple[float, float]:
     for rec in records:
         pts = _footprint_points(rec)
         if len(pts):
-            v = _unit(pts[:, 0], pts[:, 1]).sum(axis=0)
+            v = unit_vectors(pts[:, 0], pts[:, 1]).sum(axis=0)
             centres.append(v / np.linalg.norm(v))
     if not centres:
         raise ValueError("no exposure with a footprint: no mosaic centre")
@@ -186,9 +186,7 @@ def choose_projection_cell(records: Iterable, choice="auto") -> tuple[int, tuple
         index = int(choice)
         ProjectionCell(index)  # validates the index
         return index, center
-    idx, cen = _all_centres()
-    cosd = cen @ _unit(*center)
-    return int(idx[int(np.argmax(cosd))]), center
+    return nearest_projection_cell(*center), center
 
 
 # ------------------------------------------------------------------------------------------
