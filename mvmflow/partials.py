@@ -95,6 +95,7 @@ __all__ = [
     "Partial",
     "PartialFile",
     "bytes_per_input_pixel",
+    "empty_partial",
     "write_partial",
 ]
 
@@ -241,8 +242,10 @@ class Partial:
         return out
 
 
-def _empty_partial(frame: Frame, filename: str, ipppssoo: str, exptime: float,
-                   params: dict | None = None, chips: list | None = None) -> Partial:
+def empty_partial(frame: Frame, filename: str, ipppssoo: str, exptime: float,
+                  params: dict | None = None, chips: list | None = None) -> Partial:
+    """An exposure that reaches nothing of ``frame``: a 0 x 0 :class:`Partial` (it keeps its
+    context bit in a reduce)."""
     empty = np.zeros((0, 0), dtype=np.float32)
     return Partial(empty, empty.copy(), np.zeros((0, 0), np.uint8), frame, 0, 0, filename,
                    ipppssoo, float(exptime), dict(params or {}), list(chips or []))
@@ -676,7 +679,7 @@ class PartialFile:
     def read(self) -> Partial:
         """The whole partial (box-sized arrays, zeros outside the spans)."""
         if self.empty:
-            return _empty_partial(self.frame, self.filename, self.ipppssoo, self.exptime,
+            return empty_partial(self.frame, self.filename, self.ipppssoo, self.exptime,
                                   self.params, self.chips)
         arrays = self.read_arrays(ARRAYS)
         return Partial(arrays["flux"], arrays["weight"], arrays["nchips"], self.frame,
@@ -696,7 +699,7 @@ class PartialFile:
             If ``frame`` is not pixel-aligned with the partial's frame.
         """
         def nothing() -> Partial:
-            return _empty_partial(frame, self.filename, self.ipppssoo, self.exptime,
+            return empty_partial(frame, self.filename, self.ipppssoo, self.exptime,
                                   self.params, self.chips)
 
         if self.empty:

@@ -74,7 +74,7 @@ from astropy.wcs import WCS
 
 from mvmflow.grid import Frame
 from mvmflow.masks import good_pixel_mask, parse_bits, static_mask
-from mvmflow.partials import Box, Partial
+from mvmflow.partials import Box, Partial, empty_partial
 
 __all__ = [
     "Box",
@@ -594,10 +594,8 @@ def drizzle_exposure(chips: Sequence[Chip], frame: Frame, params: dict, sky=0.0,
     used = [b for b in boxes if b is not None]
     info = []
     if not used:
-        empty = np.zeros((0, 0), dtype=np.float32)
         log.info("%s does not reach the frame", filename)
-        return Partial(empty, empty.copy(), np.zeros((0, 0), np.uint8), frame, 0, 0,
-                       filename, ipppssoo, exptime, dict(params), info)
+        return empty_partial(frame, filename, ipppssoo, exptime, params, info)
     ebox = used[0]
     for b in used[1:]:
         ebox = ebox.union(b)

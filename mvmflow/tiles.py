@@ -45,7 +45,7 @@ from astropy.io import fits
 from mvmflow.combine import LayerArrays, combine_partials, context_planes
 from mvmflow.grid import Frame
 from mvmflow.names import LayerName
-from mvmflow.partials import Partial, PartialFile
+from mvmflow.partials import PartialFile, empty_partial
 from mvmflow.products import LayerSummary, layer_headers
 from mvmflow.sregion import block_polygons, polygons_to_s_region
 from mvmflow.workflow import atomic_path
@@ -67,12 +67,6 @@ TILE_VERSION = 2
 
 _MAX_BLOCKS = 1024  # as mvmflow.sregion.region_polygons
 _FITS_BLOCK = 2880
-
-
-def _empty_partial(filename: str, exptime: float, frame: Frame) -> Partial:
-    empty = np.zeros((0, 0), dtype=np.float32)
-    return Partial(empty, empty.copy(), np.zeros((0, 0), np.uint8), frame, 0, 0, filename, "",
-                   float(exptime))
 
 
 def reduce_tile(frame: Frame, members: Sequence[tuple[str, float]],
@@ -100,7 +94,7 @@ def reduce_tile(frame: Frame, members: Sequence[tuple[str, float]],
         for filename, exptime in members:
             path = partials.get(filename)
             yield (PartialFile.open(path).window(frame) if path is not None
-                   else _empty_partial(filename, exptime, frame))
+                   else empty_partial(frame, filename, "", exptime))
 
     return combine_partials(parts(), frame, sky_offsets)
 
