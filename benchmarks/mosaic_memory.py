@@ -237,16 +237,17 @@ def rule_stats(bench: Path, peaks: Path) -> dict:
 
 def mosaic_info(work: Path) -> dict:
     """The mosaic's product, frame and tiles, and the sky-cell layers, from the plan."""
-    plan = json.loads((work / "results" / "plan" / "plan.json").read_text())
-    (layer,) = plan["mosaic"]["layers"]
-    product = work / "results" / "mosaic" / layer["name"]
-    fine = [lay["frame"] for cell in plan["skycells"] for lay in cell["layers"]
-            if lay["scale"] == "fine"]
-    return {"name": layer["name"], "product": product, "bytes": product.stat().st_size,
-            "nx": layer["frame"]["nx"], "ny": layer["frame"]["ny"],
-            "tiles": len(layer["tiles"]), "skycells": len(plan["skycells"]),
-            "skycell_layers": sum(len(cell["layers"]) for cell in plan["skycells"]),
-            "largest_fine_layer_px": max(f["nx"] * f["ny"] for f in fine)}
+    from mvmflow.runplan import RunPlan
+
+    plan = RunPlan.load(work / "results" / "plan" / "plan.json")
+    (layer,) = plan.mosaic_layers
+    product = work / "results" / "mosaic" / layer.name
+    fine = [lay.frame for lay in plan.layers() if lay.scale == "fine"]
+    return {"name": layer.name, "product": product, "bytes": product.stat().st_size,
+            "nx": layer.frame.nx, "ny": layer.frame.ny,
+            "tiles": len(layer.tiles), "skycells": len(plan.skycells),
+            "skycell_layers": len(plan.layers()),
+            "largest_fine_layer_px": max(f.nx * f.ny for f in fine)}
 
 
 def sha256(path: Path) -> str:

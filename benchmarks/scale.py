@@ -320,6 +320,8 @@ def dag_jobs(log: Path) -> dict:
 
 
 def run_plan(args) -> int:
+    from mvmflow.runplan import RunPlan
+
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mvm_scale_plan_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -377,10 +379,10 @@ def run_plan(args) -> int:
                     continue
             else:
                 print(f"checkpoints' outputs reused from {run}")
-            plan = json.loads(plan_json.read_text())
-            row["skycells"] = len(plan.get("skycells", []))
-            row["layers"] = sum(len(c.get("layers", [])) for c in plan.get("skycells", []))
-            row["plan_jobs"] = len(plan.get("jobs", []))
+            plan = RunPlan.load(plan_json)
+            row["skycells"] = len(plan.skycells)
+            row["layers"] = len(plan.layers())
+            row["plan_jobs"] = sum(len(plan.jobs(lay.name)) for lay in plan.layers())
             dry = []
             for i in range(args.repeat):
                 log = run / f"dryrun_{i + 1}.log"

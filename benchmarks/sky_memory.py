@@ -31,22 +31,13 @@ print(json.dumps({"s": time.perf_counter() - t, "pairs": len(m.pairs), "offsets"
 
 
 def groups(run: Path) -> dict[str, list[str]]:
-    """Fine partial files per sky group (projection cell, instrument, detector, filter)."""
-    plan = json.loads((run / "plan" / "plan.json").read_text())
-    out: dict[str, list[str]] = {}
-    for cell in plan["skycells"]:
-        for lay in cell["layers"]:
-            if lay["scale"] != "fine":
-                continue
-            key = "_".join([cell["name"][9:13], lay["instrument"], lay["detector"],
-                            lay["filter"], lay["exptime_class"]])
-            root = lay["name"][: -len(".fits")]
-            jobs = sorted((j for j in plan["jobs"] if j["layer"] == lay["name"]),
-                          key=lambda j: j["order"])  # the sky rule's order
-            out.setdefault(key, []).extend(
-                str(run / "partials" / cell["name"] / root / (j["filename"][:-5] + ".fits"))
-                for j in jobs)
-    return out
+    """Fine partial files per sky group, in the sky rule's order (the run plan's)."""
+    from mvmflow.runplan import RunPlan
+
+    plan = RunPlan.load(run / "plan" / "plan.json")
+    return {group: [path for lay in plan.sky_group_layers(group)
+                    for path in plan.partials(lay.name, str(run), final=False)]
+            for group in plan.sky_groups}
 
 
 def measure(mode: str, paths: list[str]) -> dict:

@@ -132,40 +132,6 @@ class LayerArrays:
         plane = self.ctx if self.ctx.ndim == 2 else self.ctx[k // CTX_BITS]
         return (plane.view(np.uint32) >> np.uint32(k % CTX_BITS)) & np.uint32(1) == 1
 
-    def coverage_stats(self, npix_total: int | None = None) -> dict[str, float]:
-        """The footprint keywords of the layer (spec processing.md 1.5).
-
-        Parameters
-        ----------
-        npix_total : int, optional
-            Denominator of ``NPIXFRAC``. Default: the layer array's pixel count (the
-            reference divides by the whole sky cell; spec section 8 lists that as a
-            weakness). Pass ``SkyCell.frame.nx * ny`` to reproduce the reference.
-
-        Returns
-        -------
-        dict
-            ``NPIXFRAC`` (covered / total), ``MEANEXPT``, ``MEDEXPT`` (exposure time per
-            covered pixel), ``MEANNEXP``, ``MEDNEXP`` (chips per covered pixel, the
-            reference's definition), ``MEANWHT``, ``MEDWHT`` (over ``WHT > 0``). A pixel is
-            covered when at least one chip footprint covers it. Empty sets give 0.
-        """
-        covered = self.nchips > 0
-        total = int(npix_total) if npix_total is not None else int(covered.size)
-        if total <= 0:
-            raise ValueError(f"npix_total must be positive, got {npix_total!r}")
-        ncov = int(np.count_nonzero(covered))
-        out = {"NPIXFRAC": ncov / total}
-        for key, arr, mask in (
-            ("EXPT", self.exptime, covered),
-            ("NEXP", self.nchips, covered),
-            ("WHT", self.wht, self.wht > 0),
-        ):
-            vals = arr[mask].astype(np.float64)
-            out["MEAN" + key] = float(vals.mean()) if vals.size else 0.0
-            out["MED" + key] = float(np.median(vals)) if vals.size else 0.0
-        return out
-
 
 def context_planes(nexposures: int) -> int:
     """Number of int32 context planes for ``nexposures`` inputs (at least 1)."""

@@ -12,7 +12,7 @@ It differs where spec section 8 asks for a fix:
 - ``DRIZPARS`` names the trailer that exists (``<rootname>_trl.txt``), not ``_trl.log``;
 - ``WCSNAME`` is the same in ``SCI``, ``WHT`` and ``CTX``;
 - ``NPIXFRAC`` is relative to the product's array by default (see
-  :meth:`mvmflow.combine.LayerArrays.coverage_stats`);
+  :meth:`mvmflow.tiles.TileSummary.layer_summary`);
 - provenance: software versions, configuration digest, input names and checksums
   (:mod:`mvmflow.provenance`);
 - the SCI header also records the frame's origin on the projection-cell plane (``PCELLID``,
@@ -208,7 +208,9 @@ class LayerSummary:
     files, exptimes, sky, used : tuple
         As :class:`mvmflow.combine.LayerArrays`.
     stats : dict
-        :meth:`mvmflow.combine.LayerArrays.coverage_stats`.
+        The footprint keywords (``NPIXFRAC``, ``MEANEXPT``, ``MEDEXPT``, ``MEANNEXP``,
+        ``MEDNEXP``, ``MEANWHT``, ``MEDWHT``; spec processing.md 1.5) from
+        :meth:`mvmflow.tiles.TileSummary.layer_summary`.
     region : str
         The ``S_REGION`` value.
     nplanes : int

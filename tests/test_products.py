@@ -14,7 +14,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from mvmflow import combine, grid, products
+from mvmflow import combine, grid, products, tiles
 from mvmflow.combine import combine_partials, context_planes
 from mvmflow.headers import (
     InputHeaders,
@@ -210,26 +210,72 @@ def test_coarse_frames_with_fractional_plane_origin():
     assert np.isfinite(arrays.sci[5:15, 4:14]).all() and np.isnan(arrays.sci).sum() == 800
 
 
+def coverage_stats(arrays, npix_total: int | None = None) -> dict[str, float]:
+    """The footprint keywords of a layer held in memory, computed over the whole arrays: an
+    independent check of the tiled statistics the headers get (mvmflow.tiles.summarize_tiles;
+    docs/data_path.md). spec processing.md 1.5.
+
+    Parameters
+    ----------
+    npix_total : int, optional
+        Denominator of ``NPIXFRAC``. Default: the layer array's pixel count (the
+        reference divides by the whole sky cell; spec section 8 lists that as a
+        weakness). Pass ``SkyCell.frame.nx * ny`` to reproduce the reference.
+
+    Returns
+    -------
+    dict
+        ``NPIXFRAC`` (covered / total), ``MEANEXPT``, ``MEDEXPT`` (exposure time per
+        covered pixel), ``MEANNEXP``, ``MEDNEXP`` (chips per covered pixel, the
+        reference's definition), ``MEANWHT``, ``MEDWHT`` (over ``WHT > 0``). A pixel is
+        covered when at least one chip footprint covers it. Empty sets give 0.
+    """
+    covered = arrays.nchips > 0
+    total = int(npix_total) if npix_total is not None else int(covered.size)
+    if total <= 0:
+        raise ValueError(f"npix_total must be positive, got {npix_total!r}")
+    ncov = int(np.count_nonzero(covered))
+    out = {"NPIXFRAC": ncov / total}
+    for key, arr, mask in (
+        ("EXPT", arrays.exptime, covered),
+        ("NEXP", arrays.nchips, covered),
+        ("WHT", arrays.wht, arrays.wht > 0),
+    ):
+        vals = arr[mask].astype(np.float64)
+        out["MEAN" + key] = float(vals.mean()) if vals.size else 0.0
+        out["MED" + key] = float(np.median(vals)) if vals.size else 0.0
+    return out
+
+
 def known_coverage():
     """A: 10x10 at (0,0), 100 s; B: 10x10 at (5,0), 200 s (chips: 1 each)."""
     return [make_partial(0, 0, 0, 10, 10, 1.0, 100.0),
             make_partial(1, 5, 0, 10, 10, 1.0, 200.0)]
 
 
-def test_coverage_statistics_on_a_known_configuration():
+def tiled_stats(arrays, npix_total=None) -> dict[str, float]:
+    """The footprint keywords as the product writer gets them (tile by tile)."""
+    source = tiles.ArraysTile(arrays)
+    summary = tiles.summarize_tiles(arrays.frame, [(source.box, source)], arrays.files)
+    return summary.layer_summary([0.0] * len(arrays.files), [0.0] * len(arrays.files),
+                                 npix_total).stats
+
+
+@pytest.mark.parametrize("stats_of", [coverage_stats, tiled_stats], ids=["whole", "tiled"])
+def test_coverage_statistics_on_a_known_configuration(stats_of):
     arrays = combine_partials(known_coverage(), FRAME)
-    stats = arrays.coverage_stats()
+    stats = stats_of(arrays)
     assert stats["NPIXFRAC"] == pytest.approx(150 / 3000)
     assert stats["MEANNEXP"] == pytest.approx(200 / 150)  # 50 px x 2 chips + 100 px x 1
     assert stats["MEDNEXP"] == 1.0
     assert stats["MEANEXPT"] == pytest.approx((50 * 100 + 50 * 300 + 50 * 200) / 150)
     assert stats["MEDEXPT"] == 200.0
     assert stats["MEANWHT"] == pytest.approx(200.0) and stats["MEDWHT"] == 200.0
-    assert arrays.coverage_stats(npix_total=21954 ** 2)["NPIXFRAC"] == pytest.approx(150 / 21954 ** 2)
+    assert stats_of(arrays, npix_total=21954 ** 2)["NPIXFRAC"] == pytest.approx(150 / 21954 ** 2)
     # chip coverage, not weight: a chip with zero weight still counts as covered
     parts = known_coverage()
     parts[1].weight[:] = 0
-    stats = combine_partials(parts, FRAME).coverage_stats()
+    stats = stats_of(combine_partials(parts, FRAME))
     assert stats["MEANNEXP"] == pytest.approx(200 / 150) and stats["MEANWHT"] == 100.0
 
 
@@ -360,7 +406,7 @@ def test_primary_header_keywords(tmp_path):
     assert h["PROPOSID"] == "9999; 11665"  # sorted numerically, unique
     assert h["NUMEXP"] == 3 and h["NDRIZIM"] == 6
     assert h["DRIZPARS"] == LAYER.trailer == "hst_skycell-p0081x14y14_wfc3_uvis_f606w_all_trl.txt"
-    stats = arrays.coverage_stats()
+    stats = coverage_stats(arrays)
     for key in ("NPIXFRAC", "MEANEXPT", "MEDEXPT", "MEANNEXP", "MEDNEXP", "MEANWHT", "MEDWHT"):
         assert h[key] == pytest.approx(stats[key]), key
     assert "PHOTFLAM" not in h  # moved to SCI

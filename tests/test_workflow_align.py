@@ -16,7 +16,6 @@ to the simulated reference catalogue; its directory is removed after the module.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -31,9 +30,9 @@ from wfrun import run_snakemake
 
 from mvmflow.combine import combine_partials
 from mvmflow.exposure import Exposure
-from mvmflow.grid import Frame
-from mvmflow.groups import group_name
+from mvmflow.groups import group_name, read_groups
 from mvmflow.resample import drizzle_exposure, load_chips
+from mvmflow.runplan import RunPlan
 from mvmflow.simulate import read_truth, simulate, true_wcs
 from mvmflow.solution import apply_solution, corrected_chip_wcs, read_solution
 
@@ -131,7 +130,7 @@ def test_one_name_per_alignment_group(runs):
     """groups.json, the align/<group>/ directories, every solution, every report.ecsv, every
     <skycell>_align.ecsv and the align logs name the groups alike, as group_name does."""
     out = runs["aligned"]
-    groups = json.loads((out / "align" / "groups.json").read_text())["groups"]
+    groups = read_groups(out / "align" / "groups.json")
     names = set(groups)
     assert names
     for name, keys in groups.items():
@@ -213,10 +212,8 @@ def test_drizzled_stars_keep_single_exposure_fwhm(runs):
     assert len(xy) >= 10
     aligned_fwhm = _fwhm(fits.getdata(layer, "SCI"), xy)
     # one aligned exposure drizzled alone onto the same frame, with the same parameters
-    plan = json.loads((runs["aligned"] / "plan" / "plan.json").read_text())
-    entry = next(lay for cell in plan["skycells"] for lay in cell["layers"]
-                 if lay["name"] == layer.name)
-    frame, params = Frame(**entry["frame"]), plan["params"][layer.name]
+    plan = RunPlan.load(runs["aligned"] / "plan" / "plan.json")
+    frame, params = plan.layer(layer.name).frame, plan.layer_params(layer.name)
     key = sorted(_solutions(runs))[0]
     chips = apply_solution(load_chips(runs["data"] / f"{key}.fits"), _solutions(runs)[key])
     single = combine_partials([drizzle_exposure(chips, frame, params)], frame, {}).sci

@@ -16,7 +16,6 @@ more on the cosmic-ray set with ``cosmic_rays: never`` (the reference's behaviou
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from wfrun import run_snakemake
 
+from mvmflow.runplan import RunPlan
 from mvmflow.simulate import PRESETS, simulate
 
 LAYER = "*_wfc3_uvis_f555w_all_drc.fits"
@@ -62,14 +62,14 @@ def _layers(out: Path) -> list[Path]:
 
 def test_rejection_runs_as_rules(runs):
     out = runs["base"] / "rejected"
-    plan = json.loads((out / "plan" / "plan.json").read_text())
-    names = [n for n in plan["params"] if "f555w" in n]
-    assert names and all(plan["params"][n]["cosmic_rays"] is True for n in names)
+    plan = RunPlan.load(out / "plan" / "plan.json")
+    names = [lay.name for lay in plan.layers() if "f555w" in lay.name]
+    assert names and all(plan.rejects_cosmic_rays(n) for n in names)
     assert len(list(out.glob("cr/*/*_median.fits"))) == len(names)
     assert len(list(out.glob("cr/*/*/*_crmask.fits"))) >= 4
     assert len(list(out.glob("partials_cr/*/*/*.fits"))) >= 4
-    never = json.loads((runs["base"] / "kept" / "plan" / "plan.json").read_text())
-    assert all(never["params"][n]["cosmic_rays"] is False for n in names)
+    never = RunPlan.load(runs["base"] / "kept" / "plan" / "plan.json")
+    assert not any(never.rejects_cosmic_rays(n) for n in names)
     assert not (runs["base"] / "kept" / "cr").exists()
 
 

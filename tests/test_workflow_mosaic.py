@@ -21,9 +21,11 @@ from mvmflow.aligned import load_record
 from mvmflow.cutouts import _read_box, cutout_box
 from mvmflow.grid import Frame
 from mvmflow.headers import member_headers
-from mvmflow.mosaic import MosaicPlan, tile_boxes
+from mvmflow.mosaic import tile_boxes
 from mvmflow.names import CombinedName, CutoutName, LayerName, parse_default_prefix
+from mvmflow.runplan import RunPlan
 from mvmflow.simulate.presets import DEMO_CENTER
+from mvmflow.skygroup import read_sky_offsets
 from mvmflow.tiles import reduce_tile, write_tile, write_tiled_layer
 
 RA, DEC = DEMO_CENTER  # where sky cells x14y14, x15y14, x14y15 and x15y15 of p0081 meet
@@ -37,7 +39,7 @@ def run(shared_run):
 
 @pytest.fixture(scope="module")
 def plan(run):
-    return json.loads((run / "plan" / "plan.json").read_text())
+    return RunPlan.load(run / "plan" / "plan.json")
 
 
 def _cut_dir(run, kind):
@@ -46,13 +48,13 @@ def _cut_dir(run, kind):
 
 
 def test_mosaic_names_and_manifest(run, plan):
-    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    mosaic = plan.mosaic
     pc, _, _ = parse_default_prefix(mosaic.prefix)
     assert pc == mosaic.projection_cell == 81
     layers = [lay.name for lay in mosaic.layers]
     # the sky cells' layers, one of each
-    skycell = {LayerName.parse(lay["name"]).with_prefix(mosaic.prefix).filename
-               for cell in plan["skycells"] for lay in cell["layers"]}
+    skycell = {LayerName.parse(lay.name).with_prefix(mosaic.prefix).filename
+               for lay in plan.layers()}
     assert set(layers) == skycell and len(layers) == 3  # ACS F814W, IR F110W fine and coarse
     manifest = (run / "mosaic" / f"{mosaic.prefix}_manifest.txt").read_text().split()
     assert manifest == [n for name in layers for n in (name, name.rsplit("_", 1)[0] + "_trl.txt")]
@@ -122,24 +124,24 @@ def test_mosaic_equals_each_skycell_layer(run, plan):
     and the same sky offsets (the sky group is shared): equal to float precision. Coarse
     layers are compared by flux only: coarse sky cells' grids are offset from the projection
     cell's coarse grid by 1/3 px (21442 fine px is not a multiple of 3), by the grid's design."""
-    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    mosaic = plan.mosaic
     compared, coarse = 0, 0
-    for cell in plan["skycells"]:
-        for lay in cell["layers"]:
-            name = LayerName.parse(lay["name"]).with_prefix(mosaic.prefix).filename
+    for cell in plan.skycells:
+        for lay in cell.layers:
+            name = LayerName.parse(lay.name).with_prefix(mosaic.prefix).filename
             # the same drizzle (n may differ: it comes from each frame's own coverage)
-            assert _drizzle_set(plan["params"][lay["name"]]) == \
-                _drizzle_set(plan["mosaic_params"][name])
-            product = run / "skycells" / cell["name"] / lay["name"]
+            assert _drizzle_set(plan.layer_params(lay.name)) == \
+                _drizzle_set(plan.layer_params(name, mosaic=True))
+            product = run / "skycells" / cell.name / lay.name
             with fits.open(product) as hdul:
                 sci, wht = hdul["SCI"].data, hdul["WHT"].data
-            frame = Frame(**lay["frame"])
-            if lay["scale"] == "coarse":
+            frame = lay.frame
+            if lay.scale == "coarse":
                 _check_coarse_flux(run / "mosaic" / name, product)
                 coarse += 1
                 continue
             msci, mwht = _mosaic_window(run / "mosaic" / name, frame)
-            assert np.array_equal(np.isfinite(sci), np.isfinite(msci)), lay["name"]
+            assert np.array_equal(np.isfinite(sci), np.isfinite(msci)), lay.name
             good = np.isfinite(sci)
             assert good.sum() > 1000
             scale = np.nanpercentile(np.abs(sci), 99)
@@ -155,7 +157,7 @@ def test_cutouts_from_all_four_skycells_and_one_combined_per_layer(run, plan):
     by_group = {}
     for n in names:
         by_group.setdefault(n.group_key, set()).add(n.skycell)
-    cells = {c["name"] for c in plan["skycells"]}
+    cells = {c.name for c in plan.skycells}
     assert len(cells) == 4
     # every group, layers and exposure-level products alike, is cut from all four cells
     assert all(v == cells for v in by_group.values()), by_group
@@ -170,7 +172,7 @@ def test_cutouts_from_all_four_skycells_and_one_combined_per_layer(run, plan):
 def test_combined_cutout_equals_the_mosaic_box(run, plan):
     """Fine layers: the combined cutout is the mosaic's box pixel for pixel (SCI and WHT, to
     float precision): overlap strips hold the same exposures, counted once."""
-    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    mosaic = plan.mosaic
     checked = 0
     for path in sorted(_cut_dir(run, "combined").glob("*.fits")):
         c = CombinedName.parse(path)
@@ -198,16 +200,16 @@ def test_combined_cutout_equals_the_mosaic_box(run, plan):
 def test_tiled_mosaic_equals_untiled_bit_for_bit(run, plan, tmp_path):
     """Rebuild the largest layer from the workflow's own partials as one tile: the file is
     byte-identical to the workflow's tiled product."""
-    mosaic = MosaicPlan.from_dict(plan["mosaic"])
+    mosaic = plan.mosaic
     lay = max(mosaic.layers, key=lambda x: len(x.tiles))
     assert len(lay.tiles) > 1
     jobs = sorted((j for j in mosaic.jobs if j.layer == lay.name), key=lambda j: j.order)
     root = lay.name[: -len(".fits")]
     members = [(j.filename, lay.members[j.order].exptime) for j in jobs]
     partials = {j.filename: run / "mosaic" / "partials" / root / j.filename for j in jobs}
-    offsets = json.loads((run / "sky" / f"{lay.sky_group}.json").read_text())["offsets"]
-    factor = (lay.frame.scale / 0.04) ** 2
-    sky = {f: offsets.get(f, 0.0) * factor for f, _ in members}
+    offsets = read_sky_offsets(run / "sky" / f"{lay.sky_group}.json", [f for f, _ in members],
+                               lay.frame.scale)
+    sky = {f: offsets.get(f, 0.0) for f, _ in members}
     box = tile_boxes(lay.frame.nx, lay.frame.ny, 10**6)[0]
     tile = write_tile(tmp_path / "t.fits", reduce_tile(lay.frame, members, partials, sky), box)
     records = [load_record(run / "screen" / "records" / f"{f[:-5]}.json", [])
@@ -216,7 +218,7 @@ def test_tiled_mosaic_equals_untiled_bit_for_bit(run, plan, tmp_path):
     headers = member_headers(records, [run / "screen" / "headers" / f"{f[:-5]}.json"
                                        for f, _ in members])
     write_tiled_layer(out, lay.frame, [(box, tile)], LayerName.parse(lay.name), records,
-                      plan["mosaic_params"][lay.name], [t for _, t in members],
+                      plan.layer_params(lay.name, mosaic=True), [t for _, t in members],
                       [sky[f] for f, _ in members], [f for f, _ in members],
                       input_headers=headers)
     assert out.read_bytes() == (run / "mosaic" / lay.name).read_bytes()
@@ -233,12 +235,12 @@ def test_rerun_with_another_tile_size_gives_the_same_files(tmp_path):
               "mosaic": {"enabled": True, "tile_size": 256}}
     run_snakemake(tmp_path, config)
     out = tmp_path / "results"
-    mosaic = MosaicPlan.from_dict(json.loads((out / "plan" / "plan.json").read_text())["mosaic"])
+    mosaic = RunPlan.load(out / "plan" / "plan.json").mosaic
     assert any(len(lay.tiles) > 1 for lay in mosaic.layers)
     before = {lay.name: (out / "mosaic" / lay.name).read_bytes() for lay in mosaic.layers}
     config["mosaic"]["tile_size"] = 100000
     run_snakemake(tmp_path, config)
-    new = MosaicPlan.from_dict(json.loads((out / "plan" / "plan.json").read_text())["mosaic"])
+    new = RunPlan.load(out / "plan" / "plan.json").mosaic
     assert all(len(lay.tiles) == 1 for lay in new.layers)
     for name, data in before.items():
         assert (out / "mosaic" / name).read_bytes() == data, name
