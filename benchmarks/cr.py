@@ -12,9 +12,12 @@ each in its own fresh Python process, one at a time:
 - ``cr_median`` (reduce, per layer): :func:`mvmflow.median.median_layer` of all partials on
   the layer frame, strip by strip within ``--max-memory-mb`` (``scripts/cr_median.py``);
 - ``cr_mask`` (map, per exposure): :func:`mvmflow.crreject.cr_mask_exposure` against the
-  median, with the exposure's partial (``scripts/cr_mask.py``);
+  median, with the exposure's partial;
 - ``drizzle_cr`` (map, per exposure): the final drizzle without the masked pixels
-  (``scripts/drizzle.py`` with a mask file).
+  (:func:`mvmflow.resample.drizzle_exposure` with the mask file);
+- ``cr_drizzle`` (map, per exposure): the workflow's job, the two steps above in one process
+  (:func:`mvmflow.crreject.cr_mask_and_drizzle`, ``scripts/cr_drizzle.py``); its mask file
+  and partial are checked to be identical to theirs.
 
 Each step runs under a small wrapper process that times the step (wall clock, from its start
 to its exit, interpreter start-up and imports included, as a workflow job) and reports
@@ -46,21 +49,23 @@ from pathlib import Path
 from measure import WRAPPER  # benchmarks/measure.py
 
 ROOT = Path(__file__).resolve().parents[1]
-SKYCELL = "skycell-p0081x14y14"
+SKYCELL = "skycell-p0081x14y14"  # mvmflow.simulate.presets.FULLFRAME_SKYCELL
+DETECTORS = ("acs_wfc", "wfc3_uvis")
 
-# What is simulated per detector: full-frame aperture, filter, exposure time, visit data.
-SETUPS = {
-    "acs_wfc": {"instrument": "ACS", "detector": "WFC", "filter": "F814W", "aperture": "WFC",
-                "exptime": 400.0, "proposid": 12345, "program": "c9r",
-                "start": "2012-03-02T04:10:00", "pa": 40.0},
-    "wfc3_uvis": {"instrument": "WFC3", "detector": "UVIS", "filter": "F555W",
-                  "aperture": "UVIS", "exptime": 400.0, "proposid": 12346, "program": "c9s",
-                  "start": "2012-03-02T04:10:00", "pa": 40.0},
-}
-# A 4-point dither per visit (arcsec along the detector axes); successive visits turn by 2
-# degrees and move by a few arcsec, so the layer is a typical stack, not one pointing.
-DITHER = ((0.0, 0.0), (2.37, 1.31), (-1.12, 2.93), (1.58, -2.21))
-EXPOSURES_PER_VISIT = len(DITHER)
+
+def setups() -> dict:
+    """What is simulated per detector: full-frame aperture, filter, exposure time, visit data
+    (``mvmflow.simulate.presets.FULLFRAME_SETUPS``; imported here, not at the top, so the
+    measured steps, which run this file, do not import the simulator).
+
+    The layer is :func:`mvmflow.simulate.presets.fullframe_cr_preset`: visits of a 4-point
+    dither (about 3 arcsec); successive visits turn by 2 degrees and move by a few arcsec,
+    so the layer is a typical stack, not one pointing. (The ``fullframe_cr`` preset is its
+    4-exposure ACS/WFC layer, rendered sparse.)
+    """
+    from mvmflow.simulate.presets import FULLFRAME_SETUPS
+
+    return FULLFRAME_SETUPS
 
 # Rough disk use per exposure (MB): input file, separate and final partials.
 DISK_MB_PER_EXPOSURE = 170 + 2 * 150  # a full-frame partial is ~130 MB (mvmflow.partials)
@@ -129,8 +134,20 @@ def step_cr_mask(spec: dict) -> dict:
             "seconds": info.seconds}
 
 
+def step_cr_drizzle(spec: dict) -> dict:
+    """scripts/cr_drizzle.py without alignment and with zero sky offset."""
+    from mvmflow.crreject import cr_mask_and_drizzle
+    from mvmflow.partials import write_partial
+
+    info, final = cr_mask_and_drizzle(spec["exposure"], spec["median"], _frame(spec["frame"]),
+                                      spec["params"], spec["drizzle_params"], spec["mask"],
+                                      partial=spec["partial"])
+    write_partial(final, spec["output"])
+    return {"ncr": info.ncr}
+
+
 STEPS = {"imports": step_imports, "drizzle": step_drizzle, "drizzle_cr": step_drizzle,
-         "cr_median": step_median, "cr_mask": step_cr_mask}
+         "cr_median": step_median, "cr_mask": step_cr_mask, "cr_drizzle": step_cr_drizzle}
 
 
 def run_step_here(kind: str, spec_path: str) -> None:
@@ -144,33 +161,14 @@ def run_step_here(kind: str, spec_path: str) -> None:
 
 
 def make_preset(detkey: str, n: int, star_density: float, seed: int):
-    import dataclasses
+    """The simulated layer: :func:`mvmflow.simulate.presets.fullframe_cr_preset`."""
+    from mvmflow.simulate.presets import fullframe_cr_preset
 
-    from mvmflow.grid import SkyCell
-    from mvmflow.simulate import PRESETS
-    from mvmflow.simulate.presets import ExposureSpec, VisitSpec
-    from mvmflow.simulate.scene import SceneSpec
-
-    s = SETUPS[detkey]
-    ra, dec = SkyCell.from_name(SKYCELL).center  # the whole layer on one sky cell
-    visits = []
-    for v, first in enumerate(range(0, n, EXPOSURES_PER_VISIT)):
-        count = min(EXPOSURES_PER_VISIT, n - first)
-        day = int(s["start"][8:10]) + v
-        visits.append(VisitSpec(
-            instrument=s["instrument"], proposid=s["proposid"], program=s["program"],
-            visit=f"{v + 1:02d}", start=f"{s['start'][:8]}{day:02d}{s['start'][10:]}",
-            pa=s["pa"] + 2.0 * v, offset=(1.5 * v, -1.0 * v),
-            exposures=tuple(ExposureSpec(s["detector"], s["filter"], s["exptime"],
-                                         s["aperture"], d) for d in DITHER[:count])))
-    return dataclasses.replace(
-        PRESETS["cr"], name=f"cr_bench_{detkey}_{n}",
+    s = setups()[detkey]
+    return fullframe_cr_preset(
+        n, detkey, star_density=star_density, seed=seed, name=f"cr_bench_{detkey}_{n}",
         description=f"{n} full-frame {s['instrument']}/{s['detector']} {s['filter']} "
-                    "exposures with unflagged cosmic rays (benchmarks/cr.py)",
-        ra=float(ra), dec=float(dec), visits=tuple(visits), seed=seed,
-        scene=SceneSpec(star_density=star_density, mag_range=(17.5, 25.0), lf_slope=0.25,
-                        bright_stars=2, galaxy_density=2.0, young_fraction=0.05),
-        max_shift_arcsec=0.0, max_rotation_deg=0.0, flag_crs=False, cosmic_rays=True)
+                    "exposures with unflagged cosmic rays (benchmarks/cr.py)")
 
 
 def run_setup(spec_path: str) -> None:
@@ -283,7 +281,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Time and peak RSS of the cosmic-ray steps (separate drizzle, median, "
                     "mask, final drizzle) on one simulated layer of full-frame exposures.")
     p.add_argument("--n", type=int, default=20, help="exposures in the layer (default 20)")
-    p.add_argument("--detector", choices=sorted(SETUPS), default="acs_wfc",
+    p.add_argument("--detector", choices=DETECTORS, default="acs_wfc",
                    help="acs_wfc (F814W, aperture WFC; default) or wfc3_uvis (F555W, UVIS)")
     p.add_argument("--max-memory-mb", type=float, nargs="+", default=[256.0],
                    help="median strip budget(s), MB; the median runs once per value and "
@@ -326,7 +324,7 @@ def main(argv=None) -> int:
 
 
 def _run(args, work: Path) -> int:
-    s = SETUPS[args.detector]
+    s = setups()[args.detector]
     print(f"simulating {args.n} x {s['instrument']}/{s['detector']} {s['filter']} "
           f"({s['aperture']}), screening and planning (not timed)...", flush=True)
     setup_spec = work / "setup.json"
@@ -352,7 +350,8 @@ def _run(args, work: Path) -> int:
 
     load_before = os.getloadavg()
     rows: dict[str, list[dict]] = {"imports": [], "drizzle": [], "cr_median": [],
-                                   "cr_mask": [], "drizzle_cr": []}
+                                   "cr_mask": [], "drizzle_cr": [], "cr_drizzle": []}
+    same_as_two_steps = []
     t_start = time.perf_counter()
     rows["imports"].append(run_measured("imports", {}, work, "imports"))
     parts_dir, cr_dir, final_dir = work / "partials", work / "cr", work / "partials_cr"
@@ -405,6 +404,20 @@ def _run(args, work: Path) -> int:
         finals.append(final)
         print(f"  drizzle_cr {i + 1:2d}/{n} {stem}: {r['wall_s']:6.1f} s "
               f"{r['peak_rss_mb']:6.0f} MB", flush=True)
+        one_mask, one_final = cr_dir / f"{stem}_crmask_1.fits", final_dir / f"{stem}_1.fits"
+        r = run_measured("cr_drizzle", {
+            "exposure": e["file"], "median": str(medians[0]), "frame": e["frame"],
+            "params": setup["params"], "drizzle_params": setup["drizzle_params"],
+            "mask": str(one_mask), "output": str(one_final), "partial": str(part)},
+            work, f"cr_drizzle_{stem}")
+        rows["cr_drizzle"].append(r)
+        same_as_two_steps.append(_sha256(one_mask) == _sha256(mask)
+                                 and _sha256(one_final) == _sha256(final))
+        one_mask.unlink()
+        one_final.unlink()
+        print(f"  cr_drizzle {i + 1:2d}/{n} {stem}: {r['wall_s']:6.1f} s "
+              f"{r['peak_rss_mb']:6.0f} MB (same files as the two steps: "
+              f"{same_as_two_steps[-1]})", flush=True)
     elapsed = time.perf_counter() - t_start
     load_after = os.getloadavg()
 
@@ -412,7 +425,7 @@ def _run(args, work: Path) -> int:
     frame_px = frame["nx"] * frame["ny"]
     stack_mb = n * frame_px * 4 / 2**20
     med = rows["cr_median"][0]
-    per_exposure = ["drizzle", "cr_mask", "drizzle_cr"]
+    per_exposure = ["drizzle", "cr_mask", "drizzle_cr", "cr_drizzle"]
     cr_total = sum(summaries[k]["wall_total_s"] for k in ("cr_median", "cr_mask",
                                                          "drizzle_cr"))
     cr_total -= sum(r["wall_s"] for r in rows["cr_median"][1:])
@@ -433,10 +446,11 @@ def _run(args, work: Path) -> int:
         print(f"{k:<22}{sm['runs']:>5}{sm['wall_median_s']:>15.1f}{sm['wall_max_s']:>8.1f}"
               f"{sm['wall_total_s']:>9.1f}{sm['cpu_median_s']:>14.1f}"
               f"{sm['rss_median_mb']:>20.0f}{sm['rss_max_mb']:>8.0f}")
-    per_exp_median = sum(summaries[k]["wall_median_s"] for k in per_exposure)
-    print(f"{'sum of the three':<22}{'':>5}{per_exp_median:>15.1f}{'':>8}"
-          f"{sum(summaries[k]['wall_total_s'] for k in per_exposure):>9.1f}"
-          f"{sum(summaries[k]['cpu_median_s'] for k in per_exposure):>14.1f}")
+    for label, steps in (("drizzle+mask+final", per_exposure[:3]),
+                         ("drizzle+cr_drizzle", ["drizzle", "cr_drizzle"])):
+        print(f"{label:<22}{'':>5}{sum(summaries[k]['wall_median_s'] for k in steps):>15.1f}"
+              f"{'':>8}{sum(summaries[k]['wall_total_s'] for k in steps):>9.1f}"
+              f"{sum(summaries[k]['cpu_median_s'] for k in steps):>14.1f}")
     print(f"{'(imports only)':<22}{1:>5}{imports['wall_s']:>15.1f}{'':>8}{'':>9}"
           f"{imports['cpu_s']:>14.1f}{imports['peak_rss_mb']:>20.0f}")
     print()
@@ -457,6 +471,8 @@ def _run(args, work: Path) -> int:
     print(f"cosmic-ray pixels per exposure: median {statistics.median(ncr):.0f} "
           f"(min {min(ncr)}, max {max(ncr)}); masked in the final drizzle: "
           f"{sum(r['masked'] for r in rows['drizzle_cr'])} in all")
+    print(f"cr_drizzle (the workflow's job) wrote the same mask file and partial as cr_mask + "
+          f"drizzle_cr for {sum(same_as_two_steps)} of {n} exposures")
     print(f"totals (wall, sum over steps): cosmic-ray steps (median + masks + final "
           f"drizzles) {cr_total:.1f} s, with the separate drizzles {all_total:.1f} s "
           f"({all_total / n:.1f} s per exposure); whole measured run {elapsed:.1f} s; "
@@ -468,14 +484,15 @@ def _run(args, work: Path) -> int:
         "cpus": os.cpu_count(), "python": sys.version.split()[0],
         "load_before": load_before, "load_after": load_after,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "workdir": str(work), "n": n, "detector": args.detector, "setup": SETUPS[args.detector],
+        "workdir": str(work), "n": n, "detector": args.detector, "setup": setups()[args.detector],
         "layer": setup["layer"], "frame": frame, "coverage": setup["coverage"],
         "params_set": setup["params"]["set"], "cr_params": setup["params"].get("cr"),
         "cosmic_rays_auto": setup["params"]["cosmic_rays"],
         "simulate_s": setup["simulate_s"], "screen_plan_s": setup["screen_plan_s"],
         "input_mb": [e["size_mb"] for e in exposures],
         "stack_mb": stack_mb, "median_identical_across_budgets": same_medians,
-        "summary": summaries, "cr_total_s": cr_total, "total_s": all_total,
+        "summary": summaries, "cr_drizzle_same_files": same_as_two_steps,
+        "cr_total_s": cr_total, "total_s": all_total,
         "elapsed_s": elapsed, "steps": rows,
     }
     path = args.out / "cr.json"

@@ -1,29 +1,52 @@
 #!/usr/bin/env python
-"""mvmflow against the reference (drizzlepac 3.11.0 ``hapmultisequencer``) on the same inputs.
+"""mvmflow against the reference (drizzlepac 3.11.0 ``hapmultisequencer``): speed, memory and
+products, on several workloads, in one command and one table.
 
-Simulates a data set (``mvmflow simulate``), then, outside the simulation's time:
+Workloads (``--workloads``, default ``tiny,demo,fullframe``), each simulated once
+(``mvmflow.simulate``, not timed):
+
+- ``tiny``: the ``tiny_noerr`` preset (4 small exposures), sky cells ``skycell-p0081x14y14``
+  and ``x15y14``;
+- ``demo``: the ``demo`` preset (17 exposures of four detectors), the same two sky cells;
+- ``fullframe``: the ``fullframe_cr`` preset (4 full-frame ACS/WFC F814W exposures, unflagged
+  cosmic rays), its one sky cell ``skycell-p0081x14y14``.
+
+Per workload and round (``--repeat N`` rounds, alternating):
 
 - **reference**: for each sky cell, a fresh directory with copies of the inputs (the reference
   renames and deletes its copies) and an MVM poller file (:mod:`mvmflow.poller`), processed
   by ``drizzlepac.hapmultisequencer.run_mvm_processing`` in its own Python process; the sky
-  cells run side by side, at most ``--cores`` at a time;
-- **ours**: one ``snakemake --cores N`` run of this repository's Snakefile restricted to the
-  same sky cells.
+  cells run side by side, at most ``--cores`` at a time. It has no switches: one run serves
+  every mode of ours;
+- **ours**, once per mode (``--modes``, default ``like,defaults``): one ``snakemake --cores N``
+  run of this repository's Snakefile restricted to the same sky cells, with
 
-Each side is timed from the first start to the last exit. Memory is measured two ways:
+  - ``like`` (like for like, as the reference runs): alignment off and
+    ``cosmic_rays: {default: never}`` (trust the inputs' flags);
+  - ``defaults``: the workflow's defaults (alignment on, cosmic-ray rejection ``auto``), the
+    alignment's absolute reference being the simulation's catalogue (what ``align.reference:
+    auto`` picks for the simulated demo inputs; for other inputs it means Gaia, over the
+    network).
+
+Each run is timed from the first start to the last exit. Memory is measured two ways:
 ``RUSAGE_CHILDREN`` ``ru_maxrss`` reported by a small wrapper process per command (the
 largest single process, waited-for descendants included: for ours, the largest of snakemake
 and its job processes, not their sum) and the peak over time of the summed PSS of every
 live process of the run, sampled every 0.1 s with psutil.
 
-Then every layer both produced is compared: frame (NAXIS, CRPIX, CRVAL, CD), total flux over
-the common pixels, and ``|SCI_ours - SCI_ref| / ERR`` with ERR a noise model derived from
-the reference's WHT (see benchmarks/README.md). A table goes to stdout and the figures to
-``<out>/vs_reference_<preset>_<reference sky>.json``.
+Printed: one table with a row per (workload, mode) (wall time, largest process, whole-run
+PSS, each ours / reference, the number of snakemake jobs, the load average before the
+round); per (workload, mode), where our run's time went, per rule, from its snakemake
+benchmark records (``logs/benchmarks/<rule>/...tsv``); and, per layer both produced, the
+comparison of the products (frame, flux ratio, ``|SCI_ours - SCI_ref| / ERR``; see
+benchmarks/README.md). Everything also goes to ``<out>/vs_reference_<workloads>_<reference
+sky>.json``.
 
 Run with the project's virtual environment (drizzlepac installed)::
 
-    .venv/bin/python benchmarks/vs_reference.py [--preset tiny_noerr] [--cores 2]
+    .venv/bin/python benchmarks/vs_reference.py                       # all three, ~20-30 min
+    .venv/bin/python benchmarks/vs_reference.py --workloads tiny      # ~2-3 min
+    .venv/bin/python benchmarks/vs_reference.py --preset align --skycells skycell-p0081x14y14
 """
 
 from __future__ import annotations
@@ -38,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +71,42 @@ from measure import REFERENCE, WRAPPER, versions  # benchmarks/measure.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = ("skycell-p0081x14y14", "skycell-p0081x15y14")
+FULLFRAME_CELL = "skycell-p0081x14y14"  # mvmflow.simulate.presets.FULLFRAME_SKYCELL
 LAYER_RE = re.compile(r"hst_(skycell-p\d{4}x\d{2}y\d{2})_([a-z0-9]+)_([a-z0-9]+)_(.+)_"
                       r"(all|coarse-all)_(dr[cz])\.fits$")
 IR_READNOISE = 12.0  # e-, WFC3/IR up-the-ramp effective read noise (the header's is per read)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    preset: str
+    skycells: tuple[str, ...]
+
+
+WORKLOADS = {
+    "tiny": Workload("tiny", "tiny_noerr", DEFAULT_CELLS),
+    "demo": Workload("demo", "demo", DEFAULT_CELLS),
+    "fullframe": Workload("fullframe", "fullframe_cr", (FULLFRAME_CELL,)),
+}
+"""The workloads of ``--workloads``."""
+
+MODES = {
+    "like": "like for like: alignment off, cosmic_rays {default: never}",
+    "defaults": "the workflow's defaults: alignment on (reference: the simulated catalogue), "
+                "cosmic_rays as configured (auto)",
+}
+"""The modes of ``--modes``: how ours is configured (see :func:`mode_config`)."""
+
+
+def mode_config(mode: str, data: Path) -> dict:
+    """Our configuration keys of ``mode`` (on top of ``config/config.yaml``)."""
+    if mode == "like":  # as the reference's MVM: no alignment (skip_gaia_alignment), no CR
+        return {"align": {"enabled": False}, "cosmic_rays": {"default": "never"}}
+    if mode == "defaults":  # auto would mean Gaia (the network) for inputs that are not 'demo'
+        return {"align": {"enabled": True, "reference": str(data / "truth" / "refcat.ecsv")}}
+    raise ValueError(f"unknown mode {mode!r}")
+
 
 # The reference, run in a fresh interpreter per sky cell. With 'match', skypac's sky
 # matching gets back the SphericalPolygon.iter_polygons_flat it calls, which
@@ -58,40 +115,75 @@ IR_READNOISE = 12.0  # e-, WFC3/IR up-the-ramp effective read noise (the header'
 # subtracts each exposure's own absolute sky.
 
 
+def _names(text: str, known: dict, what: str, p: argparse.ArgumentParser) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        p.error(f"--{what}: unknown {', '.join(bad) or '(none given)'}; known: "
+                f"{', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Run drizzlepac's MVM and mvmflow on the same simulated sky cells and "
-                    "compare frames, fluxes, wall time and peak memory.")
-    p.add_argument("--preset", default="tiny_noerr",
-                   help="simulation preset (mvmflow simulate --list; default tiny_noerr, "
-                        "~1.5 min on 2 cores; demo ~3.5 min)")
-    p.add_argument("--seed", type=int, default=None, help="simulation seed (default: preset's)")
+        description="Run drizzlepac's MVM and mvmflow on the same simulated sky cells, for "
+                    "several workloads and configurations of ours, and compare wall time, "
+                    "peak memory, where our time goes (per rule) and the products.")
+    p.add_argument("--workloads", default="tiny,demo,fullframe",
+                   help="comma-separated, of: tiny (tiny_noerr preset, 2 sky cells), demo "
+                        "(demo preset, 2 sky cells), fullframe (fullframe_cr preset: 4 full-"
+                        "frame ACS/WFC exposures with unflagged cosmic rays, 1 sky cell); "
+                        "default %(default)s")
+    p.add_argument("--modes", default="like,defaults",
+                   help="comma-separated configurations of ours, each against the same "
+                        "reference run: like (alignment off, cosmic_rays never: as the "
+                        "reference), defaults (the workflow's defaults); default %(default)s")
+    p.add_argument("--preset", default=None,
+                   help="instead of --workloads, one workload of this simulation preset "
+                        "(mvmflow simulate --list) on --skycells (default: the two of tiny)")
+    p.add_argument("--seed", type=int, default=None, help="simulation seed (default: presets')")
     p.add_argument("--cores", type=int, default=2,
                    help="snakemake --cores, and reference sky cells run at once (default 2)")
-    p.add_argument("--skycells", nargs="+", default=list(DEFAULT_CELLS), metavar="CELL",
-                   help="sky cells to process (default: %(default)s)")
+    p.add_argument("--skycells", nargs="+", default=None, metavar="CELL",
+                   help="sky cells to process, for every workload (default: the workload's: "
+                        f"{' '.join(DEFAULT_CELLS)} for tiny and demo, {FULLFRAME_CELL} for "
+                        "fullframe)")
     p.add_argument("--reference-sky", choices=("match", "installed"), default="match",
                    help="'match' (default): the reference's sky matching as in operations "
                         "(with a compatibility alias for skypac, see benchmarks/README.md); "
                         "'installed': as installed here, where skypac's match fails and "
                         "AstroDrizzle falls back to localmin")
-    p.add_argument("--align", action="store_true",
-                   help="let ours align the exposures where the workflow can (default off, "
-                        "as the reference's MVM, which skips alignment)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="run both sides N times, alternately, and report the fastest wall "
-                        "time of each and the largest memory peaks (default 1)")
+                   help="per workload, N rounds of the reference and every mode, alternately; "
+                        "report the fastest wall time of each and the largest memory peaks "
+                        "(default 1)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where the temporary working directory goes (default: the system's "
+                        "temporary directory; fullframe needs about 5 GB)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out",
                    help="directory for the JSON figures (default benchmarks/out)")
     p.add_argument("--keep", action="store_true",
-                   help="keep the working directory (inputs, both runs' products and logs)")
-    return p.parse_args(argv)
+                   help="keep the working directory (inputs, every round's products and logs; "
+                        "without it, each workload's directory goes once it is measured)")
+    args = p.parse_args(argv)
+    args.modes = _names(args.modes, MODES, "modes", p)
+    if args.preset:
+        known = {w.preset: w for w in WORKLOADS.values()}
+        base = known.get(args.preset, Workload(args.preset, args.preset, DEFAULT_CELLS))
+        args.workloads = [Workload(base.name, args.preset, base.skycells)]
+    else:
+        args.workloads = [WORKLOADS[n] for n in _names(args.workloads, WORKLOADS,
+                                                       "workloads", p)]
+    if args.skycells:
+        args.workloads = [Workload(w.name, w.preset, tuple(args.skycells))
+                          for w in args.workloads]
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args
 
 
 # ------------------------------------------------------------------------------------------
 # running and measuring
-
-
 
 
 def _tree_memory(wrappers: list[psutil.Process]) -> float:
@@ -135,11 +227,13 @@ def run_measured(jobs: list[tuple[list[str], Path, Path]], parallel: int) -> dic
             usage = json.loads(stats.read_text()) if stats.is_file() else {"maxrss_kb": 0}
             results.append({"cwd": str(cwd), "returncode": proc.returncode,
                             "wall_s": time.perf_counter() - start,
-                            "maxrss_mb": usage["maxrss_kb"] / 1024.0})
+                            "maxrss_mb": usage["maxrss_kb"] / 1024.0,
+                            "cpu_s": usage.get("user_s", 0.0) + usage.get("sys_s", 0.0)})
         time.sleep(0.1)
     return {"wall_s": time.perf_counter() - t0,
             "peak_rss_largest_mb": max(r["maxrss_mb"] for r in results),
             "peak_pss_tree_mb": peak_tree / 2**20,
+            "cpu_s": sum(r["cpu_s"] for r in results),
             "processes": results,
             "ok": all(r["returncode"] == 0 for r in results)}
 
@@ -153,15 +247,10 @@ def _member_cells(data: Path, files: list[str]) -> dict[str, list[str]]:
     return {name: sorted(cell.members) for name, cell in cells.items()}
 
 
-def run_reference(data: Path, files: list[str], cells: list[str], work: Path, cores: int,
-                  sky: str) -> dict:
+def run_reference(data: Path, members: dict[str, list[str]], cells: list[str], work: Path,
+                  cores: int, sky: str) -> dict:
     from mvmflow.poller import make_poller, write_poller
 
-    members = _member_cells(data, files)
-    missing = [c for c in cells if c not in members]
-    if missing:
-        sys.exit(f"no input falls on {', '.join(missing)}; cells with data: "
-                 f"{', '.join(sorted(members))}")
     jobs = []
     for cell in cells:
         d = work / "ref" / cell
@@ -176,6 +265,64 @@ def run_reference(data: Path, files: list[str], cells: list[str], work: Path, co
     return result
 
 
+def rule_times(run: Path) -> dict:
+    """Per rule, from the run's snakemake benchmark records (``logs/benchmarks/<rule>.tsv`` or
+    ``logs/benchmarks/<rule>/.../*.tsv``; column ``s`` is a job's wall seconds): jobs, total
+    and longest seconds, largest sampled ``max_rss`` (MB)."""
+    bench = run / "logs" / "benchmarks"
+    rules: dict[str, dict] = {}
+    for tsv in sorted(bench.rglob("*.tsv")) if bench.is_dir() else []:
+        head, *body = tsv.read_text().splitlines() or [""]
+        if not body:
+            continue
+        row = dict(zip(head.split("\t"), body[-1].split("\t"), strict=False))
+        rule = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
+        r = rules.setdefault(rule, {"jobs": 0, "s_total": 0.0, "s_max": 0.0,
+                                    "max_rss_mb": None})
+        s = float(row.get("s", "nan"))
+        r["jobs"] += 1
+        r["s_total"] += s
+        r["s_max"] = max(r["s_max"], s)
+        with contextlib.suppress(KeyError, ValueError):
+            rss = float(row["max_rss"])
+            r["max_rss_mb"] = rss if r["max_rss_mb"] is None else max(r["max_rss_mb"], rss)
+    total = sum(r["s_total"] for r in rules.values())
+    for r in rules.values():
+        r["share"] = r["s_total"] / total if total else 0.0
+    return dict(sorted(rules.items(), key=lambda kv: -kv[1]["s_total"]))
+
+
+_STEPS_RE = re.compile(r"(\d+) of (\d+) steps")
+
+
+def snakemake_jobs(run: Path) -> int | None:
+    """The number of jobs snakemake ran, from the last ``N of M steps`` of its log."""
+    logs = sorted((run / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return None
+    found = _STEPS_RE.findall(logs[-1].read_text(errors="replace"))
+    return int(found[-1][1]) if found else None
+
+
+def run_ours(data: Path, cells: list[str], run: Path, cores: int, mode: str) -> dict:
+    run.mkdir(parents=True)
+    config = {"inputs": f"{data}/*_fl?.fits", "outdir": "results", "skycells": cells,
+              **mode_config(mode, data)}
+    # a config file: --config turns false into the string 'false', which the schema rejects
+    (run / "benchmark.json").write_text(json.dumps(config))
+    argv = [sys.executable, "-m", "snakemake", "--cores", str(cores),
+            "-s", str(ROOT / "Snakefile"), "--directory", str(run),
+            "--configfile", str(run / "benchmark.json")]
+    result = run_measured([(argv, run, run / "run.log")], 1)
+    result["config"] = config
+    result["rules"] = rule_times(run)
+    records = sum(r["jobs"] for r in result["rules"].values())
+    result["benchmark_records"] = records
+    result["snakemake_jobs"] = snakemake_jobs(run) or records
+    result["snakemake_job_s_sum"] = sum(r["s_total"] for r in result["rules"].values())
+    return result
+
+
 def _best(runs) -> dict:
     """Several rounds of one side: the fastest round's record, the largest memory peaks."""
     runs = list(runs)
@@ -187,29 +334,15 @@ def _best(runs) -> dict:
     return best
 
 
-def _config_keys() -> set[str]:
-    import yaml
-
-    return set(yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())["properties"])
-
-
-def run_ours(data: Path, cells: list[str], work: Path, cores: int, align: bool) -> dict:
-    d = work / "ours"
-    d.mkdir()
-    config = {"inputs": f"{data}/*_fl?.fits", "outdir": "results", "skycells": cells}
-    if "align" in _config_keys():  # like the reference's MVM (skip_gaia_alignment=True)
-        config["align"] = {"enabled": align}
-    (d / "benchmark.json").write_text(json.dumps(config))  # --config turns false into 'false'
-    argv = [sys.executable, "-m", "snakemake", "--cores", str(cores),
-            "-s", str(ROOT / "Snakefile"), "--directory", str(d),
-            "--configfile", str(d / "benchmark.json")]
-    result = run_measured([(argv, d, d / "run.log")], 1)
-    # snakemake's own per-job records (rule benchmark: directives): how the time is spent
-    jobs = [float(f.read_text().splitlines()[-1].split("\t")[0])
-            for f in (d / "logs" / "benchmarks").rglob("*.tsv")]
-    result["snakemake_jobs"] = len(jobs)
-    result["snakemake_job_s_sum"] = sum(jobs)
-    return result
+def _failed(side: str, run: dict) -> bool:
+    bad = False
+    for proc in run["processes"]:
+        if proc["returncode"]:
+            log = Path(proc["cwd"]) / "run.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            print(f"{side} failed in {proc['cwd']}; end of {log}:\n{tail}", flush=True)
+            bad = True
+    return bad
 
 
 # ------------------------------------------------------------------------------------------
@@ -258,10 +391,10 @@ def _ref_sky_mode(trailer: Path) -> str:
 
 def compare_layer(ref: Path, ours: Path, noise: dict) -> dict:
     cell, instr, det, filt, kind, _ = LAYER_RE.match(ref.name).groups()
-    with fits.open(ref) as r, fits.open(ours) as o:
+    with fits.open(ref, memmap=False) as r, fits.open(ours, memmap=False) as o:
         fr, fo = _frame(r["SCI"].header), _frame(o["SCI"].header)
-        sr, wr = r["SCI"].data.astype(np.float64), r["WHT"].data.astype(np.float64)
-        so, wo = o["SCI"].data.astype(np.float64), o["WHT"].data.astype(np.float64)
+        sr, wr = r["SCI"].data, r["WHT"].data
+        so, wo = o["SCI"].data, o["WHT"].data
     out = {"skycell": cell, "layer": ref.name.split(f"{cell}_")[1].removesuffix(".fits"),
            "frame_ref": fr, "frame_ours": fo}
     diff = {k: float(np.max(np.abs(np.subtract(fo[k], fr[k])))) for k in fr}
@@ -280,7 +413,8 @@ def compare_layer(ref: Path, ours: Path, noise: dict) -> dict:
     so, wo = so[y0 + dy:y1 + dy, x0 + dx:x1 + dx], wo[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
     common = np.isfinite(sr) & np.isfinite(so) & (wr > 0) & (wo > 0)
     covered_r, covered_o = int((wr > 0).sum()), int((wo > 0).sum())
-    sr, so, wr, wo = sr[common], so[common], wr[common], wo[common]
+    # float64 of the common pixels only (a full-frame layer is 50 Mpx)
+    sr, so, wr, wo = (a[common].astype(np.float64) for a in (sr, so, wr, wo))
     # ERR of a drizzled count-rate pixel with EXP weights (README): a = (s_out / s_in)^2 is
     # the output pixel's area in input pixels, each input adds a * EXPTIME to WHT, so
     # ERR^2 = a^2 S / WHT + n a^4 rn^2 / WHT^2 with S the signal incl. sky and n inputs.
@@ -290,6 +424,7 @@ def compare_layer(ref: Path, ours: Path, noise: dict) -> dict:
     signal = np.maximum(np.maximum(sr, so), 0.0)
     n = np.maximum(wr / (a * nz["exptime"]), 1.0)
     err = np.sqrt(a**2 * signal / wr + n * a**4 * nz["readnoise"] ** 2 / wr**2)
+    del signal, n
     delta = so - sr
     ratio = np.abs(delta) / err
     sky = float(np.median(delta))
@@ -309,55 +444,192 @@ def compare_layer(ref: Path, ours: Path, noise: dict) -> dict:
     return out
 
 
+def compare_runs(ref_dir: Path, ours_dir: Path, cells: list[str], noise: dict) -> dict:
+    """Every layer both runs made, compared; the layers only one made."""
+    layers, only_ref, only_ours = [], [], []
+    for cell in cells:
+        ref_files = {p.name: p for p in (ref_dir / cell).glob("hst_*_dr[cz].fits")}
+        our_files = {p.name: p for p in
+                     (ours_dir / "results" / "skycells" / cell).glob("hst_*_dr[cz].fits")}
+        only_ref += sorted(set(ref_files) - set(our_files))
+        only_ours += sorted(set(our_files) - set(ref_files))
+        for name in sorted(set(ref_files) & set(our_files)):
+            row = compare_layer(ref_files[name], our_files[name], noise)
+            row["ref_sky"] = _ref_sky_mode(ref_files[name].with_name(
+                name[:-len("_drc.fits")] + "_trl.txt"))
+            layers.append(row)
+    return {"layers": layers, "only_ref": only_ref, "only_ours": only_ours}
+
+
+# ------------------------------------------------------------------------------------------
+# one workload
+
+
+def run_workload(w: Workload, modes: list[str], args, work: Path) -> dict:
+    """Simulate ``w``, run the reference and every mode of ours ``--repeat`` times, compare
+    the last round's products; the workload's record (``ok`` False if a run failed)."""
+    from mvmflow.simulate import simulate
+
+    data = work / "inputs"
+    t0 = time.perf_counter()
+    sim = simulate(w.preset, data, seed=args.seed, workers=max(1, args.cores))
+    sim_s = time.perf_counter() - t0
+    files = sorted(p.name for p in sim.exposures)
+    size = sum((data / f).stat().st_size for f in files)
+    print(f"[{w.name}] simulated {len(files)} exposures ({sim.preset}, seed {sim.seed}, "
+          f"{size / 2**20:.0f} MB) in {sim_s:.0f} s", flush=True)
+    record = {"workload": w.name, "preset": sim.preset, "seed": sim.seed,
+              "skycells": list(w.skycells), "exposures": len(files), "input_mb": size / 2**20,
+              "simulate_s": sim_s, "rounds": [], "ok": True}
+    members = _member_cells(data, files)
+    missing = [c for c in w.skycells if c not in members]
+    if missing:
+        print(f"[{w.name}] no input falls on {', '.join(missing)}; cells with data: "
+              f"{', '.join(sorted(members))}", flush=True)
+        record.update(ok=False, error=f"no input on {', '.join(missing)}")
+        return record
+    cells = list(w.skycells)
+    base = None
+    for i in range(args.repeat):
+        if base is not None and not args.keep:
+            shutil.rmtree(base, ignore_errors=True)  # an earlier round: measured, not compared
+        base = work / f"round{i + 1}"
+        load = os.getloadavg()[0]
+        print(f"[{w.name}] round {i + 1}/{args.repeat} (load average {load:.2f}): reference, "
+              f"{len(cells)} sky cell(s), {args.cores} at a time ...", flush=True)
+        rnd = {"load_average": load,
+               "reference": run_reference(data, members, cells, base, args.cores,
+                                          args.reference_sky),
+               "ours": {}}
+        record["rounds"].append(rnd)
+        print(f"  reference: {rnd['reference']['wall_s']:.1f} s, "
+              f"{'ok' if rnd['reference']['ok'] else 'FAILED'}", flush=True)
+        if _failed("reference", rnd["reference"]):
+            record["ok"] = False
+            return record
+        for mode in modes:
+            print(f"  ours ({mode}): snakemake --cores {args.cores} ...", flush=True)
+            ours = run_ours(data, cells, base / f"ours_{mode}", args.cores, mode)
+            rnd["ours"][mode] = ours
+            print(f"  ours ({mode}): {ours['wall_s']:.1f} s, {ours['snakemake_jobs']} jobs, "
+                  f"{'ok' if ours['ok'] else 'FAILED'}", flush=True)
+            if _failed(f"ours ({mode})", ours):
+                record["ok"] = False
+                return record
+
+    ref = _best(r["reference"] for r in record["rounds"])
+    noise = _input_noise(data, files)
+    record["reference"] = ref
+    record["modes"] = {}
+    for mode in modes:
+        runs = [r["ours"][mode] for r in record["rounds"]]
+        ours = _best(runs)
+        fastest = min(range(len(runs)), key=lambda k: runs[k]["wall_s"])
+        ratio = {k: ours[k] / ref[k] for k in ("wall_s", "peak_rss_largest_mb",
+                                               "peak_pss_tree_mb")}
+        products = compare_runs(base / "ref", base / f"ours_{mode}", cells, noise)
+        compared = [r for r in products["layers"] if "error" not in r]
+        record["modes"][mode] = {
+            "config": ours["config"], "ours": ours, "ratio_ours_over_ref": ratio,
+            "load_average": record["rounds"][fastest]["load_average"], **products,
+            "targets": {
+                "identical frames": bool(products["layers"]) and all(
+                    r["frame_equal"] for r in products["layers"]),
+                "flux ratio within 0.1%": bool(compared) and all(
+                    abs(r["flux_ratio"] - 1) <= 1e-3 for r in compared),
+                "faster (wall time)": ratio["wall_s"] < 1,
+                "leaner (peak RSS, largest process)": ratio["peak_rss_largest_mb"] < 1,
+                "leaner (peak PSS, whole run)": ratio["peak_pss_tree_mb"] < 1,
+            }}
+    return record
+
+
 # ------------------------------------------------------------------------------------------
 # report
 
 
+def _short(cell: str) -> str:
+    return cell.removeprefix("skycell-p0081")
+
+
 def print_report(res: dict) -> None:
-    print(f"\npreset {res['preset']} (seed {res['seed']}), sky cells {', '.join(res['skycells'])},"
-          f" --cores {res['cores']}, reference sky: {res['reference_sky']}, ours aligns: "
-          f"{'yes' if res['align'] else 'no'}")
+    print(f"\n--cores {res['cores']}, reference sky: {res['reference_sky']}, rounds: "
+          f"{res['repeat']} (fastest wall, largest memory), simulation excluded")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()))
-    print("\nFrames (ours - reference; OK = NAXIS, CRPIX, CRVAL and CD all equal)")
-    print(f"{'sky cell / layer':58s} {'frame':5s} {'dNAXIS':>7s} {'dCRPIX':>7s} "
-          f"{'dCRVAL':>7s} {'dCD':>7s}  shift  ref sky")
-    for r in res["layers"]:
-        d = r["frame_diff"]
-        print(f"{r['skycell'] + ' ' + r['layer']:58s} {'OK' if r['frame_equal'] else 'DIFF':5s} "
-              f"{d['naxis']:7.0f} {d['crpix']:7.3g} {d['crval']:7.1e} {d['cd']:7.1e}  "
-              f"{str(tuple(r.get('shift_ours_minus_ref', ()))):6s} {r['ref_sky']}")
-    print("\nPixels (common: finite SCI and WHT > 0 in both; delta = ours - reference)")
-    print(f"{'sky cell / layer':58s} {'common':>7s} {'flux':>8s} {'levelled':>8s} "
-          f"{'WHT':>8s} {'med dlt':>9s} {'med|d|/E':>8s} {'p99|d|/E':>8s}")
-    for r in res["layers"]:
-        if "error" in r:
-            print(f"{r['skycell'] + ' ' + r['layer']:58s} {r['error']}")
+    for mode in res["modes"]:
+        print(f"mode {mode}: {MODES[mode]}")
+    for w in res["workloads"]:
+        print(f"workload {w['workload']}: preset {w['preset']} (seed {w['seed']}), "
+              f"{w['exposures']} exposures, {w['input_mb']:.0f} MB, sky cells "
+              f"{', '.join(w['skycells'])}")
+
+    print("\nours against the reference (ratio = ours / reference; RSS: largest process; "
+          "PSS: all processes of the run, sampled; jobs: snakemake's; load: 1-min load "
+          "average before the round)")
+    head = (f"{'workload':10s} {'mode':9s} {'ours s':>8s} {'ref s':>8s} {'ratio':>6s}  "
+            f"{'RSS ours':>8s} {'ref':>6s} {'ratio':>6s}  {'PSS ours':>8s} {'ref':>6s} "
+            f"{'ratio':>6s} {'jobs':>5s} {'load':>5s}")
+    print(head)
+    print(f"{'':10s} {'':9s} {'':>8s} {'':>8s} {'':>6s}  {'MB':>8s} {'MB':>6s} {'':>6s}  "
+          f"{'MB':>8s} {'MB':>6s}")
+    for w in res["workloads"]:
+        if not w.get("modes"):
+            print(f"{w['workload']:10s} {'':9s} FAILED ({w.get('error', 'a run failed')})")
             continue
-        print(f"{r['skycell'] + ' ' + r['layer']:58s} {r['common_pixels']:7d} "
-              f"{r['flux_ratio']:8.5f} {r['flux_ratio_sky_levelled']:8.5f} {r['wht_ratio']:8.5f} "
-              f"{r['median_delta']:9.2e} {r['median_abs_delta_over_err']:8.4f} "
-              f"{r['p99_abs_delta_over_err']:8.4f}")
-    for side in ("only_ref", "only_ours"):
-        if res[side]:
-            print(f"{side.replace('_', ' in ')}: {', '.join(res[side])}")
-    t = res["timing"]
-    print(f"\nRuns (simulation excluded; fastest of {len(t['rounds'])} round(s), load averages "
-          + ", ".join(f"{r['load_average']:.2f}" for r in t["rounds"]) + ")")
-    print(f"{'run':10s} {'wall s':>8s} {'peak RSS MB':>12s} {'peak PSS MB':>12s}   "
-          f"(RSS: largest process; PSS: all processes of the run, sampled)")
-    for side in ("reference", "ours"):
-        s = t[side]
-        print(f"{side:10s} {s['wall_s']:8.1f} {s['peak_rss_largest_mb']:12.0f} "
-              f"{s['peak_pss_tree_mb']:12.0f}   {'ok' if s['ok'] else 'FAILED'}, rounds: "
-              + ", ".join(f"{w:.1f}" for w in s["wall_s_rounds"]) + " s")
-    r = t["ratio_ours_over_ref"]
-    print(f"{'ours/ref':10s} {r['wall_s']:8.2f} {r['peak_rss_largest_mb']:12.2f} "
-          f"{r['peak_pss_tree_mb']:12.2f}")
-    print(f"ours ran {t['ours']['snakemake_jobs']} snakemake jobs taking "
-          f"{t['ours']['snakemake_job_s_sum']:.1f} s in all (their benchmark records)")
-    print("\nTargets")
-    for name, ok in res["targets"].items():
-        print(f"  {name:38s} {'yes' if ok else 'NO'}")
+        ref = w["reference"]
+        for mode, m in w["modes"].items():
+            o, r = m["ours"], m["ratio_ours_over_ref"]
+            print(f"{w['workload']:10s} {mode:9s} {o['wall_s']:8.1f} {ref['wall_s']:8.1f} "
+                  f"{r['wall_s']:6.2f}  {o['peak_rss_largest_mb']:8.0f} "
+                  f"{ref['peak_rss_largest_mb']:6.0f} {r['peak_rss_largest_mb']:6.2f}  "
+                  f"{o['peak_pss_tree_mb']:8.0f} {ref['peak_pss_tree_mb']:6.0f} "
+                  f"{r['peak_pss_tree_mb']:6.2f} {o['snakemake_jobs']:5d} "
+                  f"{m['load_average']:5.2f}")
+    if res["repeat"] > 1:
+        print("every round's wall s (reference; ours per mode):")
+        for w in res["workloads"]:
+            if w.get("modes"):
+                print(f"  {w['workload']:10s} ref " + ", ".join(
+                    f"{s:.1f}" for s in w["reference"]["wall_s_rounds"]) + "; " + "; ".join(
+                    f"{mode} " + ", ".join(f"{s:.1f}" for s in m["ours"]["wall_s_rounds"])
+                    for mode, m in w["modes"].items()))
+
+    print("\nwhere our time goes, per rule (snakemake's benchmark records of the fastest "
+          "round: wall s per job, interpreter start included; share of the summed job time)")
+    for w in res["workloads"]:
+        for mode, m in (w.get("modes") or {}).items():
+            o = m["ours"]
+            print(f"{w['workload']} / {mode}: {o['benchmark_records']} job records, "
+                  f"{o['snakemake_job_s_sum']:.1f} s of job time in {o['wall_s']:.1f} s of "
+                  f"wall ({o['snakemake_job_s_sum'] / o['wall_s'] / res['cores']:.0%} of "
+                  f"{res['cores']} cores)")
+            print(f"  {'rule':16s} {'jobs':>5s} {'total s':>8s} {'max s':>7s} {'share':>6s}"
+                  f" {'max_rss MB':>10s}")
+            for rule, r in o["rules"].items():
+                rss = "" if r["max_rss_mb"] is None else f"{r['max_rss_mb']:.0f}"
+                print(f"  {rule:16s} {r['jobs']:5d} {r['s_total']:8.1f} {r['s_max']:7.1f} "
+                      f"{r['share']:6.1%} {rss:>10s}")
+
+    print("\nproducts, last round (frame: OK if NAXIS, CRPIX, CRVAL and CD equal; over the "
+          "common pixels: flux = sum ours / sum ref, lev. = the same less the median "
+          "difference, WHT = sum ratio, |d|/E median and 99th percentile)")
+    print(f"{'workload':10s} {'mode':9s} {'cell':6s} {'layer':30s} {'frame':5s} {'flux':>8s} "
+          f"{'lev.':>8s} {'WHT':>8s} {'med|d|/E':>8s} {'p99|d|/E':>8s}  ref sky")
+    for w in res["workloads"]:
+        for mode, m in (w.get("modes") or {}).items():
+            for r in m["layers"]:
+                lead = (f"{w['workload']:10s} {mode:9s} {_short(r['skycell']):6s} "
+                        f"{r['layer']:30s} {'OK' if r['frame_equal'] else 'DIFF':5s}")
+                if "error" in r:
+                    print(f"{lead} {r['error']}")
+                    continue
+                print(f"{lead} {r['flux_ratio']:8.5f} {r['flux_ratio_sky_levelled']:8.5f} "
+                      f"{r['wht_ratio']:8.5f} {r['median_abs_delta_over_err']:8.4f} "
+                      f"{r['p99_abs_delta_over_err']:8.4f}  {r['ref_sky']}")
+            for side in ("only_ref", "only_ours"):
+                if m[side]:
+                    print(f"{w['workload']:10s} {mode:9s} {side.replace('_', ' in ')}: "
+                          f"{', '.join(m[side])}")
 
 
 def main(argv=None) -> int:
@@ -366,81 +638,39 @@ def main(argv=None) -> int:
         import drizzlepac  # noqa: F401
     except ImportError:
         sys.exit("drizzlepac is not installed: run with the project's .venv/bin/python")
-    from mvmflow.simulate import simulate
 
-    work = Path(tempfile.mkdtemp(prefix="mvm_vs_reference_"))
+    base = args.workdir or Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="mvm_vs_reference_", dir=base))
+    names = [w.name for w in args.workloads]
+    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": args.cores,
+           "cpus": os.cpu_count(), "reference_sky": args.reference_sky,
+           "repeat": args.repeat, "modes": {m: MODES[m] for m in args.modes},
+           "versions": versions(("mvmflow", "drizzlepac", "drizzle", "snakemake",
+                                 "stsci.skypac", "spherical_geometry", "numpy", "astropy",
+                                 "psutil")),
+           "workloads": []}
+    ok = True
     try:
-        print(f"working directory {work}")
-        sim = simulate(args.preset, work / "inputs", seed=args.seed)
-        data = work / "inputs"
-        files = sorted(p.name for p in sim.exposures)
-        print(f"simulated {len(files)} exposures ({sim.preset}, seed {sim.seed})")
-        rounds = []
-        for i in range(args.repeat):
-            base = work / f"round{i + 1}"
-            load = os.getloadavg()[0]
-            print(f"round {i + 1}/{args.repeat} (load average {load:.2f}): reference, "
-                  f"{len(args.skycells)} sky cell(s), {args.cores} at a time ...", flush=True)
-            ref = run_reference(data, files, args.skycells, base, args.cores,
-                                args.reference_sky)
-            print(f"  {ref['wall_s']:.1f} s, {'ok' if ref['ok'] else 'FAILED'}")
-            print(f"  ours: snakemake --cores {args.cores} ...", flush=True)
-            ours = run_ours(data, args.skycells, base, args.cores, args.align)
-            print(f"  {ours['wall_s']:.1f} s, {'ok' if ours['ok'] else 'FAILED'}")
-            rounds.append({"load_average": load, "reference": ref, "ours": ours})
-            for side, run in (("reference", ref), ("ours", ours)):
-                for proc in run["processes"]:
-                    if proc["returncode"]:
-                        log = Path(proc["cwd"]) / "run.log"
-                        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                        print(f"{side} failed in {proc['cwd']}; end of {log}:\n{tail}")
-                        args.keep = True
-                        return 1
-        ref, ours = _best(r["reference"] for r in rounds), _best(r["ours"] for r in rounds)
-        last = base  # compare the last round's products
-
-        noise = _input_noise(data, files)
-        layers, only_ref, only_ours = [], [], []
-        for cell in args.skycells:
-            ref_files = {p.name: p for p in (last / "ref" / cell).glob("hst_*_dr[cz].fits")}
-            our_files = {p.name: p for p in
-                         (last / "ours" / "results" / "skycells" / cell).glob("hst_*_dr[cz].fits")}
-            only_ref += sorted(set(ref_files) - set(our_files))
-            only_ours += sorted(set(our_files) - set(ref_files))
-            for name in sorted(set(ref_files) & set(our_files)):
-                row = compare_layer(ref_files[name], our_files[name], noise)
-                row["ref_sky"] = _ref_sky_mode(ref_files[name].with_name(
-                    name[:-len("_drc.fits")] + "_trl.txt"))
-                layers.append(row)
-        ratio = {k: ours[k] / ref[k] for k in ("wall_s", "peak_rss_largest_mb",
-                                               "peak_pss_tree_mb")}
-        compared = [r for r in layers if "error" not in r]
-        res = {
-            "preset": sim.preset, "seed": sim.seed, "cores": args.cores,
-            "skycells": args.skycells, "reference_sky": args.reference_sky,
-            "align": args.align and "align" in _config_keys(),
-            "versions": versions(("mvmflow", "drizzlepac", "drizzle", "snakemake", "stsci.skypac",
-                                  "spherical_geometry", "numpy", "astropy", "psutil")), "layers": layers,
-            "only_ref": only_ref, "only_ours": only_ours,
-            "timing": {"reference": ref, "ours": ours, "ratio_ours_over_ref": ratio,
-                       "rounds": rounds},
-            "targets": {
-                "identical frames": bool(layers) and all(r["frame_equal"] for r in layers),
-                "flux ratio within 0.1%": bool(compared) and all(
-                    abs(r["flux_ratio"] - 1) <= 1e-3 for r in compared),
-                "faster (wall time)": ratio["wall_s"] < 1,
-                "leaner (peak RSS, largest process)": ratio["peak_rss_largest_mb"] < 1,
-                "leaner (peak PSS, whole run)": ratio["peak_pss_tree_mb"] < 1,
-            },
-        }
+        print(f"working directory {work}; workloads {', '.join(names)}; modes "
+              f"{', '.join(args.modes)}", flush=True)
+        for w in args.workloads:
+            wdir = work / w.name
+            record = run_workload(w, args.modes, args, wdir)
+            res["workloads"].append(record)
+            if not record["ok"]:
+                ok = False
+                print(f"[{w.name}] failed: kept {wdir}", flush=True)
+            elif not args.keep:
+                shutil.rmtree(wdir, ignore_errors=True)
         print_report(res)
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"vs_reference_{sim.preset}_{args.reference_sky}.json"
-        path.write_text(json.dumps(res, indent=1) + "\n")
+        path = args.out / f"vs_reference_{'+'.join(names)}_{args.reference_sky}.json"
+        path.write_text(json.dumps(res, indent=1, default=str) + "\n")
         print(f"\nfigures written to {path}")
-        return 0 if ref["ok"] and ours["ok"] else 1
+        return 0 if ok else 1
     finally:
-        if args.keep:
+        if args.keep or not ok:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

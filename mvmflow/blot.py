@@ -108,10 +108,7 @@ class ChipBlotter:
         self._pm = None
         self._index = None
         if self.box is not None:
-            pm = pixmap(chip.wcs, frame, chip.shape, step=step)
-            pm[..., 0] -= self.box.x0
-            pm[..., 1] -= self.box.y0
-            self._pm = pm
+            pm = self._pm = pixmap(chip.wcs, frame, chip.shape, step=step, box=self.box)
             ix = np.rint(pm[..., 0])
             iy = np.rint(pm[..., 1])
             inside = (ix >= 0) & (iy >= 0) & (ix < self.box.nx) & (iy < self.box.ny)
@@ -193,6 +190,39 @@ class ChipBlotter:
         return out
 
 
+_RING_STRIP = 512  # rows per strip of the distance transform in _rings (bounded memory)
+
+
+def _rings(finite: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undefined pixels within ``reach`` of a defined one: rows, columns and ring numbers,
+    sorted by ring.
+
+    The ring of a pixel is its chessboard distance to the nearest defined pixel: the number
+    of 3x3 dilations of the defined set that reach it. It is found with one distance
+    transform per strip of rows (padded by ``reach`` rows, which decide every distance up to
+    ``reach``), not with one dilation of the whole image per ring.
+    """
+    ny = finite.shape[0]
+    ys, xs, rings = [], [], []
+    for r0 in range(0, ny, _RING_STRIP):
+        r1 = min(r0 + _RING_STRIP, ny)
+        a, b = max(0, r0 - reach), min(ny, r1 + reach)
+        strip = finite[a:b]
+        if not strip.any() or strip[r0 - a:r1 - a].all():
+            continue
+        dist = ndimage.distance_transform_cdt(~strip, metric="chessboard")[r0 - a:r1 - a]
+        y, x = np.nonzero((dist >= 1) & (dist <= reach))
+        ys.append(y + r0)
+        xs.append(x)
+        rings.append(dist[y, x])
+    if not ys:
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty, empty
+    ys, xs, rings = np.concatenate(ys), np.concatenate(xs), np.concatenate(rings)
+    order = np.argsort(rings, kind="stable")
+    return ys[order], xs[order], rings[order]
+
+
 def _extend(data: np.ndarray, finite: np.ndarray, reach: int) -> np.ndarray:
     """Fill undefined pixels up to ``reach`` pixels from defined ones with the mean of their
     defined 3x3 neighbours, ring by ring (the rest: 0)."""
@@ -200,9 +230,10 @@ def _extend(data: np.ndarray, finite: np.ndarray, reach: int) -> np.ndarray:
     filled = finite.copy()
     ny, nx = out.shape
     offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-    for _ in range(reach):
-        ring = ~filled & ndimage.binary_dilation(filled, structure=np.ones((3, 3), bool))
-        ys, xs = np.nonzero(ring)
+    all_ys, all_xs, rings = _rings(finite, reach)
+    bounds = np.searchsorted(rings, np.arange(1, reach + 2))
+    for r in range(reach):
+        ys, xs = all_ys[bounds[r]:bounds[r + 1]], all_xs[bounds[r]:bounds[r + 1]]
         if ys.size == 0:
             break
         total = np.zeros(ys.size, dtype=np.float64)

@@ -85,6 +85,7 @@ __all__ = [
     "drizzle_file",
     "input_units",
     "load_chips",
+    "grid_frame",
     "nominal_scale",
     "pixmap",
 ]
@@ -291,7 +292,7 @@ def _det2im_offsets(chip_wcs: WCS, shape: tuple[int, int]) -> list[np.ndarray | 
 
 
 def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
-           step: int = DEFAULT_STEP) -> np.ndarray:
+           step: int = DEFAULT_STEP, box: Box | None = None) -> np.ndarray:
     """Full-distortion pixel map from chip pixels to target (frame) pixels.
 
     The smooth part of the mapping (SIP + NPOL lookup tables + TAN, then the target's WCS) is
@@ -306,6 +307,11 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     ``step=10`` (4e-4 px at ``step=8``; the residual is the NPOL tables' bilinear kinks), and
     2e-8 px for a WFC3/IR chip (SIP only); 0.4-0.5 s instead of 4-6 s for an 8 Mpix chip.
 
+    For a :class:`~mvmflow.grid.Frame` target the map is made on the frame's grid
+    (:func:`grid_frame`), rounded to :data:`MAP_QUANTUM` and shifted onto the frame (and the
+    box) by integers, which is then exact: every frame of one grid gets the same map to the
+    bit, whichever job makes it (docs/data_path.md, "Pixel maps").
+
     Parameters
     ----------
     chip_wcs : astropy.wcs.WCS
@@ -316,12 +322,54 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
         ``(ny, nx)`` of the chip; default from ``chip_wcs.pixel_shape``.
     step : int
         Grid spacing of the exact evaluation, in chip pixels.
+    box : Box, optional
+        Frame targets only: positions relative to this box of the frame (its ``x0, y0``
+        subtracted).
 
     Returns
     -------
     numpy.ndarray
         ``(ny, nx, 2)`` float64: 0-based target ``x`` and ``y`` of every chip pixel centre.
     """
+    if not isinstance(target, Frame):
+        if box is not None:
+            raise ValueError("pixmap: a box is a window of a Frame target")
+        return _pixmap(chip_wcs, target, shape, step)
+    grid = grid_frame(target)
+    pm = _pixmap(chip_wcs, grid.wcs, shape, step)
+    exact = np.nanmax(np.abs(pm), initial=0.0) < 2.0 ** 21
+    if exact:
+        pm *= 1.0 / MAP_QUANTUM
+        np.rint(pm, out=pm)
+        pm *= MAP_QUANTUM
+    dx, dy = target.integer_offset_of(grid)
+    if box is not None:
+        dx, dy = dx - int(box.x0), dy - int(box.y0)
+    if dx:
+        pm[..., 0] += float(dx)
+    if dy:
+        pm[..., 1] += float(dy)
+    return pm
+
+
+def grid_frame(frame: Frame) -> Frame:
+    """The reference frame of ``frame``'s pixel grid: the frame of the same projection cell,
+    scale and pixel phase whose pixel (0, 0) lies within half a pixel of the plane's origin.
+    Every frame of one grid (sky cells, their layers and boxes, mosaics, tiles) has the same
+    one."""
+    ix, iy = round(frame.x0), round(frame.y0)
+    return Frame(frame.projection_cell, frame.scale, frame.crpix1 + ix, frame.crpix2 + iy, 1, 1)
+
+
+MAP_QUANTUM = 2.0 ** -30
+"""Pixel maps onto frames are rounded to multiples of 2**-30 px (1e-9 px, far below their
+8e-4 px accuracy), so that shifting positions below 2**21 px by integers is exact."""
+
+
+def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
+            step: int = DEFAULT_STEP) -> np.ndarray:
+    """:func:`pixmap` onto any celestial WCS ``target``: the exact mapping on the ``step``
+    grid, the spline between, D2IM to first order."""
     if int(step) != step or step < 1:
         raise ValueError(f"pixmap step must be a positive integer, got {step!r}")
     ny, nx = _chip_shape(chip_wcs, shape)
@@ -519,9 +567,7 @@ def _drizzle_chip(chip: Chip, frame: Frame, box: Box, s: _Settings, inputs) -> t
     from drizzle.resample import Drizzle
 
     data, wmap = inputs
-    pm = pixmap(chip.wcs, frame, chip.shape, step=s.step)
-    pm[..., 0] -= box.x0
-    pm[..., 1] -= box.y0
+    pm = pixmap(chip.wcs, frame, chip.shape, step=s.step, box=box)
     ratio = frame.scale / nominal_scale(chip)
     driz = Drizzle(kernel=s.kernel, out_shape=(box.ny, box.nx), fillval="INDEF",
                    disable_ctx=True)

@@ -27,7 +27,8 @@ rule drizzle:
 
 
 # Cosmic-ray rejection (layers the plan marks): median of the separate drizzles (reduce),
-# blot + derivative test per exposure (map), final drizzle without the flagged pixels (map).
+# then per exposure blot + derivative test and the final drizzle without the flagged pixels
+# (map, one job).
 
 
 rule cr_median:
@@ -54,7 +55,9 @@ rule cr_median:
         "../scripts/cr_median.py"
 
 
-rule cr_mask:
+rule cr_drizzle:
+    # blot + derivative test against the median, then the final drizzle without the flagged
+    # pixels, in one job: the exposure is read once (docs/data_path.md, "Pixel maps")
     input:
         exposure=input_path,
         median=f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}_median.fits",
@@ -63,42 +66,23 @@ rule cr_mask:
         align=solution_dir,
         plan=PLAN_INPUT,
     output:
-        intermediate(f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits"),
+        mask=intermediate(f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits"),
+        partial=intermediate(
+            f"{OUT}/partials_cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits"
+        ),
     params:
-        drizzle=layer_params,
-    log:
-        "logs/cr_mask/{skycell}/{root}_{ptype}/{exposure}.log",
-    benchmark:
-        "logs/benchmarks/cr_mask/{skycell}/{root}_{ptype}/{exposure}.tsv"
-    conda:
-        "../envs/mvmflow.yaml"
-    threads: 1
-    resources:
-        # measured: 1.55 GB for a 160 MB full-frame ACS/WFC exposure (benchmarks/cr.py)
-        mem_mb=lambda wildcards, input: max(1500, int(12 * os.path.getsize(input.exposure) / 1e6)),
-    script:
-        "../scripts/cr_mask.py"
-
-
-rule drizzle_cr:
-    input:
-        exposure=input_path,
-        crmask=f"{OUT}/cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}_crmask.fits",
-        align=solution_dir,
-        plan=PLAN_INPUT,
-    output:
-        intermediate(f"{OUT}/partials_cr/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.fits"),
-    params:
+        layer=layer_params,
         frame=map_frame,
         drizzle=map_params,
     log:
-        "logs/drizzle_cr/{skycell}/{root}_{ptype}/{exposure}.log",
+        "logs/cr_drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
     benchmark:
-        "logs/benchmarks/drizzle_cr/{skycell}/{root}_{ptype}/{exposure}.tsv"
+        "logs/benchmarks/cr_drizzle/{skycell}/{root}_{ptype}/{exposure}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
+        # measured: 1.39 GB for a 160 MB full-frame ACS/WFC exposure (benchmarks/cr.py)
+        mem_mb=lambda wildcards, input: max(1500, int(12 * os.path.getsize(input.exposure) / 1e6)),
     script:
-        "../scripts/drizzle.py"
+        "../scripts/cr_drizzle.py"

@@ -1,4 +1,5 @@
-"""Rule drizzle (map): drizzle one exposure onto a layer frame and write its partial."""
+"""Rules drizzle and mosaic_drizzle (map): drizzle one exposure onto a layer frame and write its
+partial."""
 
 import logging
 
@@ -15,7 +16,8 @@ with rule_logging(snakemake.log[0]):
     frame = Frame(**snakemake.params.frame)  # the exposure's box on the sky cell
     solution = load_solution(snakemake.wildcards.exposure, snakemake.input.align)
     chips = apply_solution(load_chips(snakemake.input.exposure), solution)
-    # the final drizzle of a CR-rejecting layer: its mask (a mosaic: its sky cells' masks)
+    # a mosaic layer that rejects cosmic rays: the masks its sky-cell layers found (rule
+    # cr_drizzle)
     crmasks = snakemake.input.get("crmask", [])
     masks = union_cr_masks([crmasks] if isinstance(crmasks, str) else crmasks, chips)
     if masks is not None:

@@ -35,12 +35,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from scipy import ndimage
 
 from mvmflow.blot import ChipBlotter, blot_median, derivative
 from mvmflow.combine import combine_partials
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.crreject import (
     chip_cr_mask,
+    cr_mask_and_drizzle,
     cr_mask_exposure,
     cr_mode_applies,
     driz_cr,
@@ -385,6 +387,32 @@ def test_masks_are_deterministic(run, tmp_path):
     redrizzled = tmp_path / "redrizzled.fits"
     cr_mask_exposure(path, median, None, run["params"], redrizzled)
     assert first.read_bytes() == redrizzled.read_bytes()
+
+
+def test_mask_and_final_drizzle_in_one_pass_equal_the_two_steps(run, tmp_path):
+    """The cr_drizzle job's function writes the same mask file and returns the same final
+    partial, to the bit, as the mask step followed by the final drizzle; here onto a box of
+    the sky cell other than the median's frame (as the workflow's map frame)."""
+    k = 2
+    path, part = run["cr"][k], run["rejection"]["parts"][k]
+    median = run["rejection"]["median"].path
+    first = run["base"] / "work" / f"{path.stem}_crmask_sampling.fits"
+    info, final = cr_mask_and_drizzle(path, median, run["frame"], run["params"], run["params"],
+                                      tmp_path / "mask.fits", partial=part)
+    assert (tmp_path / "mask.fits").read_bytes() == first.read_bytes()
+    assert info.ncr > 100 and [c["extver"] for c in info.chips] == [1]
+    write_partial(final, tmp_path / "one_pass.fits")
+    write_partial(run["rejection"]["finals"][k], tmp_path / "two_steps.fits")
+    assert (tmp_path / "one_pass.fits").read_bytes() == (tmp_path / "two_steps.fits").read_bytes()
+    # a map frame that is a window of the same grid: the same pixels, placed elsewhere
+    window = run["frame"].window(-40, 25, run["frame"].nx + 80, run["frame"].ny)
+    _, moved = cr_mask_and_drizzle(path, median, window, run["params"], run["params"],
+                                   tmp_path / "mask2.fits", partial=part)
+    assert (tmp_path / "mask2.fits").read_bytes() == first.read_bytes()
+    direct = drizzle_exposure(load_chips(path), window, run["params"],
+                              cr_masks=run["rejection"]["masks"][path.name])
+    assert np.array_equal(moved.flux, direct.flux) and np.array_equal(moved.weight, direct.weight)
+    assert (moved.box_x0, moved.box_y0) == (direct.box_x0, direct.box_y0)
 
 
 def test_mask_file_format_and_polarity(run):
@@ -754,3 +782,50 @@ def test_driz_cr_reference_method_matches_drizzlepac(tmp_path):
     # the derivative agrees away from the reference's edge artefact
     np.testing.assert_allclose(derivative(blot)[1:-2, 1:-2], quick.qderiv(blot)[1:-2, 1:-2],
                                rtol=1e-6)
+
+
+def _extend_by_dilation(data, finite, reach):
+    """The ring fill of mvmflow.blot._extend written the direct way: one 3x3 dilation of the
+    defined set per ring (the oracle of the distance-transform version)."""
+    out = np.where(finite, data, 0.0).astype(np.float32)
+    filled = finite.copy()
+    ny, nx = out.shape
+    for _ in range(reach):
+        ring = ~filled & ndimage.binary_dilation(filled, structure=np.ones((3, 3), bool))
+        ys, xs = np.nonzero(ring)
+        if ys.size == 0:
+            break
+        total = np.zeros(ys.size)
+        count = np.zeros(ys.size, dtype=np.int64)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                y, x = ys + dy, xs + dx
+                inside = (y >= 0) & (y < ny) & (x >= 0) & (x < nx) & ((dy != 0) | (dx != 0))
+                y, x = np.where(inside, y, 0), np.where(inside, x, 0)
+                use = inside & filled[y, x]
+                total += np.where(use, out[y, x], 0.0)
+                count += use
+        out[ys, xs] = (total / count).astype(np.float32)
+        filled[ys, xs] = True
+    return out
+
+
+@pytest.mark.parametrize("strip", [512, 5])
+@pytest.mark.parametrize("shape", [(1, 1), (4, 40), (300, 170), (1100, 260)])
+def test_ring_fill_equals_one_dilation_per_ring(monkeypatch, shape, strip):
+    """The holes are filled exactly as ring-by-ring dilation would, whatever the strip height
+    of the distance transform (rings crossing strip edges included)."""
+    from mvmflow import blot
+
+    monkeypatch.setattr(blot, "_RING_STRIP", strip)
+    rng = np.random.default_rng(sum(shape))
+    data = rng.normal(size=shape).astype(np.float32)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    finite = (((yy - shape[0] / 2) ** 2 / 3 + (xx - shape[1] / 3) ** 2 < (max(shape) / 3) ** 2)
+              & (rng.random(shape) > 0.02))
+    finite.flat[0] = True
+    data[~finite] = np.nan
+    for reach in (1, 4):
+        expected = _extend_by_dilation(data, finite, reach)
+        assert np.array_equal(blot._extend(data, finite, reach), expected)
+    assert not np.isnan(blot._extend(data, finite, 4)).any()

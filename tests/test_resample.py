@@ -240,6 +240,41 @@ def test_pixmap_acs_chip_with_npol_and_d2im():
     print(f"ACS chip pixmap: max error {err.max():.2e} px")
 
 
+@pytest.mark.parametrize("scale", ["fine", "coarse"])
+def test_pixmap_is_the_same_on_every_frame_of_a_grid(scale):
+    """A chip's map onto any frame (or box of one) of a grid is the grid's map shifted by an
+    integer, to the bit: the drizzle, the blot and the mosaic's drizzle agree exactly."""
+    from mvmflow.resample import Box, grid_frame
+
+    n = 300
+    _, sci = ir_headers(n)
+    wcs = quiet_wcs(sci)
+    wcs.pixel_shape = (n, n)
+    ra, dec = wcs.all_pix2world([[n / 2, n / 2]], 0)[0]
+    cell = SkyCell.from_name(sky_cells_at(ra, dec)[0])
+    frame = cell.frame if scale == "fine" else SkyCell(cell.projection_cell, cell.x, cell.y,
+                                                       "coarse").frame
+    base = pixmap(wcs, frame, (n, n))
+    assert np.isfinite(base).all()
+    if scale == "coarse":
+        assert frame.x0 != int(frame.x0)  # a grid with a fractional phase
+    for x0, y0 in ((0, 0), (17, -5), (-1203, 388)):
+        other = frame.window(x0, y0, 50, 40)
+        assert grid_frame(other) == grid_frame(frame)
+        moved = pixmap(wcs, other, (n, n))
+        assert np.array_equal(moved[..., 0], base[..., 0] - x0)
+        assert np.array_equal(moved[..., 1], base[..., 1] - y0)
+        boxed = pixmap(wcs, other, (n, n), box=Box(3, 4, 10, 10))
+        assert np.array_equal(boxed[..., 0], base[..., 0] - x0 - 3)
+        assert np.array_equal(boxed[..., 1], base[..., 1] - y0 - 4)
+    # and within the pixel map's accuracy of the exact mapping
+    exact = exact_map(wcs, frame, np.array([0.0, n - 1.0, 123.0]), np.array([0.0, 7.0, n - 1.0]))
+    got = base[[0, 7, n - 1], [0, n - 1, 123]]
+    assert np.abs(got[:, 0] - exact[0]).max() < 0.005 and np.abs(got[:, 1] - exact[1]).max() < 0.005
+    with pytest.raises(ValueError, match="box"):
+        pixmap(wcs, frame.wcs, (n, n), box=Box(0, 0, 1, 1))
+
+
 def test_pixmap_across_ra_zero():
     from drizzle.utils import calc_pixmap
 

@@ -669,3 +669,39 @@ def test_cli_lists_the_scale_presets(capsys):
     out = capsys.readouterr().out
     assert "fullcell " in out and "fullcell_2x2" in out and "--header-set" in out
     assert main(["simulate", "--out", "x"]) == 2
+
+
+def test_fullframe_cr_preset_is_four_full_frames_on_one_sky_cell(capsys):
+    """The full-frame workload of benchmarks/vs_reference.py, checked on its plans (no
+    pixels rendered, nothing written)."""
+    from mvmflow.cli import main
+    from mvmflow.plan import plan_skycells
+    from mvmflow.simulate.presets import FULLFRAME_SKYCELL, fullframe_cr_preset
+
+    preset = PRESETS["fullframe_cr"]
+    assert preset.n_exposures == 4 and len(preset.visits) == 1
+    assert preset.cosmic_rays and not preset.flag_crs  # cosmic rays in, not flagged
+    assert preset.max_shift_arcsec == 0 and preset.max_rotation_deg == 0
+    assert preset.render == "sparse"
+    same = fullframe_cr_preset(4, "acs_wfc", render="sparse")  # benchmarks/cr.py's layer
+    assert dataclasses.replace(same, name=preset.name, description=preset.description) == preset
+    plans = plan_exposures(preset, preset.seed)
+    assert len(plans) == 4 and len({p.rootname for p in plans}) == 4
+    for p in plans:
+        assert (p.det.instrument, p.det.name, p.filter.filter, p.exptime) == (
+            "ACS", "WFC", "F814W", 400.0)
+        assert p.aperture.name == "WFC" and not p.aperture.subarray and p.suffix == "flc"
+        assert len(p.ccdchips) == 2
+        assert all(p.region(c)[2:] == (4096, 2048) for c in p.ccdchips)
+        assert p.error == (0.0, 0.0, 0.0)
+    assert max(np.hypot(*e.dither) for e in preset.visits[0].exposures) < 3.2
+
+    plan = plan_skycells(_records_of_plans(plans))
+    assert all(cells == [FULLFRAME_SKYCELL] for cells in plan.exposures.values())
+    (layer,) = [lay for lay in plan.skycell(FULLFRAME_SKYCELL).layers]
+    assert len(layer.members) == 4
+    # one WFC field (about 5,000 px a side at 0.04"), turned by 40 degrees on the sky cell
+    assert 5000 <= layer.frame.nx <= 8000 and 5000 <= layer.frame.ny <= 8000
+
+    assert main(["simulate", "--list"]) == 0
+    assert "fullframe_cr " in capsys.readouterr().out

@@ -15,8 +15,10 @@ Usage::
 Presets (:data:`PRESETS`): ``tiny`` (tests; seconds), ``tiny_noerr`` (tiny without pointing
 errors), ``demo`` (the main job's data set), ``all_detectors`` (every detector, full frame),
 ``align`` and ``align_pair`` (alignment tests: visits with pointing errors and one with too
-few stars), ``cr`` (cosmic-ray rejection), ``fullcell`` (64 full-frame exposures over one whole
-sky cell, sparse scene) and ``fullcell_2x2`` (the same over about 2 x 2 sky cells).
+few stars), ``cr`` (cosmic-ray rejection), ``fullframe_cr`` (4 full-frame ACS/WFC exposures
+with unflagged cosmic rays on one sky cell: the speed benchmark's workload), ``fullcell`` (64
+full-frame exposures over one whole sky cell, sparse scene) and ``fullcell_2x2`` (the same over
+about 2 x 2 sky cells).
 :func:`~mvmflow.simulate.presets.header_set_preset` makes N exposures over projection cell 81
 for header-only data sets (``simulate(preset, out, headers_only=True)``: every image extension
 an HST constant-value extension, so the files carry headers and WCS but no pixels; screening

@@ -14,6 +14,12 @@ The scale presets are different:
   a sparse scene, cheap to render (:func:`fullcell_preset`).
 - ``fullcell_2x2``: the same 64 exposures with the grids stretched 2.5 times about the corner
   of the four demo sky cells: about 2 x 2 sky cells of sky, with gaps between the pointings.
+- ``fullframe_cr``: 4 full-frame ACS/WFC F814W exposures (400 s, a 4-point dither of about 3"
+  in one visit) at the centre of ``skycell-p0081x14y14``, all on that one sky cell, with
+  cosmic rays left unflagged (so cosmic-ray rejection has work to do) and no pointing errors:
+  the full-frame workload of ``benchmarks/vs_reference.py``. :func:`fullframe_cr_preset`
+  makes the same kind of layer with any number of exposures of ACS/WFC or WFC3/UVIS
+  (``benchmarks/cr.py``).
 - :func:`header_set_preset` (no name: made per size): N exposures in many visits spread over
   projection cell 81, for header-only data sets (``simulate(..., headers_only=True)``) that
   time the workflow's planning at scale.
@@ -31,11 +37,13 @@ __all__ = [
     "DEMO_CENTER",
     "FULLCELL_CENTER",
     "FULLCELL_SKYCELL",
+    "FULLFRAME_SKYCELL",
     "PRESETS",
     "ExposureSpec",
     "Preset",
     "VisitSpec",
     "fullcell_preset",
+    "fullframe_cr_preset",
     "get_preset",
     "header_set_preset",
 ]
@@ -455,9 +463,89 @@ def fullcell_preset(name: str = "fullcell", stretch: float = 1.0,
 _FULLCELL = fullcell_preset()
 _FULLCELL_2X2 = fullcell_preset("fullcell_2x2", stretch=2.5, center=DEMO_CENTER)
 
+
+# ---------------------------------------------------------------------------------------------
+# one layer of dithered full frames with unflagged cosmic rays (benchmarks/cr.py, vs_reference.py)
+
+FULLFRAME_SKYCELL = FULLCELL_SKYCELL
+"""The sky cell the ``fullframe_cr`` layers lie on (at its centre, far from its edges)."""
+
+FULLFRAME_SETUPS = {
+    "acs_wfc": {"instrument": "ACS", "detector": "WFC", "filter": "F814W", "aperture": "WFC",
+                "exptime": 400.0, "proposid": 12345, "program": "c9r",
+                "start": "2012-03-02T04:10:00", "pa": 40.0},
+    "wfc3_uvis": {"instrument": "WFC3", "detector": "UVIS", "filter": "F555W",
+                  "aperture": "UVIS", "exptime": 400.0, "proposid": 12346, "program": "c9s",
+                  "start": "2012-03-02T04:10:00", "pa": 40.0},
+}
+"""Per detector key: full-frame aperture, filter, exposure time and visit data of
+:func:`fullframe_cr_preset`."""
+
+FULLFRAME_DITHER = ((0.0, 0.0), (2.37, 1.31), (-1.12, 2.93), (1.58, -2.21))
+"""The 4-point dither of every :func:`fullframe_cr_preset` visit (arcsec along the detector
+axes)."""
+
+
+def fullframe_cr_preset(n: int = 4, detector: str = "acs_wfc", *, star_density: float = 150.0,
+                        seed: int = 31, name: str | None = None,
+                        description: str | None = None, render: str = "fft") -> Preset:
+    """``n`` dithered full-frame exposures of one detector and filter on
+    :data:`FULLFRAME_SKYCELL`, cosmic rays injected and left unflagged, no pointing errors.
+
+    Visits of :data:`FULLFRAME_DITHER` (4 exposures; the last visit has what is left), each a
+    day after the one before, turned by 2 degrees and moved by (1.5, -1.0) arcsec, so a layer
+    of many is a typical stack, not one pointing. Setups (:data:`FULLFRAME_SETUPS`):
+    ``acs_wfc`` (ACS/WFC F814W, aperture WFC, 400 s) or ``wfc3_uvis`` (WFC3/UVIS F555W,
+    aperture UVIS, 400 s).
+
+    Parameters
+    ----------
+    n : int
+        Number of exposures.
+    detector : {'acs_wfc', 'wfc3_uvis'}
+    star_density : float
+        Stars per square arcminute (magnitudes 17.5-25; 2 bright stars, 2 galaxies per square
+        arcminute).
+    seed : int
+        The preset's random seed.
+    name, description : str, optional
+        Default ``fullframe_cr_<detector>_<n>`` and a sentence saying what it is.
+    render : {'fft', 'sparse'}
+        See :class:`Preset`.
+    """
+    s = FULLFRAME_SETUPS[detector]
+    visits = []
+    for v, first in enumerate(range(0, n, len(FULLFRAME_DITHER))):
+        count = min(len(FULLFRAME_DITHER), n - first)
+        day = int(s["start"][8:10]) + v
+        visits.append(VisitSpec(
+            instrument=s["instrument"], proposid=s["proposid"], program=s["program"],
+            visit=f"{v + 1:02d}", start=f"{s['start'][:8]}{day:02d}{s['start'][10:]}",
+            pa=s["pa"] + 2.0 * v, offset=(1.5 * v, -1.0 * v),
+            exposures=tuple(ExposureSpec(s["detector"], s["filter"], s["exptime"],
+                                         s["aperture"], d) for d in FULLFRAME_DITHER[:count])))
+    return Preset(
+        name=name or f"fullframe_cr_{detector}_{n}",
+        description=description or (
+            f"{n} full-frame {s['instrument']}/{s['detector']} {s['filter']} exposures with "
+            f"unflagged cosmic rays on {FULLFRAME_SKYCELL}"),
+        ra=FULLCELL_CENTER[0], dec=FULLCELL_CENTER[1], visits=tuple(visits), seed=seed,
+        scene=SceneSpec(star_density=star_density, mag_range=(17.5, 25.0), lf_slope=0.25,
+                        bright_stars=2, galaxy_density=2.0, young_fraction=0.05),
+        max_shift_arcsec=0.0, max_rotation_deg=0.0, flag_crs=False, cosmic_rays=True,
+        render=render)
+
+
+_FULLFRAME_CR = fullframe_cr_preset(
+    4, "acs_wfc", name="fullframe_cr", render="sparse",
+    description=("Speed benchmark: 4 full-frame ACS/WFC F814W exposures (400 s, one visit, a "
+                 "4-point dither of about 3 arcsec) at the centre of skycell-p0081x14y14, "
+                 "all on that one sky cell; cosmic rays left unflagged, no pointing errors; "
+                 "about 0.67 GB."))
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS,
                                                   _ALIGN, _ALIGN_PAIR, _CR, _FULLCELL,
-                                                  _FULLCELL_2X2)}
+                                                  _FULLCELL_2X2, _FULLFRAME_CR)}
 """The named presets."""
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
