@@ -185,6 +185,20 @@ def exposure_readnoise(path: str | os.PathLike) -> float:
 # The derivative test
 
 
+def bool_filter3(mask: np.ndarray, combine) -> np.ndarray:
+    """A 3x3 minimum (``combine=np.logical_and``) or maximum (``np.logical_or``) filter of a
+    boolean image, edges reflected: ``scipy.ndimage.minimum_filter``/``maximum_filter`` with
+    ``size=3, mode="reflect"``, by slicing (about 5 times faster on a chip)."""
+    mask = np.asarray(mask, dtype=bool)
+    rows = mask.copy()
+    combine(rows[1:], mask[:-1], out=rows[1:])
+    combine(rows[:-1], mask[1:], out=rows[:-1])
+    out = rows.copy()
+    combine(out[:, 1:], rows[:, :-1], out=out[:, 1:])
+    combine(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    return out
+
+
 def driz_cr(data: np.ndarray, blot: np.ndarray, deriv: np.ndarray, readnoise: float,
             snr: tuple[float, float] = (3.5, 3.0), scale: tuple[float, float] = (1.2, 0.7),
             grow: int = 1, testable: np.ndarray | None = None, *,
@@ -229,7 +243,7 @@ def driz_cr(data: np.ndarray, blot: np.ndarray, deriv: np.ndarray, readnoise: fl
     if testable is not None:
         pass1 |= ~testable
         pass2 |= ~testable
-    box_ok = ndimage.minimum_filter(pass1, size=3, mode="reflect")
+    box_ok = bool_filter3(pass1, np.logical_and)
     cr = ~(pass2 | box_ok)
     del pass1, pass2, box_ok
     if sampling:
@@ -241,8 +255,8 @@ def driz_cr(data: np.ndarray, blot: np.ndarray, deriv: np.ndarray, readnoise: fl
         confirmed = np.asarray(own, dtype=np.float32) - high > allowed
         if testable is not None:
             confirmed &= testable
-        confirmed = ndimage.maximum_filter(confirmed, size=3, mode="reflect")
-        peak = ndimage.maximum_filter(high == ndimage.maximum_filter(high, size=3), size=3)
+        confirmed = bool_filter3(confirmed, np.logical_or)
+        peak = bool_filter3(high == ndimage.maximum_filter(high, size=3), np.logical_or)
         above = data - high > np.where(peak, allowed, np.float32(snr[1]) * noise)
         cr &= (confirmed & above) | ~steep
     if grow > 1:
@@ -325,10 +339,9 @@ class _Single:
         else:
             arrays = self.file.read_arrays(("flux", "weight"), *src)
             flux, weight = arrays["flux"], arrays["weight"]
-        good = weight > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            single = np.where(good, np.asarray(flux, np.float64) / weight, np.nan)
-        out[y0 - box.y0:y1 - box.y0, x0 - box.x0:x1 - box.x0] = single
+        # FLUX / WEIGHT in float64, rounded to float32, where there is weight (NaN elsewhere)
+        np.divide(flux, weight, out=out[y0 - box.y0:y1 - box.y0, x0 - box.x0:x1 - box.x0],
+                  where=weight > 0, dtype=np.float64, casting="same_kind")
         return out
 
 

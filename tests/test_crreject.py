@@ -829,3 +829,16 @@ def test_ring_fill_equals_one_dilation_per_ring(monkeypatch, shape, strip):
         expected = _extend_by_dilation(data, finite, reach)
         assert np.array_equal(blot._extend(data, finite, reach), expected)
     assert not np.isnan(blot._extend(data, finite, 4)).any()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (57, 33)])
+def test_bool_filter3_equals_scipy(shape):
+    from mvmflow.crreject import bool_filter3
+
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    for density in (0.1, 0.5, 0.9):
+        mask = rng.random(shape) < density
+        assert np.array_equal(bool_filter3(mask, np.logical_and),
+                              ndimage.minimum_filter(mask, size=3, mode="reflect"))
+        assert np.array_equal(bool_filter3(mask, np.logical_or),
+                              ndimage.maximum_filter(mask, size=3, mode="reflect"))
