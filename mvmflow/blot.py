@@ -166,7 +166,7 @@ class ChipBlotter:
         inside, iy, ix = self._index
         valid = np.zeros(self.shape, dtype=bool)
         valid[inside] = finite[iy, ix]
-        out = np.where(valid, out, 0.0).astype(np.float32)
+        out = np.where(valid, out, np.float32(0.0)).astype(np.float32, copy=False)
         return Blot(out, valid, self.conversion)
 
     def read(self, median_path: str | os.PathLike, extname: str = "MEDIAN") -> np.ndarray:
@@ -226,7 +226,7 @@ def _rings(finite: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.n
 def _extend(data: np.ndarray, finite: np.ndarray, reach: int) -> np.ndarray:
     """Fill undefined pixels up to ``reach`` pixels from defined ones with the mean of their
     defined 3x3 neighbours, ring by ring (the rest: 0)."""
-    out = np.where(finite, data, 0.0).astype(np.float32)
+    out = np.where(finite, data, np.float32(0.0)).astype(np.float32, copy=False)
     filled = finite.copy()
     ny, nx = out.shape
     offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
