@@ -132,12 +132,11 @@ import math
 import operator
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
-from astropy import units as u
-from astropy.coordinates import Longitude
 
 __all__ = [
     "INSTRUMENT_LETTERS",
@@ -731,9 +730,17 @@ def _projection_cell(value) -> int:
     return p
 
 
+def _quantity_units():
+    """``astropy.units`` if a caller has imported it (a Quantity can only come from there),
+    else None: names are plain strings and numbers, and astropy's units and coordinates
+    cost every job 0.3 s to import (docs/speed.md)."""
+    return sys.modules.get("astropy.units")
+
+
 def _degrees(value, what: str) -> float:
     """A finite float in degrees from a number or an angle Quantity."""
-    if isinstance(value, u.Quantity):
+    u = _quantity_units()
+    if u is not None and isinstance(value, u.Quantity):
         try:
             value = value.to_value(u.deg)
         except u.UnitsError:
@@ -753,6 +760,9 @@ def _ra(value) -> float:
     """RA in degrees wrapped to [0, 360) as ``SkyCoord`` does."""
     ra = _degrees(value, "RA")
     if not 0.0 <= ra < 360.0:
+        from astropy import units as u
+        from astropy.coordinates import Longitude
+
         ra = float(Longitude(ra, unit=u.deg).degree)
     return ra + 0.0  # -0.0 -> 0.0
 
@@ -1148,7 +1158,8 @@ def cutout_size_arcsec(size) -> tuple[float, float]:
     ValueError
         For non-angles, more than 2 elements, or non-positive or non-finite sizes.
     """
-    if isinstance(size, u.Quantity):
+    u = _quantity_units()
+    if u is not None and isinstance(size, u.Quantity):
         try:
             values = np.atleast_1d(size.to_value(u.arcsec))
         except u.UnitsError:

@@ -342,3 +342,24 @@ def test_live_reference_get_sky_cells(tmp_path):
                 assert wrap or outside_band or overhang, (ra, dec, extra)
     finally:
         os.chdir(cwd)
+
+
+def test_grid_and_names_import_without_wcs_or_coordinates():
+    """Every job imports the grid and the names; astropy.wcs and astropy.coordinates are
+    imported only when a WCS or an angle is made (0.3 s of each job's start-up,
+    docs/speed.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mvmflow.grid, mvmflow.names; "
+            "print(sorted(m for m in ('astropy.wcs', 'astropy.coordinates', 'astropy.units') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
+    # and a WCS is still there when asked for
+    code = ("import mvmflow.grid as g; w = g.SkyCell(81, 14, 14).frame.wcs; "
+            "print(type(w).__name__, w.pixel_shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out.startswith("WCS (")
