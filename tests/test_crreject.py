@@ -785,28 +785,26 @@ def test_driz_cr_reference_method_matches_drizzlepac(tmp_path):
 
 
 def _extend_by_dilation(data, finite, reach):
-    """The ring fill of mvmflow.blot._extend written the direct way: one 3x3 dilation of the
-    defined set per ring (the oracle of the distance-transform version)."""
+    """The ring fill of mvmflow.blot._extend written the direct way (the oracle of its
+    distance-transform version): one 3x3 dilation of the defined set per ring, then each
+    ring pixel, one by one, the mean of its defined neighbours."""
     out = np.where(finite, data, 0.0).astype(np.float32)
     filled = finite.copy()
     ny, nx = out.shape
     for _ in range(reach):
         ring = ~filled & ndimage.binary_dilation(filled, structure=np.ones((3, 3), bool))
-        ys, xs = np.nonzero(ring)
-        if ys.size == 0:
-            break
-        total = np.zeros(ys.size)
-        count = np.zeros(ys.size, dtype=np.int64)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                y, x = ys + dy, xs + dx
-                inside = (y >= 0) & (y < ny) & (x >= 0) & (x < nx) & ((dy != 0) | (dx != 0))
-                y, x = np.where(inside, y, 0), np.where(inside, x, 0)
-                use = inside & filled[y, x]
-                total += np.where(use, out[y, x], 0.0)
-                count += use
-        out[ys, xs] = (total / count).astype(np.float32)
-        filled[ys, xs] = True
+        values = {}
+        for y, x in zip(*np.nonzero(ring), strict=True):
+            near = [float(out[y + dy, x + dx]) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                    if (dy or dx) and 0 <= y + dy < ny and 0 <= x + dx < nx
+                    and filled[y + dy, x + dx]]
+            total = 0.0
+            for v in near:
+                total += v
+            values[y, x] = np.float32(total / len(near))
+        for (y, x), v in values.items():
+            out[y, x] = v
+            filled[y, x] = True
     return out
 
 
