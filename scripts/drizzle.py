@@ -4,7 +4,6 @@ partial."""
 import logging
 
 from mvmflow.aligned import load_solution
-from mvmflow.crreject import union_cr_masks
 from mvmflow.grid import Frame
 from mvmflow.partials import write_partial
 from mvmflow.resample import drizzle_exposure, load_chips
@@ -19,7 +18,11 @@ with rule_logging(snakemake.log[0]):
     # a mosaic layer that rejects cosmic rays: the masks its sky-cell layers found (rule
     # cr_drizzle)
     crmasks = snakemake.input.get("crmask", [])
-    masks = union_cr_masks([crmasks] if isinstance(crmasks, str) else crmasks, chips)
+    masks = None
+    if crmasks:  # imported only here: 0.3 s of every other drizzle job's start (docs/speed.md)
+        from mvmflow.crreject import union_cr_masks
+
+        masks = union_cr_masks([crmasks] if isinstance(crmasks, str) else crmasks, chips)
     if masks is not None:
         log.info("cosmic rays masked: %d pixels", sum(int(m.sum()) for m in masks
                                                       if m is not None))
