@@ -407,6 +407,14 @@ class Frame:
         return cls(int(header["PCELL"]), float(header["PSCALE"]), float(header["FRCRPIX1"]),
                    float(header["FRCRPIX2"]), int(header["FRNAXIS1"]), int(header["FRNAXIS2"]))
 
+    def grid_frame(self) -> Frame:
+        """The reference frame of this frame's pixel grid: the 1 x 1 frame of the same
+        projection cell, scale and pixel phase whose pixel (0, 0) lies within half a pixel
+        of the plane's origin. Every frame of one grid (sky cells, their layers and boxes,
+        mosaics, tiles) has the same one (pixel maps are made on it, docs/data_path.md)."""
+        ix, iy = round(self.x0), round(self.y0)
+        return Frame(self.projection_cell, self.scale, self.crpix1 + ix, self.crpix2 + iy, 1, 1)
+
     def window(self, x0: int, y0: int, nx: int, ny: int) -> Frame:
         """A sub-frame whose pixel (0, 0) is this frame's pixel (x0, y0).
 

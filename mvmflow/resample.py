@@ -85,7 +85,6 @@ __all__ = [
     "drizzle_file",
     "input_units",
     "load_chips",
-    "grid_frame",
     "nominal_scale",
     "pixmap",
 ]
@@ -308,7 +307,7 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     2e-8 px for a WFC3/IR chip (SIP only); 0.4-0.5 s instead of 4-6 s for an 8 Mpix chip.
 
     For a :class:`~mvmflow.grid.Frame` target the map is made on the frame's grid
-    (:func:`grid_frame`), rounded to :data:`MAP_QUANTUM` and shifted onto the frame (and the
+    (:meth:`~mvmflow.grid.Frame.grid_frame`), rounded to :data:`MAP_QUANTUM` and shifted onto the frame (and the
     box) by integers, which is then exact: every frame of one grid gets the same map to the
     bit, whichever job makes it (docs/data_path.md, "Pixel maps").
 
@@ -335,7 +334,7 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
         if box is not None:
             raise ValueError("pixmap: a box is a window of a Frame target")
         return _pixmap(chip_wcs, target, shape, step)
-    grid = grid_frame(target)
+    grid = target.grid_frame()
     pm = _pixmap(chip_wcs, grid.wcs, shape, step)
     exact = np.nanmax(np.abs(pm), initial=0.0) < 2.0 ** 21
     if exact:
@@ -350,15 +349,6 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     if dy:
         pm[..., 1] += float(dy)
     return pm
-
-
-def grid_frame(frame: Frame) -> Frame:
-    """The reference frame of ``frame``'s pixel grid: the frame of the same projection cell,
-    scale and pixel phase whose pixel (0, 0) lies within half a pixel of the plane's origin.
-    Every frame of one grid (sky cells, their layers and boxes, mosaics, tiles) has the same
-    one."""
-    ix, iy = round(frame.x0), round(frame.y0)
-    return Frame(frame.projection_cell, frame.scale, frame.crpix1 + ix, frame.crpix2 + iy, 1, 1)
 
 
 MAP_QUANTUM = 2.0 ** -30
