@@ -28,9 +28,14 @@ import atexit, os
 
 
 def _mvmflow_job_peak():
+    import sys
+
     import __main__
 
-    rule = getattr(getattr(__main__, "snakemake", None), "rule", None)
+    # a script run by snakemake's script: (its __main__), or a job of mvmflow.runner
+    job = getattr(__main__, "snakemake", None) or getattr(
+        sys.modules.get("mvmflow.runner"), "current_job", None)
+    rule = getattr(job, "rule", None)
     if isinstance(rule, str) and os.environ.get("MVMFLOW_JOB_PEAKS"):
         with open("/proc/self/status") as f:
             kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
@@ -42,7 +47,8 @@ atexit.register(_mvmflow_job_peak)
 """
 """A ``sitecustomize.py`` for the workflow runs' ``PYTHONPATH``: every job's Python process
 appends its rule and its peak RSS (``VmHWM``, exact) to the file named by :data:`PEAK_ENV`
-when it exits. Nothing in the workflow changes."""
+when it exits (a job forked by ``mvmflow.runner`` runs its exit handlers too, and inherits
+this one from the fork server). Nothing in the workflow changes."""
 
 REFERENCE = """
 import resource, sys

@@ -18,8 +18,9 @@ checkpoint align_groups:
     threads: 1
     resources:
         mem_mb=1000,
-    script:
-        "../scripts/align_groups.py"
+    run:
+        run_job(rule, "align_groups", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule catalog:
@@ -38,8 +39,9 @@ rule catalog:
     threads: 1
     resources:
         mem_mb=lambda wildcards, input: max(1000, int(10 * input.size_mb)),
-    script:
-        "../scripts/catalog.py"
+    run:
+        run_job(rule, "catalog", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule align:
@@ -63,8 +65,9 @@ rule align:
     threads: 1
     resources:
         mem_mb=lambda wildcards, input: max(1000, int(4 * input.size_mb)),
-    script:
-        "../scripts/align.py"
+    run:
+        run_job(rule, "align", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule align_report:
@@ -84,5 +87,6 @@ rule align_report:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/align_report.py"
+    run:
+        run_job(rule, "align_report", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -11,12 +11,27 @@ from pathlib import Path
 from mvmflow.groups import read_groups
 from mvmflow.inputs import read_input_table
 from mvmflow.plan import PLAN_VERSION
+from mvmflow.runner import job_from_rule, run_script
 from mvmflow.runplan import PlanEntryMissing, RunPlan
 
 OUT = config["outdir"]
 # a layer's root, not an exposure-level product's (which ends in -<ipppssoo>)
 LAYER_ROOT = r"hst_[A-Za-z0-9_.\-]+(?<!-[a-z][a-z0-9]{7})"
 RES = config["resources"]
+
+
+def run_job(rule, script, input, output, params, wildcards, threads, resources, log,
+            conda_env):
+    """Run ``scripts/<script>.py`` for a job, forked from the preloaded fork server
+    (mvmflow.runner; docs/speed.md, "Job start-up"); with ``--software-deployment-method
+    conda``, the server is the rule's conda environment's Python."""
+    job = job_from_rule(rule, input, output, params, wildcards, threads, resources, log, config)
+    python = os.path.join(conda_env, "bin", "python") if conda_env else None
+    # a snakemake process of its own for this one job (a cluster job, or a run without
+    # force-use-threads): the script runs in it, as under script:, unless a conda env is due
+    own = workflow.remote_exec or workflow.subprocess_exec
+    run_script(os.path.join(workflow.basedir, "scripts", f"{script}.py"), job,
+               isolate=bool(python) or not own, python=python)
 
 
 def demo_dir():

@@ -19,8 +19,9 @@ rule cutouts:
     threads: 1
     resources:
         mem_mb=1000,
-    script:
-        "../scripts/cutouts.py"
+    run:
+        run_job(rule, "cutouts", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule combine_cutouts:
@@ -39,5 +40,6 @@ rule combine_cutouts:
     threads: 1
     resources:
         mem_mb=1000,
-    script:
-        "../scripts/combine_cutouts.py"
+    run:
+        run_job(rule, "combine_cutouts", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -22,8 +22,9 @@ rule drizzle:
     threads: 1
     resources:
         mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
-    script:
-        "../scripts/drizzle.py"
+    run:
+        run_job(rule, "drizzle", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 # Cosmic-ray rejection (layers the plan marks): median of the separate drizzles (reduce),
@@ -51,8 +52,9 @@ rule cr_median:
     resources:
         # strips of at most 256 MB (mvmflow.median), whatever the number of exposures
         mem_mb=1000,
-    script:
-        "../scripts/cr_median.py"
+    run:
+        run_job(rule, "cr_median", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule cr_drizzle:
@@ -84,5 +86,6 @@ rule cr_drizzle:
     resources:
         # measured: 1.39 GB for a 160 MB full-frame ACS/WFC exposure (benchmarks/cr.py)
         mem_mb=lambda wildcards, input: max(1500, int(12 * os.path.getsize(input.exposure) / 1e6)),
-    script:
-        "../scripts/cr_drizzle.py"
+    run:
+        run_job(rule, "cr_drizzle", input, output, params, wildcards, threads, resources, log,
+                conda_env)

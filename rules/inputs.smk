@@ -18,5 +18,6 @@ checkpoint inputs:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/inputs.py"
+    run:
+        run_job(rule, "inputs", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -30,8 +30,9 @@ rule layer:
     resources:
         # one tile's sums at a time (docs/data_path.md)
         mem_mb=layer_tile_mem,
-    script:
-        "../scripts/layer.py"
+    run:
+        run_job(rule, "layer", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule trailer:
@@ -51,8 +52,9 @@ rule trailer:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/trailer.py"
+    run:
+        run_job(rule, "trailer", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule manifest:
@@ -71,8 +73,9 @@ rule manifest:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/manifest.py"
+    run:
+        run_job(rule, "manifest", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule exposure_product:
@@ -98,5 +101,6 @@ rule exposure_product:
     resources:
         # one tile at a time, one input
         mem_mb=exposure_mem,
-    script:
-        "../scripts/exposure_product.py"
+    run:
+        run_job(rule, "exposure_product", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -24,8 +24,9 @@ rule mosaic_drizzle:
     threads: 1
     resources:
         mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
-    script:
-        "../scripts/drizzle.py"
+    run:
+        run_job(rule, "drizzle", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule mosaic_tile:
@@ -49,8 +50,9 @@ rule mosaic_tile:
     threads: 1
     resources:
         mem_mb=mosaic_tile_mem,
-    script:
-        "../scripts/tile.py"
+    run:
+        run_job(rule, "tile", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule mosaic_layer:
@@ -77,8 +79,9 @@ rule mosaic_layer:
     resources:
         # histograms and one tile at a time
         mem_mb=mosaic_tile_mem,
-    script:
-        "../scripts/layer.py"
+    run:
+        run_job(rule, "layer", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule mosaic_trailer:
@@ -98,8 +101,9 @@ rule mosaic_trailer:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/trailer.py"
+    run:
+        run_job(rule, "trailer", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule mosaic_manifest:
@@ -117,5 +121,6 @@ rule mosaic_manifest:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/manifest.py"
+    run:
+        run_job(rule, "manifest", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -33,8 +33,9 @@ checkpoint plan:
     threads: 1
     resources:
         mem_mb=2000,
-    script:
-        "../scripts/plan.py"
+    run:
+        run_job(rule, "plan", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule poller:
@@ -53,5 +54,6 @@ rule poller:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/poller.py"
+    run:
+        run_job(rule, "poller", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -18,8 +18,9 @@ rule screen:
     threads: 1
     resources:
         mem_mb=lambda wildcards, input: max(500, int(3 * input.size_mb)),
-    script:
-        "../scripts/screen.py"
+    run:
+        run_job(rule, "screen", input, output, params, wildcards, threads, resources, log,
+                conda_env)
 
 
 rule screen_report:
@@ -37,5 +38,6 @@ rule screen_report:
     threads: 1
     resources:
         mem_mb=500,
-    script:
-        "../scripts/screen_report.py"
+    run:
+        run_job(rule, "screen_report", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -18,5 +18,6 @@ rule simulate:
     threads: 1
     resources:
         mem_mb=4000,
-    script:
-        "../scripts/simulate.py"
+    run:
+        run_job(rule, "simulate", input, output, params, wildcards, threads, resources, log,
+                conda_env)

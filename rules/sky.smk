@@ -20,5 +20,6 @@ rule sky:
     resources:
         # one pair of overlapping exposures at a time (mvmflow.skygroup.group_sky_files)
         mem_mb=lambda wildcards, input: max(1000, int(4 * mean_size_mb(input.partials))),
-    script:
-        "../scripts/sky.py"
+    run:
+        run_job(rule, "sky", input, output, params, wildcards, threads, resources, log,
+                conda_env)

@@ -1,0 +1,410 @@
+"""Run the workflow's rule scripts in processes forked from one preloaded server.
+
+A rule script run by Snakemake's ``script:`` directive starts a new interpreter and imports
+numpy, astropy and the library again: 0.5-1.0 s per job, where a small exposure's work takes
+0.1-0.2 s. The rules therefore call :func:`run_script` from a one-line ``run:`` block
+(executed in a thread of the Snakemake process, ``force-use-threads`` in the workflow
+profile). It runs the script in a process forked from a *fork server* that imported the
+modules of :data:`PRELOAD` once:
+
+- each job still runs in its own process: its own memory (freed when it ends), its own
+  interpreter lock (jobs run in parallel), and a crash ends that job only;
+- the script sees the same ``snakemake`` object it would under ``script:`` (:class:`Job`),
+  so the scripts in ``scripts/`` stay thin and unchanged;
+- a failure is raised in the calling thread as :class:`JobFailed`, which Snakemake reports as
+  the job's failure (the script's own log holds the traceback).
+
+Design and measurements: docs/speed.md, "Job start-up". The library never imports
+Snakemake: :func:`job_from_rule` copies what a script reads out of Snakemake's objects into
+plain lists and dicts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import pickle
+import resource
+import runpy
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Modules the fork server imports once, before it forks any job: what the rule scripts
+#: import (measured: 1.6 s together on the development machine; a job then starts in ms).
+PRELOAD = (
+    "numpy",
+    "astropy.io.fits",
+    "astropy.table",
+    "astropy.wcs",
+    "mvmflow.workflow",
+    "mvmflow.grid",
+    "mvmflow.names",
+    "mvmflow.aligned",
+    "mvmflow.solution",
+    "mvmflow.resample",
+    "mvmflow.partials",
+    "mvmflow.records",
+    "mvmflow.screen",
+    "mvmflow.skygroup",
+    "mvmflow.tiles",
+    "mvmflow.products",
+    "mvmflow.headers",
+    "mvmflow.provenance",
+    "mvmflow.crreject",
+    "mvmflow.median",
+    "mvmflow.catalogs",
+    "mvmflow.align",
+)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class JobFailed(RuntimeError):
+    """A rule script raised or its process died; the message names the script and why."""
+
+
+class Named(list):
+    """A list whose entries may also have names, as Snakemake's ``input``, ``output``,
+    ``log``, ``params`` and ``wildcards``: ``job.input[0]``, ``job.input.exposure``,
+    ``job.input.get("crmask", [])``, ``job.input.keys()``."""
+
+    def __init__(self, items: Iterable = (), names: Mapping[str, Any] | None = None):
+        super().__init__(items)
+        self._names = dict(names or {})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_names"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._names.get(name, default)
+
+    def keys(self):
+        return self._names.keys()
+
+    def items(self):
+        return self._names.items()
+
+
+@dataclass
+class Job:
+    """What a rule script reads as ``snakemake``: the job's files, parameters and settings."""
+
+    rule: str
+    input: Named = field(default_factory=Named)
+    output: Named = field(default_factory=Named)
+    params: Named = field(default_factory=Named)
+    wildcards: Named = field(default_factory=Named)
+    log: Named = field(default_factory=Named)
+    threads: int = 1
+    resources: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    scriptdir: str = ""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with Snakemake's file and list types replaced by ``str`` and ``list``."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _named(obj: Any) -> Named:
+    names = {name: _plain(value) for name, value in obj.items()} if hasattr(obj, "items") else {}
+    return Named((_plain(v) for v in obj), names)
+
+
+def job_from_rule(rule: str, input, output, params, wildcards, threads, resources, log,
+                  config: Mapping) -> Job:
+    """A :class:`Job` from the objects of a Snakemake ``run:`` block (any objects that
+    iterate like lists and have ``items()`` for their named entries)."""
+    res = {name: value for name, value in resources.items()
+           if isinstance(value, (int, float, str))} if hasattr(resources, "items") else {}
+    return Job(rule=rule, input=_named(input), output=_named(output), params=_named(params),
+               wildcards=_named(wildcards), log=_named(log), threads=int(threads),
+               resources=res, config=dict(config))
+
+
+# ---- the fork server --------------------------------------------------------------------
+#
+# One server process per Snakemake run, started at the first job (or by start_server): it
+# imports PRELOAD, then waits on a Unix socket. Per job it forks a *supervisor*, which forks
+# the *job* process. The job sends its result on the connection; the supervisor waits for it
+# and sends its exit status (so a job killed by a signal or by the kernel's out-of-memory
+# killer is reported as such). multiprocessing's own forkserver is not used: its
+# Process.start() polls the other threads' processes, which loses exit codes when several
+# threads start jobs at once (measured: 1 in 20 jobs reported exit code 255).
+#
+# Lifetimes: the server exits when the Snakemake process's end of the "alive" pipe closes
+# (however Snakemake ends); supervisors and jobs ask Linux to kill them when their parent
+# ends (PR_SET_PDEATHSIG), so nothing of a killed run goes on writing.
+
+_server_lock = threading.Lock()
+_servers: dict[str, _Server] = {}  # by interpreter
+
+
+def _send(sock: socket.socket, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(struct.pack("!Q", len(data)) + data)
+
+
+def _recv(sock: socket.socket) -> Any:
+    """The next object on ``sock``; EOFError when the other end closed first."""
+    head = _recv_exactly(sock, 8)
+    return pickle.loads(_recv_exactly(sock, struct.unpack("!Q", head)[0]))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent ends."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the process simply runs to its end
+        pass
+
+
+def _execute(script: str, job: Job) -> None:
+    sys.argv = [script]
+    runpy.run_path(script, init_globals={"snakemake": job}, run_name="__main__")
+
+
+current_job: Job | None = None
+"""In a job's process: its :class:`Job` (for tools that watch jobs, e.g. the benchmarks'
+peak-memory hook in ``benchmarks/measure.py``)."""
+
+
+def _run_job(conn: socket.socket, script: str, job: Job, cwd: str) -> None:
+    """In the job process: run the script, send the result; never returns."""
+    global current_job
+    current_job = job
+    code = 1
+    try:
+        _die_with_parent()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.chdir(cwd)
+        try:
+            _execute(script, job)
+        except BaseException as error:  # reported to the caller, which fails the job
+            text = "".join(traceback.format_exception_only(type(error), error)).strip()
+            _send(conn, ("result", False, text))
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            _send(conn, ("result", True, f"peak RSS {peak:.0f} MB"))
+            code = 0
+    finally:
+        # end as an interpreter does: exit handlers (logging's flush, ...), then the streams
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _supervise(conn: socket.socket) -> None:
+    """In the supervisor: read the request, fork the job, report its exit; never returns."""
+    try:
+        _die_with_parent()
+        script, job, cwd = _recv(conn)
+        pid = os.fork()
+        if pid == 0:
+            _run_job(conn, script, job, cwd)
+        _, status = os.waitpid(pid, 0)
+        _send(conn, ("status", status))
+    finally:
+        os._exit(0)
+
+
+def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD) -> None:
+    """The fork server's main loop (``python -m mvmflow.runner LISTEN_FD ALIVE_FD``)."""
+    import importlib
+    import selectors
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs, not the server
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a job that needs it will say why
+            pass
+    listener = socket.socket(fileno=listen_fd)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(alive_fd, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select(timeout=1.0):
+            if key.fileobj == alive_fd:  # the Snakemake process ended
+                _reap(wait=1.0)
+                os._exit(0)
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            if os.fork() == 0:
+                selector.close()
+                listener.close()
+                os.close(alive_fd)
+                _supervise(conn)
+            conn.close()
+        _reap()
+
+
+def _reap(wait: float = 0.0) -> None:
+    """Collect ended supervisors (waited for, not left to the kernel: so their peak memory,
+    and their jobs', count in the run's ``RUSAGE_CHILDREN``); up to ``wait`` seconds for the
+    last ones to end."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
+
+
+class _Server:
+    """The caller's handle on a running fork server."""
+
+    def __init__(self, python: str, preload: Iterable[str]):
+        self.dir = tempfile.mkdtemp(prefix="mvmflow-jobs-")
+        self.address = os.path.join(self.dir, "socket")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.address)
+        listener.listen(64)
+        alive_r, self.alive_w = os.pipe()
+        code = ("import sys; from mvmflow.runner import serve; "
+                "serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])")
+        self.process = subprocess.Popen(
+            [python, "-c", code, str(listener.fileno()), str(alive_r), *preload],
+            pass_fds=(listener.fileno(), alive_r), stdin=subprocess.DEVNULL)
+        listener.close()
+        os.close(alive_r)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.address)
+        return sock
+
+    def stop(self) -> None:
+        try:
+            os.close(self.alive_w)
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_server(preload: Iterable[str] = PRELOAD, python: str | None = None) -> _Server:
+    """Start this process's fork server for ``python`` (default: this interpreter) now; it
+    imports ``preload`` while the caller goes on. :func:`run_script` otherwise starts it at
+    the first job."""
+    return _get_server(python or sys.executable, preload)
+
+
+def _get_server(python: str, preload: Iterable[str] = PRELOAD) -> _Server:
+    with _server_lock:
+        server = _servers.get(python)
+        if server is None or not server.alive():
+            if server is not None:  # died (killed?): a new one
+                server.stop()
+            server = _servers[python] = _Server(python, list(preload))
+            atexit.register(server.stop)
+        return server
+
+
+def run_script(script: str | os.PathLike, job: Job, *, isolate: bool = True,
+               python: str | None = None) -> str:
+    """Run the rule script ``script`` with ``snakemake`` bound to ``job``.
+
+    Parameters
+    ----------
+    script : path-like
+        The script file (``scripts/<name>.py``).
+    job : Job
+        What the script reads as ``snakemake``.
+    isolate : bool
+        True (the default): in a new process forked from the preloaded fork server. False: in
+        this process (tests, debugging).
+    python : str, optional
+        The interpreter of the fork server (a conda environment's); default: this one.
+
+    Returns
+    -------
+    str
+        A short note on the finished job (its peak memory).
+
+    Raises
+    ------
+    JobFailed
+        The script raised (the message is its exception's last line) or its process died
+        (killed, out of memory: the message gives the signal or exit code).
+    """
+    script = str(script)
+    name = Path(script).name
+    if not isolate:
+        _execute(script, job)
+        return "in process"
+    result, status = None, None
+    with _get_server(python or sys.executable).connect() as sock:
+        _send(sock, (script, job, os.getcwd()))
+        try:
+            while status is None:
+                kind, *value = _recv(sock)
+                if kind == "result":
+                    result = value
+                else:
+                    status = value[0]
+        except EOFError:  # the supervisor itself was killed
+            pass
+    if result is not None and result[0] and status is not None and os.WIFEXITED(status) \
+            and os.WEXITSTATUS(status) == 0:
+        return result[1]
+    if result is not None and not result[0]:
+        message = result[1]
+    elif status is not None and os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        message = (f"its process was killed by signal {signal.Signals(sig).name}{hint} "
+                   "before it finished")
+    elif status is not None:
+        message = f"its process ended with exit code {os.WEXITSTATUS(status)}"
+    else:
+        message = "its process ended without a word (the job server was stopped?)"
+    raise JobFailed(f"rule {job.rule} ({name}): {message}")

@@ -1,0 +1,202 @@
+"""The job runner (mvmflow.runner): rule scripts run in processes forked from a preloaded
+server, with what they read as ``snakemake`` and their failures reported
+(docs/speed.md, "Job start-up")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from mvmflow.runner import Job, JobFailed, Named, job_from_rule, run_script
+
+
+@pytest.fixture
+def script(tmp_path):
+    def write(body: str):
+        path = tmp_path / "script.py"
+        path.write_text(textwrap.dedent(body))
+        return path
+    return write
+
+
+def test_named_lists_read_like_snakemakes():
+    files = Named(["a.fits", ["b", "c"]], {"exposure": "a.fits", "partials": ["b", "c"]})
+    assert files[0] == "a.fits"
+    assert files.exposure == "a.fits" and files.partials == ["b", "c"]
+    assert files.get("crmask", []) == [] and "partials" in files.keys()
+    with pytest.raises(AttributeError):
+        files.missing  # noqa: B018
+
+
+def test_job_from_rule_copies_into_plain_types():
+    class Snakelist(list):  # stands for Snakemake's Namedlist of _IOFile (str subclasses)
+        def __init__(self, items, names):
+            super().__init__(items)
+            self._names = names
+
+        def items(self):
+            return self._names.items()
+
+    class IOFile(str):
+        pass
+
+    inp = Snakelist([IOFile("x.fits"), IOFile("y.fits")],
+                    {"exposure": IOFile("x.fits"), "both": Snakelist([IOFile("y.fits")], {})})
+    job = job_from_rule("drizzle", inp, Snakelist([], {}), Snakelist([{"a": 1}], {"p": {"a": 1}}),
+                        Snakelist(["j1"], {"exposure": "j1"}), 2,
+                        {"mem_mb": 1000, "_cores": 2, "tmpdir": "/tmp"}, Snakelist(["l"], {}),
+                        {"outdir": "results"})
+    assert type(job.input[0]) is str and type(job.input.exposure) is str
+    assert type(job.input.both) is list and job.input.both == ["y.fits"]
+    assert job.params.p == {"a": 1} and job.wildcards.exposure == "j1"
+    assert job.threads == 2 and job.resources["mem_mb"] == 1000
+    assert job.config == {"outdir": "results"}
+
+
+def test_a_script_runs_in_its_own_process_in_the_callers_directory(script, tmp_path,
+                                                                   monkeypatch):
+    path = script("""
+        import json, os
+        with open(snakemake.output.result, "w") as f:
+            json.dump({"pid": os.getpid(), "cwd": os.getcwd(),
+                       "exposure": snakemake.input.exposure,
+                       "frame": snakemake.params.frame, "cell": snakemake.wildcards.skycell,
+                       "crmask": snakemake.input.get("crmask", [])}, f)
+    """)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    job = Job(rule="drizzle", input=Named(["e.fits"], {"exposure": "e.fits"}),
+              output=Named(["out.json"], {"result": "out.json"}),
+              params=Named([{"nx": 3}], {"frame": {"nx": 3}}),
+              wildcards=Named(["skycell-p0081x14y14"], {"skycell": "skycell-p0081x14y14"}))
+    note = run_script(path, job)
+    assert note.startswith("peak RSS")
+    seen = json.loads((work / "out.json").read_text())
+    assert seen["pid"] != os.getpid()
+    assert seen["cwd"] == str(work)
+    assert (seen["exposure"], seen["frame"], seen["cell"], seen["crmask"]) == \
+        ("e.fits", {"nx": 3}, "skycell-p0081x14y14", [])
+
+
+def test_a_failing_script_fails_the_job_with_its_reason(script):
+    path = script("raise ValueError('j9n501abq_flc.fits: no SCI extension')\n")
+    with pytest.raises(JobFailed, match=r"rule screen \(script.py\): ValueError: "
+                                        r"j9n501abq_flc.fits: no SCI extension"):
+        run_script(path, Job(rule="screen"))
+
+
+def test_a_killed_job_is_reported_with_its_signal(script):
+    path = script("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    with pytest.raises(JobFailed, match="killed by signal SIGKILL"):
+        run_script(path, Job(rule="layer"))
+
+
+def test_a_script_that_exits_is_a_failure(script):
+    path = script("import sys\nsys.exit(3)\n")
+    with pytest.raises(JobFailed, match="SystemExit: 3"):
+        run_script(path, Job(rule="plan"))
+
+
+def test_jobs_started_from_many_threads_all_report_success(script, tmp_path):
+    """Several threads start jobs at once, as Snakemake's do (multiprocessing's forkserver
+    lost exit codes here: mvmflow.runner module notes)."""
+    path = script("""
+        with open(snakemake.output[0], "w") as f:
+            f.write(str(snakemake.params[0] * 2))
+    """)
+    errors, done = [], []
+
+    def worker(k):
+        for i in range(15):
+            out = tmp_path / f"out_{k}_{i}.txt"
+            try:
+                run_script(path, Job(rule="x", output=Named([str(out)]),
+                                     params=Named([k * 100 + i])))
+                done.append(int(out.read_text()) == 2 * (k * 100 + i))
+            except JobFailed as error:
+                errors.append(str(error))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(done) == 60 and all(done)
+
+
+def test_in_process_mode_runs_without_the_server(script, tmp_path):
+    path = script("import os\nopen(snakemake.output[0], 'w').write(str(os.getpid()))\n")
+    out = tmp_path / "pid.txt"
+    assert run_script(path, Job(rule="x", output=Named([str(out)])), isolate=False) == \
+        "in process"
+    assert int(out.read_text()) == os.getpid()
+
+
+def test_a_given_interpreter_runs_the_job(script, tmp_path):
+    """``python=`` (a rule's conda environment) is the interpreter of the job's server."""
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.symlink_to(sys.executable)
+    path = script("import sys\nopen(snakemake.output[0], 'w').write(sys.executable)\n")
+    out = tmp_path / "exe.txt"
+    run_script(path, Job(rule="x", output=Named([str(out)])), python=str(python))
+    assert out.read_text() == str(python)
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie (exited, not yet reaped by its parent) counts as gone
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_caller_leaves_no_server_and_no_job_behind(tmp_path):
+    """Snakemake killed with SIGKILL mid-job: the server and the running job end too, so
+    nothing of the killed run goes on writing."""
+    job_script = tmp_path / "sleepy.py"
+    job_script.write_text(textwrap.dedent(f"""
+        import os, time
+        open({str(tmp_path / 'job.pid')!r}, 'w').write(str(os.getpid()))
+        time.sleep(60)
+        open({str(tmp_path / 'late.txt')!r}, 'w').write('should never be written')
+    """))
+    caller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from mvmflow import runner
+        from mvmflow.runner import Job, run_script
+        server = runner.start_server(("json",))
+        print(server.process.pid, flush=True)
+        run_script({str(job_script)!r}, Job(rule="sleepy"))
+    """)], stdout=subprocess.PIPE, text=True)
+    server_pid = int(caller.stdout.readline())
+    pid_file = tmp_path / "job.pid"
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job_pid = int(pid_file.read_text())
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+    assert _gone(server_pid), "the fork server outlived its caller"
+    assert _gone(job_pid), "the job outlived its caller"
+    assert not (tmp_path / "late.txt").exists()
