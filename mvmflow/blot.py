@@ -122,8 +122,24 @@ class ChipBlotter:
         return Blot(np.zeros(self.shape, np.float32), np.zeros(self.shape, bool),
                     self.conversion)
 
+    def defined(self, image: np.ndarray) -> np.ndarray:
+        """Where a blot of ``image`` is defined (:attr:`Blot.valid`), without blotting: the
+        chip pixels whose centre falls on a finite pixel of ``image`` (over :attr:`box`)."""
+        valid = np.zeros(self.shape, dtype=bool)
+        if self.box is None:
+            return valid
+        self._check(image)
+        inside, iy, ix = self._index
+        valid[inside] = np.isfinite(image[iy, ix])
+        return valid
+
+    def _check(self, image: np.ndarray) -> None:
+        if np.shape(image) != (self.box.ny, self.box.nx):
+            raise ValueError(f"blot: image shape {np.shape(image)} is not the chip's box "
+                             f"({self.box.ny}, {self.box.nx})")
+
     def blot(self, image: np.ndarray, *, sky: float = 0.0, interp: str = "poly5",
-             undefined: float | None = None) -> Blot:
+             undefined: float | None = None, where: np.ndarray | None = None) -> Blot:
         """Blot an image over :attr:`box` (e-/s per frame pixel, NaN where undefined).
 
         Parameters
@@ -137,6 +153,11 @@ class ChipBlotter:
         undefined : float, optional
             Value given to undefined pixels before interpolating (e.g. a huge value for a
             tolerance map); default: extended from the defined neighbours (module notes).
+        where : numpy.ndarray, optional
+            bool, the chip's shape: interpolate only these chip pixels (0 elsewhere), with
+            the same values, to the bit, as a blot of the whole chip (``blot_image`` computes
+            each pixel from its own pixel-map position alone); :attr:`Blot.valid` is for
+            every pixel. Default: every pixel.
 
         Returns
         -------
@@ -147,9 +168,7 @@ class ChipBlotter:
         _half_width(interp)  # validate
         if self.box is None:
             return self._empty()
-        if np.shape(image) != (self.box.ny, self.box.nx):
-            raise ValueError(f"blot: image shape {np.shape(image)} is not the chip's box "
-                             f"({self.box.ny}, {self.box.nx})")
+        self._check(image)
         finite = np.isfinite(image)
         if not finite.any():
             return self._empty()
@@ -161,8 +180,15 @@ class ChipBlotter:
                 data = _extend(data, finite, _half_width(interp) + 1)
         if sky:
             data = data + np.float32(sky)
-        out = blot_image(np.ascontiguousarray(data, dtype=np.float32), self._pm,
-                         fillval=0.0, iscale=self.iscale, interp=interp)
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if where is None:
+            out = blot_image(data, self._pm, fillval=0.0, iscale=self.iscale, interp=interp)
+        else:  # the chosen pixels' positions as a 1 x N pixel map
+            ys, xs = np.nonzero(where)
+            out = np.zeros(self.shape, dtype=np.float32)
+            if ys.size:
+                out[ys, xs] = blot_image(data, np.ascontiguousarray(self._pm[ys, xs][None]),
+                                         fillval=0.0, iscale=self.iscale, interp=interp)[0]
         inside, iy, ix = self._index
         valid = np.zeros(self.shape, dtype=bool)
         valid[inside] = finite[iy, ix]

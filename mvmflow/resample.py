@@ -336,7 +336,8 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
         return _pixmap(chip_wcs, target, shape, step)
     grid = target.grid_frame()
     pm = _pixmap(chip_wcs, grid.wcs, shape, step)
-    exact = np.nanmax(np.abs(pm), initial=0.0) < 2.0 ** 21
+    # (no |pm| temporary: 134 MB for a full ACS/WFC chip)
+    exact = max(np.nanmax(pm, initial=0.0), -np.nanmin(pm, initial=0.0)) < 2.0 ** 21
     if exact:
         pm *= 1.0 / MAP_QUANTUM
         np.rint(pm, out=pm)
@@ -380,12 +381,26 @@ def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
         from scipy.interpolate import RectBivariateSpline  # lazy: 0.8 s to import
 
         spline = RectBivariateSpline(ys, xs, values, kx=ky, ky=kx, s=0)
-        out[..., k] = spline(y, x)
-        if offsets[0] is not None:
-            out[..., k] += spline(y, x, dy=1) * offsets[0]
-        if offsets[1] is not None:
-            out[..., k] += spline(y, x, dx=1) * offsets[1]
+        # by strips of rows: the same values (the spline is evaluated point by point), with
+        # temporaries of a strip, not of the chip (docs/speed.md, "Memory allocation")
+        for r0 in range(0, ny, _MAP_STRIP):
+            r1 = min(r0 + _MAP_STRIP, ny)
+            ry = y[r0:r1]
+            strip = spline(ry, x)
+            if offsets[0] is not None:
+                strip += spline(ry, x, dy=1) * _rows(offsets[0], r0, r1)
+            if offsets[1] is not None:
+                strip += spline(ry, x, dx=1) * _rows(offsets[1], r0, r1)
+            out[r0:r1, :, k] = strip
     return out
+
+
+_MAP_STRIP = 256  # rows of a chip per spline evaluation in _pixmap
+
+
+def _rows(offsets: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of a D2IM offset array (one row broadcast to all: itself)."""
+    return offsets if offsets.shape[0] == 1 else offsets[r0:r1]
 
 
 # --------------------------------------------------------------------------------------

@@ -69,6 +69,12 @@ PRELOAD = (
     "mvmflow.align",
 )
 
+#: glibc's allocator settings for the jobs with ``reuse_memory`` (a user's own MALLOC_*
+#: variables win): large arrays come from the heap and go back to it, not to the kernel, so
+#: a job reuses its memory instead of having the kernel zero fresh pages for every
+#: temporary array (docs/speed.md, "Memory allocation").
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -157,7 +163,7 @@ def job_from_rule(rule: str, input, output, params, wildcards, threads, resource
 # ends (PR_SET_PDEATHSIG), so nothing of a killed run goes on writing.
 
 _server_lock = threading.Lock()
-_servers: dict[str, _Server] = {}  # by interpreter
+_servers: dict[tuple[str, bool], _Server] = {}  # by interpreter and memory setting
 
 
 def _send(sock: socket.socket, obj: Any) -> None:
@@ -196,6 +202,22 @@ def _execute(script: str, job: Job) -> None:
     runpy.run_path(script, init_globals={"snakemake": job}, run_name="__main__")
 
 
+PROFILE_ENV = "MVMFLOW_PROFILE_DIR"
+"""Set (to a directory) in the environment of ``snakemake``: every job runs under
+:mod:`cProfile` and writes ``<rule>-<pid>.prof`` there (docs/speed.md)."""
+
+
+def _profiler():
+    if not os.environ.get(PROFILE_ENV):
+        return None
+    import cProfile
+
+    os.makedirs(os.environ[PROFILE_ENV], exist_ok=True)
+    profile = cProfile.Profile()
+    profile.enable()
+    return profile
+
+
 current_job: Job | None = None
 """In a job's process: its :class:`Job` (for tools that watch jobs, e.g. the benchmarks'
 peak-memory hook in ``benchmarks/measure.py``)."""
@@ -211,6 +233,7 @@ def _run_job(conn: socket.socket, script: str, job: Job, cwd: str) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.chdir(cwd)
+        profile = _profiler()
         try:
             _execute(script, job)
         except BaseException as error:  # reported to the caller, which fails the job
@@ -220,6 +243,11 @@ def _run_job(conn: socket.socket, script: str, job: Job, cwd: str) -> None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             _send(conn, ("result", True, f"peak RSS {peak:.0f} MB"))
             code = 0
+        finally:
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(os.path.join(os.environ[PROFILE_ENV],
+                                                f"{job.rule}-{os.getpid()}.prof"))
     finally:
         # end as an interpreter does: exit handlers (logging's flush, ...), then the streams
         try:
@@ -296,7 +324,7 @@ def _reap(wait: float = 0.0) -> None:
 class _Server:
     """The caller's handle on a running fork server."""
 
-    def __init__(self, python: str, preload: Iterable[str]):
+    def __init__(self, python: str, preload: Iterable[str], reuse_memory: bool = True):
         self.dir = tempfile.mkdtemp(prefix="mvmflow-jobs-")
         self.address = os.path.join(self.dir, "socket")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -307,7 +335,8 @@ class _Server:
                 "serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])")
         self.process = subprocess.Popen(
             [python, "-c", code, str(listener.fileno()), str(alive_r), *preload],
-            pass_fds=(listener.fileno(), alive_r), stdin=subprocess.DEVNULL)
+            pass_fds=(listener.fileno(), alive_r), stdin=subprocess.DEVNULL,
+            env={**(MALLOC_ENV if reuse_memory else {}), **os.environ})
         listener.close()
         os.close(alive_r)
 
@@ -331,26 +360,29 @@ class _Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_server(preload: Iterable[str] = PRELOAD, python: str | None = None) -> _Server:
+def start_server(preload: Iterable[str] = PRELOAD, python: str | None = None,
+                 reuse_memory: bool = True) -> _Server:
     """Start this process's fork server for ``python`` (default: this interpreter) now; it
     imports ``preload`` while the caller goes on. :func:`run_script` otherwise starts it at
-    the first job."""
-    return _get_server(python or sys.executable, preload)
+    the first job. ``reuse_memory``: the jobs get :data:`MALLOC_ENV`."""
+    return _get_server(python or sys.executable, reuse_memory, preload)
 
 
-def _get_server(python: str, preload: Iterable[str] = PRELOAD) -> _Server:
+def _get_server(python: str, reuse_memory: bool = True,
+                preload: Iterable[str] = PRELOAD) -> _Server:
+    key = (python, bool(reuse_memory))
     with _server_lock:
-        server = _servers.get(python)
+        server = _servers.get(key)
         if server is None or not server.alive():
             if server is not None:  # died (killed?): a new one
                 server.stop()
-            server = _servers[python] = _Server(python, list(preload))
+            server = _servers[key] = _Server(python, list(preload), reuse_memory)
             atexit.register(server.stop)
         return server
 
 
 def run_script(script: str | os.PathLike, job: Job, *, isolate: bool = True,
-               python: str | None = None) -> str:
+               python: str | None = None, reuse_memory: bool = True) -> str:
     """Run the rule script ``script`` with ``snakemake`` bound to ``job``.
 
     Parameters
@@ -364,6 +396,8 @@ def run_script(script: str | os.PathLike, job: Job, *, isolate: bool = True,
         this process (tests, debugging).
     python : str, optional
         The interpreter of the fork server (a conda environment's); default: this one.
+    reuse_memory : bool
+        The server's jobs get :data:`MALLOC_ENV` (config ``reuse_memory``).
 
     Returns
     -------
@@ -382,7 +416,7 @@ def run_script(script: str | os.PathLike, job: Job, *, isolate: bool = True,
         _execute(script, job)
         return "in process"
     result, status = None, None
-    with _get_server(python or sys.executable).connect() as sock:
+    with _get_server(python or sys.executable, reuse_memory).connect() as sock:
         _send(sock, (script, job, os.getcwd()))
         try:
             while status is None:

@@ -31,7 +31,8 @@ def run_job(rule, script, input, output, params, wildcards, threads, resources, 
     # force-use-threads): the script runs in it, as under script:, unless a conda env is due
     own = workflow.remote_exec or workflow.subprocess_exec
     run_script(os.path.join(workflow.basedir, "scripts", f"{script}.py"), job,
-               isolate=bool(python) or not own, python=python)
+               isolate=bool(python) or not own, python=python,
+               reuse_memory=config["reuse_memory"])
 
 
 def demo_dir():

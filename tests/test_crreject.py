@@ -41,6 +41,8 @@ from mvmflow.blot import ChipBlotter, blot_median, derivative
 from mvmflow.combine import combine_partials
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.crreject import (
+    _Single,
+    _testable,
     chip_cr_mask,
     cr_mask_and_drizzle,
     cr_mask_exposure,
@@ -49,6 +51,7 @@ from mvmflow.crreject import (
     exposure_readnoise,
     has_cr_flags,
     read_cr_masks,
+    sampling_regions,
 )
 from mvmflow.grid import ProjectionCell
 from mvmflow.median import (
@@ -496,6 +499,90 @@ def test_blotter_window_and_missing_frame(run):
     assert not nothing.valid.any() and not nothing.data.any()
     with pytest.raises(ValueError, match="box"):
         blotter.blot(np.zeros((3, 3), np.float32))
+
+
+def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
+    """``where=``: the chosen pixels get the whole-chip blot's values to the bit (0
+    elsewhere), validity is for every pixel, and ``defined`` gives it without blotting."""
+    chip = load_chips(run["cr"][0])[0]
+    median = run["rejection"]["median"].path
+    blotter = ChipBlotter(chip, run["frame"])
+    for extname, interp in (("MEDIAN", "poly5"), ("UPPER", "poly5"), ("SPREAD", "linear")):
+        image = blotter.read(median, extname)
+        whole = blotter.blot(image, interp=interp, sky=0.25)
+        where = np.random.default_rng(3).random(chip.shape) < 0.05
+        part = blotter.blot(image, interp=interp, sky=0.25, where=where)
+        assert np.array_equal(part.valid, whole.valid)
+        assert np.array_equal(blotter.defined(image), whole.valid)
+        assert np.array_equal(part.data[where], whole.data[where])
+        assert not part.data[~where].any()
+        assert whole.data[~where].any()  # the comparison is not between zeros
+
+
+def _sampling_mask_with_whole_blots(chip, median, params, own_part, readnoise):
+    """The sampling test as it was written before the sparse blots: every image blotted
+    over the whole chip (an independent oracle of chip_cr_mask)."""
+    crp = cr_parameters(params)
+    frame = median_frame(median)
+    blotter = ChipBlotter(chip, frame)
+    model = blotter.blot(blotter.read(median), interp=crp.interp)
+    testable = model.valid & _testable(chip, params)
+    conv = np.float32(model.conversion)
+    blot_e = model.data * conv
+    own = _Single(own_part, frame)
+    extra = {}
+    for name, b in (("upper", blotter.blot(blotter.read(median, "UPPER"), interp=crp.interp)),
+                    ("own", blotter.blot(own.window(blotter.box), interp=crp.interp))):
+        testable &= b.valid
+        extra[name] = b.data * conv
+    spread = blotter.blot(blotter.read(median, "SPREAD"), interp="linear", undefined=1e30)
+    extra["spread"] = spread.data * conv
+    extra["spread"][~spread.valid] = np.inf
+    data_e = np.where(testable, chip.data.astype(np.float32) * conv, 0.0).astype(np.float32)
+    return driz_cr(data_e, blot_e, derivative(blot_e), readnoise, crp.snr, crp.scale, crp.grow,
+                   testable, core_tolerance=crp.core_tolerance, **extra)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sampling_test_reads_its_images_only_in_the_sampling_regions(seed):
+    """driz_cr's result does not change when ``spread`` and ``own`` are garbage outside the
+    first region of sampling_regions and ``upper`` outside the second: what lets
+    chip_cr_mask blot them there alone."""
+    rng = np.random.default_rng(seed)
+    shape, rn = (180, 240), 4.0
+    blot = rng.gamma(2.0, 60.0, shape).astype(np.float32)
+    blot[rng.random(shape) < 0.01] *= 30  # sharp model peaks
+    data = (blot + rng.normal(0, np.sqrt(blot + rn ** 2))).astype(np.float32)
+    hits = rng.random(shape) < 0.02
+    data[hits] += rng.uniform(50, 5000, hits.sum()).astype(np.float32)  # cosmic rays
+    deriv = derivative(blot)
+    spread = np.abs(rng.normal(0, 40, shape)).astype(np.float32)
+    upper = (blot + np.abs(rng.normal(0, 60, shape))).astype(np.float32)
+    own = (data + rng.normal(0, 30, shape)).astype(np.float32)
+    testable = rng.random(shape) > 0.01
+    args = (data, blot, deriv, rn, (3.5, 3.0), (1.2, 0.7), 1, testable)
+    whole = driz_cr(*args, spread=spread, upper=upper, own=own)
+    near3, near5 = sampling_regions(data, blot, rn, 3.0)
+    assert 0.02 < near3.mean() < 0.6 and near5.sum() > near3.sum()
+    noise = rng.uniform(0, 1e4, shape).astype(np.float32)
+    sparse = driz_cr(*args, spread=np.where(near3, spread, 0.0).astype(np.float32),
+                     upper=np.where(near5, upper, noise), own=np.where(near3, own, noise))
+    assert whole.sum() > 100
+    assert np.array_equal(whole, sparse)
+
+
+def test_sampling_mask_equals_the_whole_chip_computation(run):
+    """Blotting the sampling test's images only near possible cosmic rays changes no mask
+    pixel (docs/speed.md, "Cosmic-ray rejection")."""
+    k = 1
+    chip = load_chips(run["cr"][k])[0]
+    median = run["rejection"]["median"].path
+    part = run["rejection"]["parts"][k]
+    readnoise = exposure_readnoise(run["cr"][k])
+    mask, _ = chip_cr_mask(chip, median, run["params"], readnoise=readnoise, own=part)
+    oracle = _sampling_mask_with_whole_blots(chip, median, run["params"], part, readnoise)
+    assert mask.sum() > 100
+    assert np.array_equal(mask, oracle)
 
 
 # --------------------------------------------------------------------------------------
