@@ -535,9 +535,12 @@ def exposure_values(record, headers: InputHeaders | None = None) -> dict:
         values.update(_header_values(headers.primary))
         if headers.chips:
             first = headers.chips[min(headers.chips)]
+            first_values = None  # read once (every card value costs an astropy config look-up)
             for key in (*PHOT_KEYWORDS, "BUNIT", "WCSNAME"):
                 if key not in headers.primary and key in first:
-                    values[key] = _header_values(first)[key]
+                    if first_values is None:
+                        first_values = _header_values(first)
+                    values[key] = first_values[key]
     values.update(getattr(record, "alignment", None) or {})  # the aligned WCS wins
     if str(values.get("INSTRUME", "")).upper() == "ACS":
         acs = _acs_filter(values)
