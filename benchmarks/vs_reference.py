@@ -603,12 +603,13 @@ def print_report(res: dict) -> None:
                   f"{o['snakemake_job_s_sum']:.1f} s of job time in {o['wall_s']:.1f} s of "
                   f"wall ({o['snakemake_job_s_sum'] / o['wall_s'] / res['cores']:.0%} of "
                   f"{res['cores']} cores)")
-            print(f"  {'rule':16s} {'jobs':>5s} {'total s':>8s} {'max s':>7s} {'share':>6s}"
-                  f" {'max_rss MB':>10s}")
+            # (no memory column: a job run by mvmflow.runner is benchmarked by snakemake as
+            # part of its own process tree, so the records' max_rss is not the job's; the
+            # largest process of the run is in the table above)
+            print(f"  {'rule':16s} {'jobs':>5s} {'total s':>8s} {'max s':>7s} {'share':>6s}")
             for rule, r in o["rules"].items():
-                rss = "" if r["max_rss_mb"] is None else f"{r['max_rss_mb']:.0f}"
                 print(f"  {rule:16s} {r['jobs']:5d} {r['s_total']:8.1f} {r['s_max']:7.1f} "
-                      f"{r['share']:6.1%} {rss:>10s}")
+                      f"{r['share']:6.1%}")
 
     print("\nproducts, last round (frame: OK if NAXIS, CRPIX, CRVAL and CD equal; over the "
           "common pixels: flux = sum ours / sum ref, lev. = the same less the median "

@@ -73,9 +73,12 @@ import json
 import logging
 import math
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -454,7 +457,7 @@ def _strip_rows(frame: Frame, n: int, halo: int, max_memory_mb: float) -> int:
 def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, params: Mapping,
                  out_path: str | os.PathLike, *, sky: Mapping | float | None = None,
                  readnoise: Mapping | float | None = None, strip_rows: int | None = None,
-                 max_memory_mb: float = 256.0) -> MedianInfo:
+                 max_memory_mb: float = 256.0, threads: int = 1) -> MedianInfo:
     """Combine the single images of a layer's partials into its median image, strip by strip.
 
     Parameters
@@ -480,7 +483,11 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
     strip_rows : int, optional
         Frame rows per strip; default: as many as fit in ``max_memory_mb``.
     max_memory_mb : float
-        Working-set budget of one strip when ``strip_rows`` is not given.
+        Working-set budget of the strips in progress when ``strip_rows`` is not given.
+    threads : int
+        Strips computed at once, each in a thread with its own readers of the partials
+        (numpy and zlib release the interpreter lock); the file is the same, to the byte,
+        for any number (docs/speed.md, "Threads").
 
     Returns
     -------
@@ -509,8 +516,9 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
         inp.sky, inp.readnoise = s, rn
         inp.mean_weight = _mean_weight(inp)
     halo = crp.combine_grow if crp.combine_type == "minmed" else 0
+    workers = max(1, int(threads))
     if strip_rows is None:
-        strip_rows = _strip_rows(frame, len(inputs), halo, max_memory_mb)
+        strip_rows = _strip_rows(frame, len(inputs), halo, max_memory_mb / workers)
     strip_rows = int(strip_rows)
     if strip_rows < 1:
         raise ValueError(f"strip_rows must be >= 1, got {strip_rows}")
@@ -555,9 +563,10 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
                   for name in ("MEDIAN", "UPPER", "SPREAD")]
             + [_image_header("NINPUT", nin_dtype, frame, "INPUTS")], frame.shape)
         with open(tmp, "r+b") as f:
-            for r0 in range(0, frame.ny, strip_rows):
-                r1 = min(r0 + strip_rows, frame.ny)
-                *images, mb = _strip(inputs, frame, crp, r0, r1, halo)
+            ranges = [(r0, min(r0 + strip_rows, frame.ny))
+                      for r0 in range(0, frame.ny, strip_rows)]
+            for (r0, _), (*images, mb) in zip(
+                    ranges, _strips(inputs, frame, crp, ranges, halo, workers), strict=True):
                 for offset, image, dtype in zip(offsets, images, dtypes, strict=True):
                     _write_rows(f, offset, r0, image, dtype)
                 covered += int(np.count_nonzero(images[3]))
@@ -567,6 +576,36 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
     log.info("median of %d inputs over %dx%d in %d strips of %d rows: %.1f s",
              len(inputs), frame.nx, frame.ny, nstrips, strip_rows, seconds)
     return MedianInfo(out_path, len(inputs), strip_rows, nstrips, covered, seconds, peak)
+
+
+def _strips(inputs: Sequence[_Input], frame: Frame, crp: CRParams,
+            ranges: Sequence[tuple[int, int]], halo: int, workers: int):
+    """:func:`_strip` of each row range, in order; ``workers`` at a time in threads, each
+    thread with its own :class:`PartialFile` readers (their chunk caches are not shared)."""
+    if workers <= 1 or len(ranges) <= 1:
+        for r0, r1 in ranges:
+            yield _strip(inputs, frame, crp, r0, r1, halo)
+        return
+    local = threading.local()
+
+    def one(r0: int, r1: int):
+        if not hasattr(local, "inputs"):
+            local.inputs = [replace(i, file=PartialFile.open(i.path)) for i in inputs]
+        return _strip(local.inputs, frame, crp, r0, r1, halo)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque()
+        todo = iter(ranges)
+        for r0, r1 in todo:
+            pending.append(pool.submit(one, r0, r1))
+            if len(pending) == workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:  # at most ``workers`` strips in memory at once
+                pending.append(pool.submit(one, *nxt))
+            yield result
 
 
 def _strip(inputs: Sequence[_Input], frame: Frame, crp: CRParams, r0: int, r1: int,

@@ -48,9 +48,12 @@ rule cr_median:
         "logs/benchmarks/cr_median/{skycell}/{root}_{ptype}.tsv"
     conda:
         "../envs/mvmflow.yaml"
-    threads: 1
+    # two strips at once (mvmflow.median): the layer's median runs while its exposures'
+    # jobs wait for it, so a second core would otherwise idle (docs/speed.md, "Threads")
+    threads: 2
     resources:
-        # strips of at most 256 MB (mvmflow.median), whatever the number of exposures
+        # strips in progress of at most 256 MB together (mvmflow.median), whatever the
+        # number of exposures
         mem_mb=1000,
     run:
         run_job(rule, "cr_median", input, output, params, wildcards, threads, resources, log,

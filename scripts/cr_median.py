@@ -17,6 +17,6 @@ with rule_logging(snakemake.log[0]):
         sky = read_sky_offsets(snakemake.input.sky, members, frame.scale)
     readnoise = {name: exposure_readnoise(path) for name, path in members.items()}
     info = median_layer(snakemake.input.partials, frame, params, snakemake.output[0], sky=sky,
-                        readnoise=readnoise)
+                        readnoise=readnoise, threads=snakemake.threads)
     logging.getLogger("mvmflow").info("%s: median of %d exposures: %s", layer["name"],
                                       len(snakemake.input.partials), info)

@@ -339,6 +339,22 @@ def test_median_strips_are_bit_identical(run, tmp_path):
         assert list(hdul["INPUTS"].data["file"]) == sorted(p.name for p in run["cr"])
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_median_in_threads_is_byte_identical(run, tmp_path, threads):
+    """Strips computed in threads (each with its own partial readers), written in order."""
+    parts = run["rejection"]["parts"]
+    readnoise = {p.name: exposure_readnoise(p) for p in run["cr"]}
+    one = median_layer(parts, run["frame"], run["params"], tmp_path / "one.fits",
+                       readnoise=readnoise, strip_rows=9)
+    par = median_layer(parts, run["frame"], run["params"], tmp_path / "par.fits",
+                       readnoise=readnoise, strip_rows=9, threads=threads)
+    assert par.nstrips == one.nstrips > 50
+    assert one.path.read_bytes() == par.path.read_bytes()
+    default = median_layer(parts, run["frame"], run["params"], tmp_path / "default.fits",
+                           readnoise=readnoise, threads=threads)  # budget split per thread
+    assert default.path.read_bytes() == one.path.read_bytes()
+
+
 def test_median_memory_is_bounded_by_strips(run, tmp_path):
     """Traced allocations of a 16-row-strip median stay far below one full-frame stack."""
     parts = run["rejection"]["parts"]
