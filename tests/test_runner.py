@@ -153,6 +153,21 @@ def test_a_given_interpreter_runs_the_job(script, tmp_path):
     assert out.read_text() == str(python)
 
 
+def test_profile_dir_profiles_every_job(script, tmp_path, monkeypatch):
+    """MVMFLOW_PROFILE_DIR (set before the server starts): one cProfile file per job."""
+    import pstats
+
+    monkeypatch.setenv("MVMFLOW_PROFILE_DIR", str(tmp_path / "prof"))
+    python = tmp_path / "py" / "python"  # another interpreter path: a server of its own
+    python.parent.mkdir()
+    python.symlink_to(sys.executable)
+    path = script("sum(i * i for i in range(10000))\n")
+    run_script(path, Job(rule="drizzle"), python=str(python))
+    files = list((tmp_path / "prof").glob("drizzle-*.prof"))
+    assert len(files) == 1
+    assert pstats.Stats(str(files[0])).total_calls > 0
+
+
 def _gone(pid: int, seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
