@@ -60,7 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def map_frame(chips, cell_frame):
-    """The exposure's box of the sky cell (the frame of its partial in the workflow)."""
+    """The union of the exposure's chip boxes on the sky cell (where drizzle_exposure places
+    its partial; the workflow's plan adds a margin from the screening records,
+    mvmflow.plan.exposure_box, which needs those records)."""
     boxes = [b for b in (chip_box(c.wcs, cell_frame, c.shape, 1.0) for c in chips) if b]
     box = boxes[0]
     for b in boxes[1:]:

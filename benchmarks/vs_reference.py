@@ -268,7 +268,8 @@ def run_reference(data: Path, members: dict[str, list[str]], cells: list[str], w
 def rule_times(run: Path) -> dict:
     """Per rule, from the run's snakemake benchmark records (``logs/benchmarks/<rule>.tsv`` or
     ``logs/benchmarks/<rule>/.../*.tsv``; column ``s`` is a job's wall seconds): jobs, total
-    and longest seconds, largest sampled ``max_rss`` (MB)."""
+    and longest seconds. (Their ``max_rss`` is not read: a job run by mvmflow.runner is
+    recorded as part of snakemake's process tree.)"""
     bench = run / "logs" / "benchmarks"
     rules: dict[str, dict] = {}
     for tsv in sorted(bench.rglob("*.tsv")) if bench.is_dir() else []:
@@ -277,15 +278,11 @@ def rule_times(run: Path) -> dict:
             continue
         row = dict(zip(head.split("\t"), body[-1].split("\t"), strict=False))
         rule = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
-        r = rules.setdefault(rule, {"jobs": 0, "s_total": 0.0, "s_max": 0.0,
-                                    "max_rss_mb": None})
+        r = rules.setdefault(rule, {"jobs": 0, "s_total": 0.0, "s_max": 0.0})
         s = float(row.get("s", "nan"))
         r["jobs"] += 1
         r["s_total"] += s
         r["s_max"] = max(r["s_max"], s)
-        with contextlib.suppress(KeyError, ValueError):
-            rss = float(row["max_rss"])
-            r["max_rss_mb"] = rss if r["max_rss_mb"] is None else max(r["max_rss_mb"], rss)
     total = sum(r["s_total"] for r in rules.values())
     for r in rules.values():
         r["share"] = r["s_total"] / total if total else 0.0
@@ -603,9 +600,7 @@ def print_report(res: dict) -> None:
                   f"{o['snakemake_job_s_sum']:.1f} s of job time in {o['wall_s']:.1f} s of "
                   f"wall ({o['snakemake_job_s_sum'] / o['wall_s'] / res['cores']:.0%} of "
                   f"{res['cores']} cores)")
-            # (no memory column: a job run by mvmflow.runner is benchmarked by snakemake as
-            # part of its own process tree, so the records' max_rss is not the job's; the
-            # largest process of the run is in the table above)
+            # (no memory column: see rule_times; the largest process is in the table above)
             print(f"  {'rule':16s} {'jobs':>5s} {'total s':>8s} {'max s':>7s} {'share':>6s}")
             for rule, r in o["rules"].items():
                 print(f"  {rule:16s} {r['jobs']:5d} {r['s_total']:8.1f} {r['s_max']:7.1f} "

@@ -189,9 +189,7 @@ class ChipBlotter:
             if ys.size:
                 out[ys, xs] = blot_image(data, np.ascontiguousarray(self._pm[ys, xs][None]),
                                          fillval=0.0, iscale=self.iscale, interp=interp)[0]
-        inside, iy, ix = self._index
-        valid = np.zeros(self.shape, dtype=bool)
-        valid[inside] = finite[iy, ix]
+        valid = self.defined(image)
         out = np.where(valid, out, np.float32(0.0)).astype(np.float32, copy=False)
         return Blot(out, valid, self.conversion)
 

@@ -400,18 +400,15 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
         # The sampling test's images matter only near pixels that can be cosmic rays
         # (docs/speed.md, "Cosmic-ray rejection"): blot them there alone.
         near3, near5 = sampling_regions(data_e, blot_e, readnoise, crp.snr[1])
-        for name, where in (("own", near3), ("spread", near3), ("upper", near5)):
-            if name == "spread":
-                blotted = blotter.blot(images.pop(name), interp="linear",
-                                       undefined=_UNKNOWN_SPREAD, where=where)
-                blotted.data *= conv
-                blotted.data[~blotted.valid] = np.inf
-            else:
-                blotted = blotter.blot(images.pop(name), sky=sky if name == "upper" else 0.0,
-                                       interp=crp.interp, where=where)
-                blotted.data *= conv
+        own_b = blotter.blot(images.pop("own"), interp=crp.interp, where=near3)
+        upper_b = blotter.blot(images.pop("upper"), sky=sky, interp=crp.interp, where=near5)
+        spread_b = blotter.blot(images.pop("spread"), interp="linear",
+                                undefined=_UNKNOWN_SPREAD, where=near3)
+        for name, blotted in (("own", own_b), ("upper", upper_b), ("spread", spread_b)):
+            blotted.data *= conv
             extra[name] = blotted.data
-            del blotted
+        extra["spread"][~spread_b.valid] = np.inf
+        del own_b, upper_b, spread_b
         extra["core_tolerance"] = crp.core_tolerance
     del blotter
     deriv = derivative(blot_e)

@@ -135,7 +135,6 @@ class Job:
     threads: int = 1
     resources: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
-    scriptdir: str = ""
 
 
 def _plain(value: Any) -> Any:
