@@ -13,10 +13,11 @@ PLUGIN := plugins/snakemake-logger-plugin-mvmflow
 # folders in your working directory..."): not a problem of ours, so not shown
 PIP_QUIET := PYTHONWARNINGS=ignore::UserWarning
 
-.PHONY: demo test test-all lint venv clean
+.PHONY: demo test test-all lint venv clean config-doc
 
-# The workflow alone (what `make demo` needs), then the test and reference extras on top
-# (pytest, ruff, drizzlepac: only the tests and benchmarks use them).
+# The workflow alone (what `make demo` needs), then the test, reference and cluster extras on
+# top (pytest, ruff, drizzlepac, the SLURM executor plugin: only the tests, benchmarks and
+# ci/slurm.sh use them).
 # The workflow's logger plugin is a small distribution of its own (plugins/), installed as
 # a regular package because Snakemake finds plugins by scanning the installed modules.
 $(BIN)/.installed: pyproject.toml $(PLUGIN)/pyproject.toml $(PLUGIN)/snakemake_logger_plugin_mvmflow/__init__.py
@@ -26,7 +27,7 @@ $(BIN)/.installed: pyproject.toml $(PLUGIN)/pyproject.toml $(PLUGIN)/snakemake_l
 	touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed
-	$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e ".[test,reference]"
+	$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e ".[test,reference,cluster]"
 	touch $@
 
 venv: $(BIN)/.installed-test
@@ -44,6 +45,10 @@ lint: $(BIN)/.installed-test
 	$(BIN)/ruff check mvmflow tests scripts benchmarks plugins
 	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
+
+# config/README.md from config/schema.yaml (tests/test_configdoc.py fails when it is stale)
+config-doc: $(BIN)/.installed
+	$(BIN)/python -m mvmflow.configdoc
 
 clean:
 	rm -rf results resources logs .snakemake

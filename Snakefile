@@ -50,6 +50,23 @@ except ValueError as error:
 include: "rules/common.smk"
 
 
+# Tiny bookkeeping jobs run where snakemake runs, never as cluster jobs (seconds of queueing
+# for milliseconds of work); the archive's query and downloads are local too (rules/archive.smk,
+# rules/psf.smk: compute nodes often have no network).
+localrules:
+    all,
+    inputs,
+    screen_report,
+    align_groups,
+    align_report,
+    plan,
+    poller,
+    trailer,
+    manifest,
+    mosaic_trailer,
+    mosaic_manifest,
+
+
 wildcard_constraints:
     exposure=r"[A-Za-z0-9_.\-]+",
     skycell=r"skycell-p\d{4}x\d{2}y\d{2}",
@@ -65,6 +82,7 @@ wildcard_constraints:
 
 
 include: "rules/simulate.smk"
+include: "rules/archive.smk"
 include: "rules/inputs.smk"
 include: "rules/screen.smk"
 include: "rules/align.smk"
@@ -74,6 +92,7 @@ include: "rules/sky.smk"
 include: "rules/layers.smk"
 include: "rules/mosaic.smk"
 include: "rules/cutouts.smk"
+include: "rules/psf.smk"
 
 
 rule all:
@@ -83,4 +102,9 @@ rule all:
 
 
 onsuccess:
-    print(summary_message())
+    from snakemake.exceptions import IncompleteCheckpointException
+
+    try:
+        print(summary_message())
+    except IncompleteCheckpointException:  # a run of targets that need no plan (e.g. psf)
+        pass

@@ -17,7 +17,12 @@ each in its own fresh Python process, one at a time:
   (:func:`mvmflow.resample.drizzle_exposure` with the mask file);
 - ``cr_drizzle`` (map, per exposure): the workflow's job, the two steps above in one process
   (:func:`mvmflow.crreject.cr_mask_and_drizzle`, ``scripts/cr_drizzle.py``); its mask file
-  and partial are checked to be identical to theirs.
+  is checked to be identical to theirs, and its partial too with ``--final drizzle`` (by
+  default it is the separate partial minus the masked pixels, :mod:`mvmflow.crsubtract`,
+  equal to float32 rounding);
+- ``final_compare`` (with ``--compare-final REPEATS``, per exposure): both ways of making
+  the final partial on the same inputs in one process, timed by CPU time, and their
+  differences.
 
 Each step runs under a small wrapper process that times the step (wall clock, from its start
 to its exit, interpreter start-up and imports included, as a workflow job) and reports
@@ -29,6 +34,7 @@ Run with the project's virtual environment::
 
     .venv/bin/python benchmarks/cr.py                      # 20 ACS/WFC full frames
     .venv/bin/python benchmarks/cr.py --n 3 --detector wfc3_uvis
+    .venv/bin/python benchmarks/cr.py --n 4 --compare-final 3   # final partial both ways
 """
 
 from __future__ import annotations
@@ -141,13 +147,73 @@ def step_cr_drizzle(spec: dict) -> dict:
 
     info, final = cr_mask_and_drizzle(spec["exposure"], spec["median"], _frame(spec["frame"]),
                                       spec["params"], spec["drizzle_params"], spec["mask"],
-                                      partial=spec["partial"])
+                                      partial=spec["partial"], final=spec["final"])
     write_partial(final, spec["output"])
     return {"ncr": info.ncr}
 
 
+def step_final_compare(spec: dict) -> dict:
+    """The cr_drizzle job's final partial both ways on the same inputs, in one process: the
+    masks (with the blot's maps kept, not timed), then ``--repeats`` times each the full
+    re-drizzle (``resample.drizzle_exposure`` with the masks) and the subtraction (read the
+    separate partial + ``crsubtract.subtract_masked``), timed by ``time.process_time``
+    (CPU time of this process: a shared machine's load changes it less than wall time);
+    and the differences of the two partials."""
+    import numpy as np
+
+    from mvmflow.crreject import _mask_inputs, chip_cr_mask
+    from mvmflow.crsubtract import subtract_masked
+    from mvmflow.partials import PartialFile
+    from mvmflow.resample import drizzle_exposure
+
+    frame = _frame(spec["frame"])
+    chips, crp, readnoise, own = _mask_inputs(spec["exposure"], spec["median"], spec["params"],
+                                              None, None, spec["partial"])
+    kept, masks = [], []
+    for chip in chips:
+        masks.append(chip_cr_mask(chip, spec["median"], spec["params"], readnoise=readnoise,
+                                  own=own, crp=crp, maps=kept)[0])
+    t_old, t_new = [], []
+    for _ in range(spec["repeats"]):
+        t0 = time.process_time()
+        old = drizzle_exposure(chips, frame, spec["drizzle_params"], cr_masks=masks)
+        t1 = time.process_time()
+        new = subtract_masked(PartialFile.open(spec["partial"]).read(), chips, frame,
+                              spec["drizzle_params"], masks, kept=kept, copy=False)
+        t2 = time.process_time()
+        t_old.append(t1 - t0)
+        t_new.append(t2 - t1)
+    sep = PartialFile.open(spec["partial"]).read()
+    w_sep = sep.weight.astype(np.float64)
+    wn, wo = new.weight.astype(np.float64), old.weight.astype(np.float64)
+    fn, fo = new.flux.astype(np.float64), old.flux.astype(np.float64)
+    both = (wn > 0) & (wo > 0) & ((wn != wo) | (fn != fo))
+    rw = np.abs(wn - wo)[both] / wo[both]
+    rf = np.abs(fn - fo)[both] / np.maximum(np.abs(fo[both]), 1e-30)
+    dropped = (wo > 0) & (wn == 0)
+    return {
+        "old_cpu_s": t_old, "new_cpu_s": t_new,
+        "masked": sum(int(m.sum()) for m in masks),
+        "kept_map_px": [0 if k is None else int(k.index.size) for k in kept],
+        "pixels_differ": int(np.count_nonzero((wn != wo) | (fn != fo))),
+        "pixels_covered": int(np.count_nonzero(wo > 0)),
+        "weight_rel_max": float(rw.max(initial=0)),
+        "weight_rel_p99": float(np.percentile(rw, 99)) if rw.size else 0.0,
+        "flux_rel_max": float(rf.max(initial=0)),
+        "flux_rel_p99": float(np.percentile(rf, 99)) if rf.size else 0.0,
+        "weight_abs_over_separate_max": float(
+            (np.abs(wn - wo)[both] / w_sep[both]).max(initial=0)),
+        "dropped_slivers": int(dropped.sum()),
+        "dropped_rel_max": float((wo[dropped] / w_sep[dropped]).max(initial=0)),
+        "added": int(np.count_nonzero((wn > 0) & (wo == 0))),
+        "nchips_differ": int(np.count_nonzero(new.nchips != old.nchips)),
+        "records_equal": new.chips == old.chips,
+    }
+
+
 STEPS = {"imports": step_imports, "drizzle": step_drizzle, "drizzle_cr": step_drizzle,
-         "cr_median": step_median, "cr_mask": step_cr_mask, "cr_drizzle": step_cr_drizzle}
+         "cr_median": step_median, "cr_mask": step_cr_mask, "cr_drizzle": step_cr_drizzle,
+         "final_compare": step_final_compare}
 
 
 def run_step_here(kind: str, spec_path: str) -> None:
@@ -294,6 +360,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "temporary directory)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out",
                    help="directory of cr.json (default benchmarks/out)")
+    p.add_argument("--final", choices=("subtract", "drizzle"), default="subtract",
+                   help="how the cr_drizzle job makes the final partial "
+                        "(mvmflow.crreject.cr_mask_and_drizzle; default subtract)")
+    p.add_argument("--compare-final", type=int, default=0, metavar="REPEATS",
+                   help="also time both ways of making the final partial on the same "
+                        "inputs, REPEATS times each, in one process per exposure "
+                        "(CPU time), and report their differences (default 0: off)")
     p.add_argument("--keep", action="store_true",
                    help="keep the working directory (inputs, partials, median, masks, logs)")
     args = p.parse_args(argv)
@@ -351,7 +424,7 @@ def _run(args, work: Path) -> int:
     load_before = os.getloadavg()
     rows: dict[str, list[dict]] = {"imports": [], "drizzle": [], "cr_median": [],
                                    "cr_mask": [], "drizzle_cr": [], "cr_drizzle": []}
-    same_as_two_steps = []
+    same_as_two_steps, compare = [], []
     t_start = time.perf_counter()
     rows["imports"].append(run_measured("imports", {}, work, "imports"))
     parts_dir, cr_dir, final_dir = work / "partials", work / "cr", work / "partials_cr"
@@ -408,16 +481,32 @@ def _run(args, work: Path) -> int:
         r = run_measured("cr_drizzle", {
             "exposure": e["file"], "median": str(medians[0]), "frame": e["frame"],
             "params": setup["params"], "drizzle_params": setup["drizzle_params"],
-            "mask": str(one_mask), "output": str(one_final), "partial": str(part)},
-            work, f"cr_drizzle_{stem}")
+            "mask": str(one_mask), "output": str(one_final), "partial": str(part),
+            "final": args.final}, work, f"cr_drizzle_{stem}")
         rows["cr_drizzle"].append(r)
-        same_as_two_steps.append(_sha256(one_mask) == _sha256(mask)
-                                 and _sha256(one_final) == _sha256(final))
+        # the partial is the same to the bit when drizzled again (--final drizzle); by
+        # subtraction it differs at float32 rounding (--compare-final reports how much)
+        same_as_two_steps.append(_sha256(one_mask) == _sha256(mask) and (
+            args.final != "drizzle" or _sha256(one_final) == _sha256(final)))
         one_mask.unlink()
         one_final.unlink()
         print(f"  cr_drizzle {i + 1:2d}/{n} {stem}: {r['wall_s']:6.1f} s "
               f"{r['peak_rss_mb']:6.0f} MB (same files as the two steps: "
               f"{same_as_two_steps[-1]})", flush=True)
+        if args.compare_final:
+            r = run_measured("final_compare", {
+                "exposure": e["file"], "median": str(medians[0]), "frame": e["frame"],
+                "params": setup["params"], "drizzle_params": setup["drizzle_params"],
+                "partial": str(part), "repeats": args.compare_final}, work,
+                f"final_compare_{stem}")
+            compare.append(r)
+            print(f"  final      {i + 1:2d}/{n} {stem}: CPU s drizzle again "
+                  f"{statistics.median(r['old_cpu_s']):.2f}, subtract "
+                  f"{statistics.median(r['new_cpu_s']):.2f}; {r['pixels_differ']} pixels "
+                  f"differ, weight rel. max {r['weight_rel_max']:.2g} (99% "
+                  f"{r['weight_rel_p99']:.2g}), flux rel. max {r['flux_rel_max']:.2g} (99% "
+                  f"{r['flux_rel_p99']:.2g}), {r['dropped_slivers']} slivers dropped",
+                  flush=True)
     elapsed = time.perf_counter() - t_start
     load_after = os.getloadavg()
 
@@ -471,8 +560,9 @@ def _run(args, work: Path) -> int:
     print(f"cosmic-ray pixels per exposure: median {statistics.median(ncr):.0f} "
           f"(min {min(ncr)}, max {max(ncr)}); masked in the final drizzle: "
           f"{sum(r['masked'] for r in rows['drizzle_cr'])} in all")
-    print(f"cr_drizzle (the workflow's job) wrote the same mask file and partial as cr_mask + "
-          f"drizzle_cr for {sum(same_as_two_steps)} of {n} exposures")
+    what = "mask file and partial" if args.final == "drizzle" else "mask file"
+    print(f"cr_drizzle (the workflow's job, final partial by {args.final}) wrote the same "
+          f"{what} as cr_mask + drizzle_cr for {sum(same_as_two_steps)} of {n} exposures")
     print(f"totals (wall, sum over steps): cosmic-ray steps (median + masks + final "
           f"drizzles) {cr_total:.1f} s, with the separate drizzles {all_total:.1f} s "
           f"({all_total / n:.1f} s per exposure); whole measured run {elapsed:.1f} s; "
@@ -493,7 +583,7 @@ def _run(args, work: Path) -> int:
         "stack_mb": stack_mb, "median_identical_across_budgets": same_medians,
         "summary": summaries, "cr_drizzle_same_files": same_as_two_steps,
         "cr_total_s": cr_total, "total_s": all_total,
-        "elapsed_s": elapsed, "steps": rows,
+        "elapsed_s": elapsed, "steps": rows, "final_compare": compare,
     }
     path = args.out / "cr.json"
     path.write_text(json.dumps(result, indent=1, default=str))

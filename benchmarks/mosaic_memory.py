@@ -13,7 +13,7 @@ their seconds and two peak RSS figures of the largest job:
   of its own resident set, from ``/proc/self/status``) to a file when it exits, through a
   ``sitecustomize`` hook put on the runs' ``PYTHONPATH`` (nothing in the workflow changes);
 - sampled: the ``max_rss`` column of snakemake's own records
-  (``<workdir>/logs/benchmarks/<rule>/...tsv``, the ``benchmark:`` directive), which polls
+  (``<workdir>/results/logs/benchmarks/<rule>/...tsv``, the ``benchmark:`` directive), which polls
   the job's processes every 0.5 s for 15 s and every 30 s after that, so it can miss a
   short peak.
 
@@ -26,7 +26,7 @@ its jobs).
 
 For the ``--untiled`` largest sizes, the mosaic is made again with ``tile_size`` equal to
 its larger side (one tile): the tiled product is set aside, the tiled run's records are
-moved to ``logs/benchmarks_tiled``, and snakemake is asked for the mosaic product only, so
+moved to ``results/logs/benchmarks_tiled``, and snakemake is asked for the mosaic product only, so
 the plan, the sky offsets (they depend on the plan file), the tile and the product are
 redone and the exposures' partials are reused. The plan file is deleted first: with it in
 place, snakemake builds the DAG from the old plan's tiles and fails after rerunning the
@@ -195,7 +195,7 @@ def run_workflow(work: Path, config: dict, cores: int, tag: str,
     argv = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"),
             "--directory", str(work), "--cores", str(cores), "--configfile", str(cfg)]
     res = run_timed(argv, work, work / f"{tag}.log", env=env)
-    res["rules"] = rule_stats(work / "logs" / "benchmarks", work / f"{tag}_peaks.tsv")
+    res["rules"] = rule_stats(work / "results" / "logs" / "benchmarks", work / f"{tag}_peaks.tsv")
     return res
 
 
@@ -287,7 +287,7 @@ def run_untiled(work: Path, config: dict, info: dict, cores: int) -> dict:
     # fails re-evaluating the stale tile jobs: "InputFunctionException in rule mosaic_tile
     # ... IndexError: list index out of range" in mosaic_tile_box (tile=t0001).
     (work / "results" / "plan" / "plan.json").unlink()
-    bench = work / "logs" / "benchmarks"
+    bench = work / "results" / "logs" / "benchmarks"
     bench.rename(bench.with_name("benchmarks_tiled"))
     size = max(info["nx"], info["ny"], 64)
     config = {**config, "mosaic": {**config["mosaic"], "tile_size": size}}

@@ -29,7 +29,7 @@ south-west quarter of the sky cell), ``whole`` (all of them) and ``mosaic`` (a c
 over about 2 x 2 sky cells: ``fullcell_2x2``), each with ``keep_intermediates`` true and
 false. Per run: wall time, the largest job's peak RSS (exact: every job's Python process
 reports its ``VmHWM`` through a ``sitecustomize`` hook; and snakemake's sampled ``max_rss``
-of the ``logs/benchmarks`` records), the largest process (snakemake included), and the
+of the ``results/logs/benchmarks`` records), the largest process (snakemake included), and the
 disk of the intermediates (partials/, partials_cr/, cr/, tiles/, mosaic/partials,
 mosaic/tiles) at their peak during the run (sampled) and at the end, per input exposure.
 ``--reference`` also runs drizzlepac's ``run_mvm_processing`` on the whole sky cell (as
@@ -509,7 +509,7 @@ def rule_peaks(work: Path, peaks: Path) -> dict:
     for line in peaks.read_text().splitlines() if peaks.is_file() else []:
         rule, kb = line.split("\t")
         exact[rule] = max(exact.get(rule, 0.0), int(kb) / 1024.0)
-    bench = work / "logs" / "benchmarks"
+    bench = work / "results" / "logs" / "benchmarks"
     rows: dict[str, list[dict]] = {}
     for tsv in sorted(bench.rglob("*.tsv")) if bench.is_dir() else []:
         head, *body = tsv.read_text().splitlines()

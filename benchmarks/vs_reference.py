@@ -37,7 +37,7 @@ live process of the run, sampled every 0.1 s with psutil.
 Printed: one table with a row per (workload, mode) (wall time, largest process, whole-run
 PSS, each ours / reference, the number of snakemake jobs, the load average before the
 round); per (workload, mode), where our run's time went, per rule, from its snakemake
-benchmark records (``logs/benchmarks/<rule>/...tsv``); and, per layer both produced, the
+benchmark records (``results/logs/benchmarks/<rule>/...tsv``); and, per layer both produced, the
 comparison of the products (frame, flux ratio, ``|SCI_ours - SCI_ref| / ERR``; see
 benchmarks/README.md). Everything also goes to ``<out>/vs_reference_<workloads>_<reference
 sky>.json``.
@@ -266,11 +266,11 @@ def run_reference(data: Path, members: dict[str, list[str]], cells: list[str], w
 
 
 def rule_times(run: Path) -> dict:
-    """Per rule, from the run's snakemake benchmark records (``logs/benchmarks/<rule>.tsv`` or
-    ``logs/benchmarks/<rule>/.../*.tsv``; column ``s`` is a job's wall seconds): jobs, total
+    """Per rule, from the run's snakemake benchmark records (``results/logs/benchmarks/<rule>.tsv`` or
+    ``.../<rule>/.../*.tsv``; column ``s`` is a job's wall seconds): jobs, total
     and longest seconds. (Their ``max_rss`` is not read: a job run by mvmflow.runner is
     recorded as part of snakemake's process tree.)"""
-    bench = run / "logs" / "benchmarks"
+    bench = run / "results" / "logs" / "benchmarks"
     rules: dict[str, dict] = {}
     for tsv in sorted(bench.rglob("*.tsv")) if bench.is_dir() else []:
         head, *body = tsv.read_text().splitlines() or [""]

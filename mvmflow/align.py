@@ -28,7 +28,18 @@ and fitting in :mod:`mvmflow.fitting`, fits by ``tweakwcs``):
    ``absolute-group``). Visits that failed the relative step try the catalogue directly.
    A failed group fit leaves the relative solution (flagged); a failed catalogue query
    too (recorded in the notes). Nothing raises for a bad fit.
-4. The chip WCSs are corrected through ``tweakwcs``' FITS WCS corrector (``CRVAL`` and
+4. **Every exposure checked** (:func:`_verify_members`): a visit's solution is right for
+   its exposures only if they kept their relative pointing (guide-star reacquisitions can
+   move one by tenths of an arcsecond). Each exposure's own sources, moved by its visit's
+   solution, are matched to the catalogue at its epoch (else, relative only or with too few
+   catalogue stars of its own, to the group's other exposures that agree with theirs); with
+   fewer than ``member_min_matches`` matches or a median offset beyond
+   ``member_max_offset_mas`` it is fitted on its own, to the catalogue (``absolute-own``,
+   ``FIT_IMG_<CAT>``) or to those exposures (``relative-own``), and when that fails too it
+   keeps its header WCS (``unaligned``, flagged); both are logged as warnings. So no
+   exposure says ``absolute`` or ``FIT_MVM_*`` without matches of its own (only the lone
+   exposure of a relative-only group, its own reference, has none).
+5. The chip WCSs are corrected through ``tweakwcs``' FITS WCS corrector (``CRVAL`` and
    ``CD`` only; distortion kept) and written as solution files, with per-exposure figures:
    sources matched to the reference after the solution and their RMS along RA and Dec.
 
@@ -106,6 +117,14 @@ class AlignParams:
         Added in quadrature to every position error for the fit weights.
     margin_arcsec : float
         Margin of the Gaia cone and of the catalogue selection around the exposures.
+    member_min_matches : int
+        The check of every exposure against its visit's solution: fewest matches of the
+        exposure's own sources (to the catalogue, else to the group's verified exposures)
+        with which it agrees ...
+    member_max_offset_mas : float
+        ... and largest median offset of those matches (mas; at least three times the
+        offset's own uncertainty, ``RMS / sqrt(n)``). An exposure failing the check is
+        fitted on its own, or left unaligned and flagged.
     """
 
     fitgeom: str = "general"
@@ -122,6 +141,8 @@ class AlignParams:
     group_by: str = "visit"
     error_floor_mas: float = 2.0
     margin_arcsec: float = 30.0
+    member_min_matches: int = 3
+    member_max_offset_mas: float = 10.0
 
     @classmethod
     def from_dict(cls, values: dict | None) -> AlignParams:
@@ -385,6 +406,7 @@ class _Unit:
     relative: FitResult | None = None
     absolute: FitResult | None = None
     notes: list = field(default_factory=list)
+    in_catalog: bool = False  # relative-own: fitted to exposures tied to the catalogue
 
     def transformed(self, transform: Affine | None = None):
         t = self.transform if transform is None else transform
@@ -436,15 +458,20 @@ def _relative(units: list[_Unit], params: AlignParams) -> None:
         ref_sig = np.concatenate([ref_sig, sig[new]])
 
 
+def _catalog_ref(e: _Exposure, refcat: Table, plane: Plane, cache: dict):
+    """The reference catalogue at the exposure's epoch on the plane: (xy, sigma) arcsec."""
+    if e.name not in cache:
+        ra, dec, sigma = positions_at(refcat, e.jyear)
+        rx, ry = plane.to_plane(ra, dec)
+        cache[e.name] = (np.column_stack([rx, ry]), sigma / 1000.0)
+    return cache[e.name]
+
+
 def _refcat_sets(unit: _Unit, transform: Affine, refcat: Table, plane: Plane,
                  cache: dict) -> list[_Set]:
     sets = []
     for e, xy in zip(unit.exposures, unit.transformed(transform), strict=True):
-        if e.name not in cache:
-            ra, dec, sigma = positions_at(refcat, e.jyear)
-            rx, ry = plane.to_plane(ra, dec)
-            cache[e.name] = (np.column_stack([rx, ry]), sigma / 1000.0)
-        ref, rsig = cache[e.name]
+        ref, rsig = _catalog_ref(e, refcat, plane, cache)
         sets.append(_Set(xy, e.sigma, ref, rsig))
     return sets
 
@@ -501,7 +528,8 @@ def _absolute(units: list[_Unit], refcat: Table, plane: Plane, params: AlignPara
             u.notes.append("absolute fit failed")
 
 
-def _clipped_rms(dx: np.ndarray, dy: np.ndarray) -> tuple[int, float, float]:
+def _clip(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Residuals kept by an iterative 3-sigma clip of their distance from zero."""
     keep = np.ones(dx.size, dtype=bool)
     for _ in range(5):
         if keep.sum() < 2:
@@ -512,10 +540,230 @@ def _clipped_rms(dx: np.ndarray, dy: np.ndarray) -> tuple[int, float, float]:
         if (new == keep).all():
             break
         keep = new
+    return keep
+
+
+def _clipped_rms(dx: np.ndarray, dy: np.ndarray) -> tuple[int, float, float]:
+    keep = _clip(dx, dy)
     n = int(keep.sum())
     if n == 0:
         return 0, float("nan"), float("nan")
     return n, float(np.sqrt(np.mean(dx[keep] ** 2))), float(np.sqrt(np.mean(dy[keep] ** 2)))
+
+
+# --------------------------------------------------------------------------------------
+# every exposure checked against its visit's solution
+
+
+@dataclass(frozen=True)
+class _Check:
+    """An exposure's own sources, through a solution, against a reference (mas)."""
+
+    n: int
+    dx: float
+    dy: float
+    scatter: float
+
+    @property
+    def offset(self) -> float:
+        return math.hypot(self.dx, self.dy)
+
+    def agrees(self, params: AlignParams) -> bool:
+        """Enough matches, and their median offset within the tolerance."""
+        if self.n < max(1, params.member_min_matches):
+            return False
+        limit = max(params.member_max_offset_mas, 3.0 * self.scatter / math.sqrt(self.n))
+        return self.offset <= limit
+
+    def describe(self) -> str:
+        if self.n == 0:
+            return "0 matches"
+        return f"{self.n} match{'es' if self.n != 1 else ''}, median offset {self.offset:.1f} mas"
+
+
+def _check(xy: np.ndarray, ref: np.ndarray, tol: float) -> _Check:
+    i, j = match_nearest(xy, ref, tol)
+    if len(i) == 0:
+        return _Check(0, float("nan"), float("nan"), float("nan"))
+    d = (ref[j] - xy[i]) * 1000.0
+    keep = _clip(d[:, 0] - np.median(d[:, 0]), d[:, 1] - np.median(d[:, 1]))
+    d = d[keep]
+    mx, my = (float(v) for v in np.median(d, axis=0))
+    scatter = float(np.hypot(np.std(d[:, 0]), np.std(d[:, 1]))) if len(d) > 1 else 0.0
+    return _Check(len(d), mx, my, scatter)
+
+
+def _fit_tolerance(fit: FitResult | None, params: AlignParams) -> float:
+    """Matching radius after a solution (arcsec): that of the refinements, at least 0.05."""
+    rms = fit.rms if (fit is not None and fit.ok) else 50.0
+    return max(params.refine_sigma * rms / 1000.0, params.refine_floor, 0.05)
+
+
+def _unit_fit(u: _Unit) -> FitResult | None:
+    return u.absolute if u.status.startswith("absolute") else u.relative
+
+
+def _moved(e: _Exposure, transform: Affine) -> np.ndarray:
+    return np.column_stack(transform(e.px, e.py))
+
+
+def _verify_members(units: list[_Unit], refcat: Table | None, plane: Plane,
+                    params: AlignParams, cache: dict) -> tuple[list[_Unit], set]:
+    """Check every exposure of an aligned unit against the unit's solution.
+
+    Each exposure's own sources, moved by its unit's transform, are matched to the reference
+    catalogue at its epoch (units tied to the catalogue) or to the other exposures of the
+    group that agree with their solutions (relative units, and exposures with too few
+    catalogue stars of their own). An exposure that does not agree (too few matches, or a
+    median offset beyond the tolerance, :meth:`_Check.agrees`) is fitted on its own: to the
+    catalogue (``absolute-own``), else to the agreeing exposures (``relative-own``); when both
+    fail it is left on its header WCS (``unaligned``, flagged). Such exposures leave their
+    unit for a unit of their own.
+
+    Returns
+    -------
+    units : list of _Unit
+        The units, with the exposures that were split off as units of their own.
+    relative_checked : set of str
+        Exposures whose figures are matches to the other exposures, not to the catalogue.
+    """
+    aligned = [u for u in units if u.status != "unaligned" and u.exposures]
+    members = [(u, e) for u in aligned for e in u.exposures]
+    if not members:
+        return units, set()
+    placed: dict[str, tuple[_Exposure, Affine, bool]] = {}  # agreeing: (e, transform, tied)
+    pending: list[tuple[_Unit, _Exposure, _Check | None]] = []
+    for u, e in members:
+        if refcat is not None and u.status.startswith("absolute"):
+            ref, _ = _catalog_ref(e, refcat, plane, cache)
+            check = _check(_moved(e, u.transform), ref, _fit_tolerance(u.absolute, params))
+            if check.agrees(params):
+                placed[e.name] = (e, u.transform, True)
+                continue
+            pending.append((u, e, check))
+        else:
+            pending.append((u, e, None))
+    relative_checked: set = set()
+    # relative units: each exposure against every other aligned exposure (majority rule)
+    first = []
+    for u, e, check in pending:
+        if check is None:
+            others = [(f, v.transform) for v, f in members if f is not e]
+            rel = _relative_check(e, u.transform, others, _fit_tolerance(u.relative, params))
+            if rel.agrees(params):
+                placed[e.name] = (e, u.transform, False)
+                relative_checked.add(e.name)
+                continue
+        first.append((u, e, check))
+    if not placed and first:
+        # nothing agrees with anything: the reference unit's richest exposure anchors
+        u, e, _ = max(first, key=lambda t: (t[0].status == "reference", len(t[1].px)))
+        placed[e.name] = (e, u.transform, u.status.startswith("absolute"))
+        relative_checked.add(e.name)
+        first = [t for t in first if t[1] is not e]
+    out = list(units)
+    for u, e, check in sorted(first, key=lambda t: -len(t[1].px)):
+        if len(e.px) < max(1, params.member_min_matches):
+            # nothing can check it (nor fit it): its visit's solution is the best estimate of
+            # its WCS, applied but never reported as aligned (status inherited, flagged)
+            reason = (f"too few sources of its own ({len(e.px)}) to check the solution of "
+                      f"{u.key}: that solution is applied, unverified")
+            _split(out, u, e, "inherited", None, reason)
+            log.warning("%s: UNVERIFIED: %s", e.name, reason)
+            continue
+        why = f"its own sources disagree with the solution of {u.key} ("
+        if check is not None:
+            why += f"catalogue: {check.describe()}; "
+        if refcat is not None and u.status.startswith("absolute"):
+            ref, rsig = _catalog_ref(e, refcat, plane, cache)
+            own = _match_and_fit([_Set(e.xy, e.sigma, ref, rsig)], params, start=u.transform)
+            if own.ok:
+                placed[e.name] = (e, own.transform, True)
+                why = why.rstrip("; ") + "): fitted on its own to the catalogue"
+                _split(out, u, e, "absolute-own", own, why)
+                log.warning("%s: %s, %s fit, %d matches, RMS %.1f mas", e.name, why,
+                            own.geometry, own.nmatches, own.rms)
+                continue
+        others = [(f, t) for f, t, _ in placed.values() if f is not e]
+        tied = bool(others) and all(placed[f.name][2] for f, _ in others)
+        rel = _relative_check(e, u.transform, others, _fit_tolerance(_unit_fit(u), params))
+        if rel.agrees(params):
+            placed[e.name] = (e, u.transform, tied)
+            relative_checked.add(e.name)
+            if check is not None:
+                u.notes.append(f"{e.name}: too few catalogue matches of its own "
+                               f"({check.describe()}); agrees with the group's other "
+                               f"exposures ({rel.describe()})")
+            continue
+        why += f"other exposures: {rel.describe()})"
+        own = FitResult(False, notes=["no agreeing exposure to fit to"])
+        if others:
+            ref, rsig = _merge([_moved(f, t) for f, t in others], [f.sigma for f, _ in others])
+            own = _match_and_fit([_Set(e.xy, e.sigma, ref, rsig)], params, start=u.transform)
+        if own.ok:
+            placed[e.name] = (e, own.transform, tied)
+            relative_checked.add(e.name)
+            why += ": fitted on its own to the group's other exposures"
+            new = _split(out, u, e, "relative-own", own, why)
+            new.in_catalog = tied
+            log.warning("%s: %s, %s fit, %d matches, RMS %.1f mas", e.name, why,
+                        own.geometry, own.nmatches, own.rms)
+            continue
+        reason = (f"{why} and its own fit failed ({'; '.join(own.notes[-2:])}): "
+                  "left on its header WCS")
+        _split(out, u, e, "unaligned", None, reason)
+        log.warning("%s: UNALIGNED: %s", e.name, reason)
+    return [u for u in out if u.exposures], relative_checked
+
+
+def _relative_check(e: _Exposure, transform: Affine, others, tol: float) -> _Check:
+    """``e`` through ``transform`` against the ``(exposure, transform)`` pairs ``others``.
+
+    Their positions are pooled, not merged: a star seen in several of them has several
+    entries, of which mutual nearest-neighbour matching takes one (and pooling is linear in
+    the number of exposures, where merging is not).
+    """
+    if not others:
+        return _Check(0, float("nan"), float("nan"), float("nan"))
+    ref = np.concatenate([_moved(f, t) for f, t in others])
+    return _check(_moved(e, transform), ref, tol)
+
+
+def _split(units: list[_Unit], u: _Unit, e: _Exposure, status: str, fit: FitResult | None,
+           reason: str) -> _Unit:
+    """Move ``e`` out of ``u`` into a unit of its own."""
+    u.exposures.remove(e)
+    new = _Unit(e.rootname, [e], relative=u.relative, absolute=u.absolute, status=status,
+                notes=[reason])
+    if status == "inherited":
+        new.transform, new.geometry = u.transform, u.geometry
+        new.in_catalog = u.status.startswith("absolute") or u.in_catalog
+    elif status == "absolute-own":
+        new.transform, new.absolute, new.geometry = fit.transform, fit, fit.geometry
+    elif status == "relative-own":
+        new.transform, new.relative, new.geometry = fit.transform, fit, fit.geometry
+    units.append(new)
+    return new
+
+
+def _relative_figures(units: list[_Unit], names: set, params: AlignParams) -> dict:
+    """Figures of ``names``: their matches to the group's other aligned exposures."""
+    live = [(u, e) for u in units if u.status != "unaligned" for e in u.exposures]
+    figures = {}
+    for u, e in live:
+        if e.name not in names:
+            continue
+        others = [(f, v.transform) for v, f in live if f is not e]
+        if not others:
+            figures[e.name] = (0, float("nan"), float("nan"))
+            continue
+        ref, _ = _merge([_moved(f, t) for f, t in others], [f.sigma for f, _ in others])
+        xy = _moved(e, u.transform)
+        i, j = match_nearest(xy, ref, _fit_tolerance(_unit_fit(u), params))
+        d = (ref[j] - xy[i]) * 1000.0
+        figures[e.name] = _clipped_rms(d[:, 0], d[:, 1]) if len(i) else (
+            0, float("nan"), float("nan"))
+    return figures
 
 
 def _exposure_figures(units, refcat, plane, params, cache) -> dict:
@@ -610,7 +858,9 @@ def align_exposures(exposure_paths: Sequence, catalogs: Sequence, refcat=None,
     if table is not None:
         _absolute(unit_list, table, plane, params, group)
     cache: dict = {}
+    unit_list, relative_checked = _verify_members(unit_list, table, plane, params, cache)
     figures = _exposure_figures(unit_list, table, plane, params, cache)
+    figures.update(_relative_figures(unit_list, relative_checked, params))
     unit_of = {e.name: u for u in unit_list for e in u.exposures}
     solutions = []
     for e in exposures:
@@ -622,19 +872,21 @@ def align_exposures(exposure_paths: Sequence, catalogs: Sequence, refcat=None,
 
 def _solution(e: _Exposure, u: _Unit, absolute_requested: bool, label: str, plane: Plane,
               group: str, figures, group_notes) -> dict:
-    aligned = u.status != "unaligned"
+    applied = u.status != "unaligned"  # the WCS carries a solution
+    aligned = applied and u.status != "inherited"  # ... that this exposure's sources confirm
     base = base_wcsname(e.wcsname)
-    if u.status.startswith("absolute"):
-        suffix = f"FIT_MVM_{label}"
-    elif aligned:
-        suffix = "FIT_REL_NONE"
-    else:
-        suffix = None
+    tied = u.status.startswith("absolute") or (u.status in ("relative-own", "inherited")
+                                               and u.in_catalog)
+    refcat = label if (tied and absolute_requested) else "NONE"
+    suffix = {"absolute": f"FIT_MVM_{label}", "absolute-group": f"FIT_MVM_{label}",
+              "absolute-own": f"FIT_IMG_{label}", "relative-own": f"FIT_REL_{refcat}",
+              "relative": "FIT_REL_NONE", "reference": "FIT_REL_NONE",
+              "inherited": f"VISIT_{refcat}"}.get(u.status)
     wcsname = (f"{base}-{suffix}" if base else suffix) if suffix else e.wcsname
-    flagged = (not aligned) or (absolute_requested and not u.status.startswith("absolute"))
+    flagged = (not aligned) or (absolute_requested and refcat == "NONE")
     chips = []
     for extver, w in e.wcs.items():
-        corrected = correct_wcs(w, u.transform, plane) if aligned else w
+        corrected = correct_wcs(w, u.transform, plane) if applied else w
         chips.append({
             "extver": int(extver),
             "crpix": [float(v) for v in w.wcs.crpix],
@@ -651,14 +903,14 @@ def _solution(e: _Exposure, u: _Unit, absolute_requested: bool, label: str, plan
         "rootname": e.rootname,
         "visit": e.visit,
         "group": group,
-        "refcat": label if u.status.startswith("absolute") else "NONE",
+        "refcat": refcat,
         "refcat_requested": label,
         "status": u.status,
         "aligned": aligned,
         "flagged": flagged,
         "wcsname": wcsname,
         "original_wcsname": e.wcsname,
-        "fitgeom": u.geometry if aligned else "none",
+        "fitgeom": u.geometry if applied else "none",
         "nmatches": int(n),
         "rms_ra": rms_x,
         "rms_dec": rms_y,

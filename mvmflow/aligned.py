@@ -19,10 +19,15 @@ from pathlib import Path
 from mvmflow.exposure import Exposure
 from mvmflow.records import ChipRecord, ExposureRecord, read_record
 from mvmflow.screen import FOOTPRINT_SAMPLES
-from mvmflow.solution import corrected_chip_wcs, read_solution, solution_keywords
+from mvmflow.solution import (
+    corrected_chip_wcs,
+    read_solution,
+    solution_frame,
+    solution_keywords,
+)
 
 __all__ = ["SOLUTION_SUFFIX", "RECORD_SUFFIX", "REPORT_NAME", "input_key", "aligned_record",
-           "find_file", "load_record", "load_solution"]
+           "alignment_warnings", "find_file", "load_record", "load_solution", "member_frames"]
 
 SOLUTION_SUFFIX = "_wcs.json"
 RECORD_SUFFIX = "_record.json"
@@ -81,3 +86,65 @@ def load_solution(key: str, directories: Iterable[str | os.PathLike]) -> dict | 
     """The solution of input ``key`` from ``directories``, or None (header WCS)."""
     path = find_file(directories, key, SOLUTION_SUFFIX)
     return None if path is None else read_solution(path)
+
+
+def alignment_warnings(sources: Iterable) -> list[str]:
+    """One-line warnings for a run's summary: the exposures left unaligned, and those that
+    disagreed with their visit's solution and were fitted on their own.
+
+    Parameters
+    ----------
+    sources : iterable
+        Solutions (dicts), solution files, or alignment directories (their
+        ``*_wcs.json``).
+
+    Returns
+    -------
+    list of str
+        Empty when every exposure took its group's solution.
+    """
+    solutions = []
+    for item in sources:
+        if isinstance(item, dict):
+            solutions.append(item)
+        elif Path(item).is_dir():
+            solutions += [read_solution(p) for p in sorted(Path(item).glob(f"*{SOLUTION_SUFFIX}"))]
+        else:
+            solutions.append(read_solution(item))
+    lines = []
+    unaligned = [s["file"] for s in solutions if s.get("status") == "unaligned"]
+    own = [s["file"] for s in solutions if str(s.get("status", "")).endswith("-own")]
+    inherited = [s["file"] for s in solutions if s.get("status") == "inherited"]
+    if unaligned:
+        lines.append(f"WARNING: {len(unaligned)} exposure{'s' if len(unaligned) != 1 else ''} "
+                     f"left on the header WCS (unaligned): {', '.join(sorted(unaligned))}")
+    if own:
+        lines.append(f"WARNING: {len(own)} exposure{'s' if len(own) != 1 else ''} disagreed "
+                     f"with their visit's solution and were fitted on their own: "
+                     f"{', '.join(sorted(own))}")
+    if inherited:
+        lines.append(f"WARNING: {len(inherited)} exposure{'s' if len(inherited) != 1 else ''} "
+                     f"had too few sources to check their visit's solution (applied, "
+                     f"unverified): {', '.join(sorted(inherited))}")
+    return lines
+
+
+def member_frames(keys: Iterable[str], directories: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """The astrometric frame of each input of a layer, from the alignment directories.
+
+    Parameters
+    ----------
+    keys : iterable of str
+        The layer's members (input keys, :func:`input_key`; e.g. a plan layer's
+        ``member_keys``).
+    directories : iterable of path
+        The alignment directories (none when alignment is off: every input is ``HEADER``).
+
+    Returns
+    -------
+    dict
+        ``{key: frame}`` (:func:`mvmflow.solution.solution_frame`); more than one distinct
+        value: the layer mixes frames.
+    """
+    directories = list(directories)
+    return {k: solution_frame(load_solution(k, directories)) for k in keys}

@@ -17,6 +17,17 @@ Subcommands::
                                           combine cutouts of neighbouring sky cells
     mvmflow mosaic FILES... [--prefix P] [--tile-size N] [--outdir DIR] [-- SNAKEMAKE...]
                                           run the workflow with a custom mosaic of FILES
+    mvmflow query-products --ra RA --dec DEC --size W [H] [-o DIR]
+                                          the archive's MVM products in a box (ECSV table)
+    mvmflow retrieve TABLE [-o DIR] [--clobber]
+                                          download the products of such a table
+    mvmflow archive-cutouts --ra RA --dec DEC --size W [H] [-o DIR]
+                                          cutouts of the archive's MVM layers (MAST's Hapcut)
+    mvmflow psf query --detector UVIS|IR|WFPC2 [--filter NAME=V|NAME=MIN:MAX ...] -o TABLE
+    mvmflow psf download TABLE --suffix flt,flc [--size 51,101] [--method single|bundle|pool]
+                                          the WFC3/WFPC2 PSF databases and their cutouts
+    mvmflow fetch [--configfile FILE | --table TABLE | --ra RA --dec DEC --radius R]
+                                          fill the local mirror from MAST ahead of a run
 """
 
 from __future__ import annotations
@@ -197,6 +208,189 @@ def _cmd_combine(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+# ---- the archive's MVM products, HAP cutouts and PSF databases (docs/archive.md)
+
+
+def _archive_logging() -> None:
+    """Progress and notes of the archive modules on stderr, once."""
+    import logging
+
+    class _Stderr(logging.StreamHandler):  # the current sys.stderr, even if replaced later
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("mvmflow.archive")
+    if not logger.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("mvmflow: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _report_failures(command: str, exc) -> int:
+    """One line per file that failed (ArchiveError.failed), else the error; exit status 1."""
+    for reason in getattr(exc, "failed", {}).values() or [str(exc)]:
+        print(f"mvmflow {command}: {reason}", file=sys.stderr)
+    return 1
+
+
+def _cmd_query_products(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mvmflow.archive.hap import query_products
+    from mvmflow.names import query_filename
+
+    _archive_logging()
+    table = query_products(args.ra, args.dec, args.size, url=args.mast_url, out_dir=args.out_dir)
+    if not len(table):
+        print(f"mvmflow query-products: no MVM product in the box at ({args.ra}, {args.dec})",
+              file=sys.stderr)
+        return 1
+    print(Path(args.out_dir) / query_filename(args.ra, args.dec, args.size))
+    return 0
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from mvmflow.archive.hap import ArchiveError, retrieve
+
+    _archive_logging()
+    try:
+        paths = retrieve(args.table, args.out_dir, clobber=args.clobber, url=args.mast_url,
+                         workers=args.workers)
+    except ArchiveError as exc:
+        if not hasattr(exc, "failed"):
+            raise
+        paths, status = exc.done, _report_failures("retrieve", exc)
+    else:
+        status = 0
+    for path in paths:
+        print(path)
+    return status
+
+
+def _cmd_archive_cutouts(args: argparse.Namespace) -> int:
+    from mvmflow.archive.hap import archive_cutouts
+
+    _archive_logging()
+    paths = archive_cutouts(args.ra, args.dec, args.size, args.out_dir, url=args.mast_url)
+    for path in paths:
+        print(path)
+    if not paths:
+        print(f"mvmflow archive-cutouts: no MVM layer at ({args.ra}, {args.dec})",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_psf_query(args: argparse.Namespace) -> int:
+    from mvmflow.archive import psf
+
+    _archive_logging()
+    filters: dict = {}
+    for text in args.filter:
+        name, value = psf.parse_filter(text)
+        filters[name] = value
+    table = psf.query(args.detector, filters, args.columns, url=args.mast_url)
+    psf.write_table(table, args.output)
+    n_sub = psf.subarray_count(table)
+    print(f"{args.output}: {len(table)} sources, {n_sub} on subarrays (no cutouts)",
+          file=sys.stderr)
+    return 0
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or N,M") from None
+
+
+def _cmd_psf_download(args: argparse.Namespace) -> int:
+    from mvmflow.archive import psf
+    from mvmflow.archive.hap import ArchiveError
+
+    _archive_logging()
+    table = psf.read_table(args.table)
+    suffixes = [s.strip() for s in args.suffix.split(",") if s.strip()]
+    if len(args.size) not in (1, 2):
+        raise ValueError("--size takes N (every source) or N,M (unsaturated, saturated)")
+    sizes = args.size[0] if len(args.size) == 1 else tuple(args.size)
+    try:
+        paths = psf.download(table, suffixes, sizes, args.out_dir, method=args.method,
+                             workers=args.workers, url=args.mast_url, detector=args.detector)
+    except ArchiveError as exc:
+        if not hasattr(exc, "failed"):
+            raise
+        paths, status = exc.done, _report_failures("psf download", exc)
+    else:
+        status = 0
+    n_sub = psf.subarray_count(table)
+    if n_sub:
+        print(f"mvmflow psf download: {n_sub} subarray sources not requested "
+              "(the database has cutouts of full-frame sources only)", file=sys.stderr)
+    print(f"{len(paths)} cutouts in {args.out_dir}", file=sys.stderr)
+    return status
+
+
+def _add_archive_commands(sub) -> None:
+    """``query-products``, ``retrieve``, ``archive-cutouts`` and ``psf query|download``."""
+    url_help = ("the archive's base URL (default: $MVMFLOW_MAST_URL, else "
+                "https://mast.stsci.edu)")
+
+    def position(p, what):
+        p.add_argument("--ra", type=float, required=True, help="right ascension in degrees")
+        p.add_argument("--dec", type=float, required=True, help="declination in degrees")
+        p.add_argument("--size", type=float, nargs="+", required=True, metavar="ARCSEC",
+                       help=f"{what} size in arcsec: one value (square) or W H (W along RA)")
+        p.add_argument("-o", "--out-dir", default=".", help="output directory (default: .)")
+        p.add_argument("--mast-url", default=None, help=url_help)
+
+    p = sub.add_parser("query-products", help="the archive's MVM layer products in a box "
+                       "(writes mvm_query-ra..-dec.._<radius>_cutout.ecsv)")
+    position(p, "box")
+    p.set_defaults(func=_cmd_query_products)
+
+    p = sub.add_parser("retrieve", help="download the products of a query-products table")
+    p.add_argument("table", help="mvm_query-..._cutout.ecsv")
+    p.add_argument("-o", "--out-dir", default=".", help="output directory (default: .)")
+    p.add_argument("--clobber", action="store_true", help="replace files already there")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default: 4)")
+    p.add_argument("--mast-url", default=None, help=url_help)
+    p.set_defaults(func=_cmd_retrieve)
+
+    p = sub.add_parser("archive-cutouts", help="cutouts of the archive's MVM layers made by "
+                       "MAST's HAP cutout service")
+    position(p, "cutout")
+    p.set_defaults(func=_cmd_archive_cutouts)
+
+    p = sub.add_parser("psf", help="the WFC3 and WFPC2 PSF databases: query, download cutouts")
+    psub = p.add_subparsers(dest="psf_command", required=True, metavar="ACTION",
+                            help="query or download; 'mvmflow psf ACTION --help' for options")
+    q = psub.add_parser("query", help="query a database into an ECSV table of sources")
+    q.add_argument("--detector", required=True, type=str.upper,
+                   choices=["UVIS", "IR", "WFPC2"], help="the database")
+    q.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE",
+                   help="NAME=V1[,V2...] (any of the values) or NAME=MIN:MAX (a range); "
+                        "repeatable; WFPC2's filter is filter_1 (filter works too)")
+    q.add_argument("--columns", default="*", help="columns, comma-separated (default: *)")
+    q.add_argument("-o", "--output", required=True, help="output ECSV table")
+    q.add_argument("--mast-url", default=None, help=url_help)
+    q.set_defaults(func=_cmd_psf_query)
+    d = psub.add_parser("download", help="download the cutouts of a table's sources")
+    d.add_argument("table", help="a table written by 'mvmflow psf query'")
+    d.add_argument("--suffix", required=True, help="file suffixes, comma-separated: raw, flt, "
+                   "flc (UVIS) for WFC3; d0m, c0m for WFPC2")
+    d.add_argument("--size", type=_integers, default=[51, 101], metavar="N[,M]",
+                   help="cutout side for unsaturated (qfit > 0) and saturated sources "
+                        "(default: 51,101)")
+    d.add_argument("--method", default="single", choices=["single", "bundle", "pool"],
+                   help="single requests (default), tar.gz bundles, or a pool of --workers")
+    d.add_argument("--workers", type=int, default=4, help="parallel requests of the pool")
+    d.add_argument("--detector", default=None, type=str.upper,
+                   choices=["UVIS", "IR", "WFPC2"], help="default: the table's")
+    d.add_argument("-o", "--out-dir", default=".", help="output directory (default: .)")
+    d.add_argument("--mast-url", default=None, help=url_help)
+    d.set_defaults(func=_cmd_psf_download)
+
+
 def mosaic_command(args: argparse.Namespace) -> list[str]:
     """The snakemake command line of ``mvmflow mosaic`` (writes the input list file)."""
     from pathlib import Path
@@ -333,6 +527,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-align", action="store_true",
                    help="skip the alignment: drizzle with the exposures' header WCS")
     p.set_defaults(func=_cmd_mosaic, snakemake=[])
+
+    _add_archive_commands(sub)
+
+    from mvmflow.archive.mirror import add_fetch_arguments, run_fetch
+
+    p = sub.add_parser("fetch", help="fill the local mirror with a region's exposures from MAST "
+                       "ahead of a run",
+                       epilog="Exit status 0 when every file to fetch is in the mirror, 1 when "
+                              "some could not be fetched (named on stderr), 2 for a usage or "
+                              "query error. Proprietary files and FLTs of fetched FLCs are "
+                              "listed, not fetched.")
+    add_fetch_arguments(p)
+    p.set_defaults(func=run_fetch)
     return parser
 
 

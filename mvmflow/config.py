@@ -347,6 +347,7 @@ def check_config(config: dict, schema: str | os.PathLike | Mapping, *,
         check_inputs(config["inputs"])
     except ValueError as error:
         where = _source(("inputs",), sources)
-        if config["inputs"] != "demo" and not os.path.isabs(config["inputs"]):
+        spec = config["inputs"]
+        if isinstance(spec, str) and spec != "demo" and not os.path.isabs(spec):
             where += f", relative to {Path.cwd()}"
         _raise([f"{error} (set {where})"])

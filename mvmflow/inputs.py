@@ -6,6 +6,9 @@ The forms make_custom_mosaic accepts, plus the simulated demo:
 - a glob pattern (``data/*_fl?.fits``, ``**`` allowed);
 - a text file listing exposure paths, one per line (blank lines and ``#`` comments are
   skipped; relative paths are relative to the list file's directory);
+- a region of the sky, ``{mast: {...}}``, or a product table (``.ecsv``) written by a region
+  query: the files that arrived in the mirror (:func:`inputs_from_records`;
+  docs/archive.md, "Region queries and the workflow");
 - a poller file (the reference's 10-column MVM or 8-column SVM format, lines with commas):
   each row's last column is the exposure's path; a row whose path does not exist is looked
   up by file name beside the poller file and in the working directory (the reference
@@ -23,10 +26,12 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
     "check_inputs", "exposure_key", "resolve_inputs", "write_input_table", "read_input_table",
+    "is_archive_spec", "inputs_from_records",
 ]
 
 _GLOB_CHARS = "*?["
@@ -128,15 +133,63 @@ def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None) -> di
     return dict(sorted(table.items()))
 
 
-def check_inputs(spec: str) -> None:
-    """Check the ``inputs`` config value at start, before any job, by resolving it.
+def is_archive_spec(spec) -> bool:
+    """Whether the ``inputs`` value takes its files from MAST: a region mapping
+    (``{mast: {...}}``) or a product table (a path ending in ``.ecsv``)."""
+    from mvmflow.archive.table import is_product_table
 
-    ``demo`` is not checked (the workflow makes the demo set); any other value is resolved
-    with :func:`resolve_inputs`, so the check is exactly what the inputs job will do.
+    return isinstance(spec, Mapping) or is_product_table(spec)
+
+
+def inputs_from_records(records: Sequence[str | os.PathLike]
+                        ) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The inputs of a region run: the files whose download records say they arrived.
 
     Parameters
     ----------
-    spec : str
+    records : sequence of paths
+        Download records (:func:`mvmflow.archive.table.write_record`), one per file.
+
+    Returns
+    -------
+    (dict, list)
+        ``{key: path}`` of the files in the mirror, sorted by key, and ``(file name,
+        reason)`` of those that are not (failed downloads, files gone from the mirror).
+    """
+    from mvmflow.archive.table import missing_rows, read_record
+
+    loaded = [read_record(r) for r in records]
+    missing = missing_rows(loaded)
+    gone = {name for name, _ in missing}
+    table = {exposure_key(r["filename"]): r["path"] for r in loaded if r["filename"] not in gone}
+    return dict(sorted(table.items())), missing
+
+
+def _check_archive_spec(spec) -> None:
+    from mvmflow.archive.query import RegionError, parse_region
+    from mvmflow.archive.table import ProductTableError, read_table
+
+    try:
+        if isinstance(spec, Mapping):
+            parse_region(spec)
+        else:
+            read_table(spec)
+    except RegionError as error:
+        raise ValueError(str(error)) from None
+    except ProductTableError as error:
+        raise ValueError(f"inputs: {error}") from None
+
+
+def check_inputs(spec: str | Mapping) -> None:
+    """Check the ``inputs`` config value at start, before any job, by resolving it.
+
+    ``demo`` is not checked (the workflow makes the demo set); a region is parsed and a
+    product table read (:func:`is_archive_spec`); any other value is resolved with
+    :func:`resolve_inputs`, so the check is exactly what the inputs job will do.
+
+    Parameters
+    ----------
+    spec : str or Mapping
         The ``inputs`` config value; relative paths are relative to the working directory.
 
     Raises
@@ -146,6 +199,9 @@ def check_inputs(spec: str) -> None:
         reason (no match, missing list file or listed exposure, unreadable file, ...).
     """
     if spec == "demo":
+        return
+    if is_archive_spec(spec):
+        _check_archive_spec(spec)
         return
     if not any(c in spec for c in _GLOB_CHARS) and Path(spec).is_dir():
         raise ValueError(f"inputs: {spec!r} is a directory; give a glob pattern such as "

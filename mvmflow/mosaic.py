@@ -68,6 +68,7 @@ from mvmflow.plan import (
     sky_group_name,
     tile_boxes,
 )
+from mvmflow.solution import DEFAULT_MIXED_FRAMES, solution_frame
 
 __all__ = [
     "MOSAIC_SCALES",
@@ -222,7 +223,8 @@ def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None 
                 projection_cell="auto", scale: str = "auto", tile_size: int = 4096,
                 layer_method: str = "all", exp_limit: float = 2.0,
                 include_small: bool = True, only_cte: bool = False, margin: int = 4,
-                coverage_size: int = 512) -> MosaicPlan:
+                coverage_size: int = 512, mixed_frames: str = DEFAULT_MIXED_FRAMES,
+                ) -> MosaicPlan:
     """Plan the custom mosaic of the accepted ``records``.
 
     Parameters
@@ -238,7 +240,7 @@ def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None 
     scale : {'auto', 'fine', 'coarse'}
     tile_size : int
         Largest tile side in pixels.
-    layer_method, exp_limit, include_small, only_cte, margin, coverage_size
+    layer_method, exp_limit, include_small, only_cte, margin, coverage_size, mixed_frames
         As :func:`mvmflow.plan.plan_skycells`.
 
     Raises
@@ -274,7 +276,9 @@ def plan_mosaic(records: Iterable, skycell_plan: MvmPlan, *, prefix: str | None 
     anchor = names.format_skycell(pc, 11, 11)
     layers, dropped, notes = build_layers(anchor, inside, layer_method=layer_method,
                                           exp_limit=exp_limit, include_small=include_small,
-                                          only_cte=only_cte)
+                                          only_cte=only_cte, mixed_frames=mixed_frames,
+                                          frames={m.filename: solution_frame(
+                                              by_name[m.filename].alignment) for m in inside})
     plan.notes += notes + [f"{d.filename} left out of the mosaic: {d.reason}" for d in dropped]
     keys = _layer_keys(layers, scale)
 

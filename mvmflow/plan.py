@@ -85,6 +85,7 @@ import numpy as np
 from mvmflow import names
 from mvmflow.grid import Frame, SkyCell, sky_cells_for_footprint
 from mvmflow.poller import format_poller, row_from_record
+from mvmflow.solution import DEFAULT_MIXED_FRAMES, FRAME_HEADER, mixed_frames_drops, solution_frame
 
 __all__ = [
     "COARSE_DETECTORS",
@@ -766,7 +767,9 @@ def _layer_plans(skycell: str, key: tuple, new: list[Member],
 
 def build_layers(skycell: str, members: Iterable[Member], *, layer_method: str = "all",
                  exp_limit: float = 2.0, include_small: bool = True,
-                 only_cte: bool = False) -> tuple[list[LayerPlan], list[Dropped], list[str]]:
+                 only_cte: bool = False, frames: Mapping[str, str] | None = None,
+                 mixed_frames: str = DEFAULT_MIXED_FRAMES,
+                 ) -> tuple[list[LayerPlan], list[Dropped], list[str]]:
     """The layers of one sky cell (without frames or coverage).
 
     Parameters
@@ -777,6 +780,13 @@ def build_layers(skycell: str, members: Iterable[Member], *, layer_method: str =
     layer_method, exp_limit : see :func:`exposure_classes`
     include_small, only_cte : bool
         The ``MVM_INCLUDE_SMALL`` and ``MVM_ONLY_CTE`` switches.
+    frames : mapping, optional
+        ``{filename: astrometric frame}`` (:func:`mvmflow.solution.solution_frame`; a member
+        not in it is on its header WCS); None applies no frame rule.
+    mixed_frames : {'keep', 'drop_unaligned', 'fail'}
+        ``align.mixed_frames`` for layers whose NEW members are in different frames
+        (:func:`mvmflow.solution.mixed_frames_drops`): members left out go to the layer's
+        ``dropped``; ``fail`` raises :class:`mvmflow.solution.MixedFramesError`.
 
     Returns
     -------
@@ -815,6 +825,14 @@ def build_layers(skycell: str, members: Iterable[Member], *, layer_method: str =
         new = [m for m in kept if m.is_new and k in keys_of(m)]
         old = [m for m in kept if not m.is_new and k in keys_of(m)]
         layers += _layer_plans(skycell, k, new, old)
+    if frames is not None:
+        for lay in layers:
+            out = mixed_frames_drops(
+                lay.name, {m.filename: frames.get(m.filename, FRAME_HEADER) for m in lay.members},
+                mixed_frames)
+            lay.dropped += [Dropped.of(m, out[m.filename]) for m in lay.members
+                            if m.filename in out]
+            lay.members = [m for m in lay.members if m.filename not in out]
     notes = []
     old_only = sorted({k for m in kept if not m.is_new for k in keys_of(m)} - set(keys),
                       key=str)
@@ -1219,7 +1237,9 @@ def _plan_skycell(name: str, members: list[Member], records: Mapping, opts: dict
     plan = SkyCellPlan(name=name, members=members, poller=format_poller(rows, "mvm"))
     layers, plan.dropped, plan.notes = build_layers(
         name, members, layer_method=opts["layer_method"], exp_limit=opts["exp_limit"],
-        include_small=opts["include_small"], only_cte=opts["only_cte"])
+        include_small=opts["include_small"], only_cte=opts["only_cte"],
+        frames={m.filename: solution_frame(records[m.filename].alignment) for m in members},
+        mixed_frames=opts["mixed_frames"])
     jobs: list[MapJob] = []
     pc = names.parse_skycell(name)[0]
     for scale in dict.fromkeys(lay.scale for lay in layers):
@@ -1281,7 +1301,7 @@ def plan_skycells(records: Iterable, *, old: Iterable[str | os.PathLike] = (),
                   skycells: Iterable[str] | None = None, layer_method: str = "all",
                   exp_limit: float = 2.0, include_small: bool = True, only_cte: bool = False,
                   margin: int = 4, coverage_size: int = 512,
-                  tile_size: int = 4096) -> MvmPlan:
+                  tile_size: int = 4096, mixed_frames: str = DEFAULT_MIXED_FRAMES) -> MvmPlan:
     """Turn the screen stage's records into the MVM plan.
 
     Parameters
@@ -1305,6 +1325,9 @@ def plan_skycells(records: Iterable, *, old: Iterable[str | os.PathLike] = (),
     tile_size : int
         Largest side in pixels of the tiles each layer is reduced in (its ``tiles``; at
         least :data:`MIN_TILE_SIZE`). The products do not depend on it.
+    mixed_frames : {'keep', 'drop_unaligned', 'fail'}
+        ``align.mixed_frames``: layers whose members' WCSs are in different astrometric
+        frames (the records' ``alignment``; see :func:`build_layers`).
 
     Returns
     -------
@@ -1318,7 +1341,7 @@ def plan_skycells(records: Iterable, *, old: Iterable[str | os.PathLike] = (),
     opts = dict(layer_method=layer_method, exp_limit=float(exp_limit),
                 include_small=bool(include_small), only_cte=bool(only_cte),
                 margin=int(margin), coverage_size=int(coverage_size),
-                tile_size=check_tile_size(tile_size),
+                tile_size=check_tile_size(tile_size), mixed_frames=str(mixed_frames),
                 skycells=None if only is None else sorted(only))
     plan = MvmPlan(options=opts)
     is_old = _old_matcher(old)

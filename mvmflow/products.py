@@ -70,6 +70,7 @@ from mvmflow.headers import (
 )
 from mvmflow.names import LayerName, _check_prefix, parse_manifest_filename
 from mvmflow.provenance import Provenance, collect
+from mvmflow.solution import solution_frame
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -155,21 +156,29 @@ def _alignment_cards(exp_values: Sequence[Mapping]) -> list[tuple]:
     fits_ = [v for v in exp_values if "ALIGNST" in v]
     if not fits_:
         return []
-    aligned = [v for v in fits_ if v["ALIGNST"] != "unaligned"]
+    aligned = [v for v in fits_ if v["ALIGNST"] not in ("unaligned", "inherited")]
+    inherited = [v for v in fits_ if v["ALIGNST"] == "inherited"]
 
     def worst(key):
         vals = [float(v[key]) for v in aligned if np.isfinite(float(v.get(key, np.nan)))]
         return round(max(vals), 3) if vals else "N/A"
 
     refcats = sorted({str(v.get("REFCAT", "NONE")) for v in aligned})
+    # every input, aligned or not (mvmflow.solution.solution_frame)
+    frames = sorted({solution_frame({"ALIGNST": v.get("ALIGNST", "unaligned"),
+                                     "REFCAT": v.get("REFCAT", "NONE")}) for v in exp_values})
     return [
         ("NALIGNED", len(aligned), "inputs with an alignment fit"),
-        ("NUNALIGN", len(fits_) - len(aligned), "inputs left on their header WCS"),
+        ("NUNALIGN", len(fits_) - len(aligned) - len(inherited),
+         "inputs left on their header WCS"),
+        ("NINHERIT", len(inherited), "inputs given their visit's solution, unverified"),
         ("ALNREFC", ",".join(refcats) or "NONE", "reference catalogue(s) of the alignment"),
         ("ALNRMSRA", worst("RMS_RA"), "[mas] largest input fit RMS in RA"),
         ("ALNRMSDE", worst("RMS_DEC"), "[mas] largest input fit RMS in Dec"),
         ("ALNMINMT", min((int(v.get("NMATCHES", 0)) for v in aligned), default=0),
          "fewest matches of an aligned input"),
+        ("ALNFRAME", ",".join(frames), "astrometric frame(s) of the inputs' WCSs"),
+        ("ALNMIXED", len(frames) > 1, "inputs in different astrometric frames"),
     ]
 
 

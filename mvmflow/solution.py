@@ -20,16 +20,35 @@ Solution file (JSON, keys sorted, no dates: a rerun writes identical bytes)::
     status            absolute        fitted to the reference catalogue (per visit)
                       absolute-group  aligned to the others, the group fitted to the catalogue
                                       (the visit alone had too few catalogue stars)
+                      absolute-own    the exposure disagreed with its visit's solution and
+                                      was fitted to the catalogue on its own
+                      relative-own    the exposure disagreed with its visit's solution and
+                                      was fitted on its own to the group's exposures that
+                                      agree with theirs
+                      inherited       the exposure had too few sources of its own to
+                                      check its visit's solution: that solution is
+                                      applied, unverified (not aligned, flagged)
                       relative        aligned to the other visits only
                       reference       the visit the others were aligned to (relative only)
-                      unaligned       no acceptable fit: the original WCS is kept
+                      unaligned       no acceptable fit (or the exposure disagreed with its
+                                      visit and could not be fitted on its own): the
+                                      original WCS is kept
     aligned, flagged  booleans (flagged: unaligned, or the requested absolute fit failed)
-    wcsname           <original WCSNAME up to "-FIT">-FIT_MVM_<REFCAT> (absolute),
-                      <...>-FIT_REL_NONE (relative), or the original WCSNAME (unaligned)
+    wcsname           <original WCSNAME up to "-FIT">-FIT_MVM_<REFCAT> (absolute,
+                      absolute-group), -FIT_IMG_<REFCAT> (absolute-own, the reference's name
+                      for an image fitted on its own), -FIT_REL_<REFCAT> (relative-own:
+                      <REFCAT> when the exposures it was fitted to are tied to the catalogue,
+                      else NONE), -FIT_REL_NONE (relative, reference), -VISIT_<REFCAT>
+                      or -VISIT_NONE (inherited: no FIT, nothing was fitted to it), or the original
+                      WCSNAME (unaligned)
     original_wcsname
     fitgeom           geometry of the last fit that set the WCS (shift, rshift, rscale,
                       general; "none" when unaligned)
-    nmatches          this exposure's sources matched to the reference after the solution
+    nmatches          this exposure's own sources matched to the reference after the
+                      solution: the catalogue, or (relative statuses, and exposures with too
+                      few catalogue stars of their own) the group's other exposures; an
+                      aligned exposure has at least ``member_min_matches`` of them
+                      (mvmflow.align.AlignParams), except a lone relative reference
     rms_ra, rms_dec   their RMS residuals along RA and Dec, mas (null without matches)
     transform         the total correction on the plane: {"matrix": 2x2, "shift": [x, y]}
                       (arcsec, x east, y north) about plane {"ra", "dec"}
@@ -42,6 +61,14 @@ Solution file (JSON, keys sorted, no dates: a rerun writes identical bytes)::
 
 :func:`solution_keywords` gives the header keywords the layer products record per input
 (``WCSNAME``, ``RMS_RA``, ``RMS_DEC``, ``NMATCHES``, ``FITGEOM``, ``ALIGNST``).
+
+**Astrometric frames.** :func:`solution_frame` names the frame an input's WCS is in: the
+reference catalogue (``GAIADR3``, ``REFCAT``, ...) for inputs tied to it, ``RELATIVE`` for
+inputs aligned to each other only, ``HEADER`` for inputs on their header WCS (unaligned, or
+alignment off). :func:`layer_frames` gives them per member of a layer; a layer whose members
+are in more than one frame is *mixed*, and :func:`mixed_frames_drops` applies the
+``align.mixed_frames`` setting to it (:data:`MIXED_FRAMES_MODES`; default
+:data:`DEFAULT_MIXED_FRAMES`).
 """
 
 from __future__ import annotations
@@ -60,13 +87,21 @@ from astropy.wcs import WCS
 from mvmflow.workflow import atomic_path
 
 __all__ = [
+    "DEFAULT_MIXED_FRAMES",
+    "FRAME_HEADER",
+    "FRAME_RELATIVE",
+    "MIXED_FRAMES_MODES",
     "SOLUTION_FORMAT",
     "SOLUTION_VERSION",
     "STATUSES",
+    "MixedFramesError",
     "apply_solution",
     "corrected_chip_wcs",
+    "layer_frames",
+    "mixed_frames_drops",
     "read_solution",
     "report_table",
+    "solution_frame",
     "solution_keywords",
     "write_report",
     "write_solution",
@@ -74,7 +109,18 @@ __all__ = [
 
 SOLUTION_FORMAT = "mvmflow-wcs-solution"
 SOLUTION_VERSION = 1
-STATUSES = ("absolute", "absolute-group", "relative", "reference", "unaligned")
+STATUSES = ("absolute", "absolute-group", "absolute-own", "relative", "relative-own",
+            "reference", "inherited", "unaligned")
+
+FRAME_HEADER = "HEADER"
+"""The frame of an input on its header WCS (unaligned, or alignment off)."""
+FRAME_RELATIVE = "RELATIVE"
+"""The frame of an input aligned to the others of its group only."""
+MIXED_FRAMES_MODES = ("keep", "drop_unaligned", "fail")
+"""``align.mixed_frames``: what to do with a layer whose inputs are in different frames."""
+DEFAULT_MIXED_FRAMES = "drop_unaligned"
+"""The default: the safest mode that still makes the layer (docs/design.md, "One
+astrometric frame per layer")."""
 
 _CRPIX_TOL = 1e-6
 
@@ -218,6 +264,97 @@ def solution_keywords(solution) -> dict:
         "ALIGNST": str(solution.get("status", "unaligned")),
         "REFCAT": str(solution.get("refcat", "NONE")),
     }
+
+
+def solution_frame(alignment) -> str:
+    """The astrometric frame of an input's WCS.
+
+    Parameters
+    ----------
+    alignment : dict, path or None
+        Its solution (:func:`read_solution`), the keywords of :func:`solution_keywords`
+        (an aligned record's ``alignment``), or None / ``{}`` (no solution: header WCS).
+
+    Returns
+    -------
+    str
+        The reference catalogue's name (``GAIADR3``, ``REFCAT``, ...) for an input tied to
+        it, :data:`FRAME_RELATIVE` for one aligned to the others of its group only,
+        :data:`FRAME_HEADER` for one on its header WCS.
+    """
+    if alignment is None or (isinstance(alignment, dict) and not alignment):
+        return FRAME_HEADER
+    alignment = _as_solution(alignment)
+    status = alignment.get("status", alignment.get("ALIGNST", "unaligned"))
+    refcat = str(alignment.get("refcat", alignment.get("REFCAT", "NONE")) or "NONE")
+    if status == "unaligned":
+        return FRAME_HEADER
+    return FRAME_RELATIVE if refcat.upper() == "NONE" else refcat
+
+
+def layer_frames(members) -> dict[str, str]:
+    """The astrometric frame of every member of a layer.
+
+    Parameters
+    ----------
+    members : mapping or iterable
+        ``{name: alignment}`` (anything :func:`solution_frame` takes), or records
+        (:class:`mvmflow.records.ExposureRecord`: ``filename`` and ``alignment``).
+
+    Returns
+    -------
+    dict
+        ``{name: frame}`` in the members' order; more than one distinct frame makes the layer
+        *mixed*.
+    """
+    if isinstance(members, dict):
+        items = members.items()
+    else:
+        items = ((r.filename or Path(r.file).name, r.alignment) for r in members)
+    return {str(name): solution_frame(value) for name, value in items}
+
+
+class MixedFramesError(ValueError):
+    """A layer's inputs are in different astrometric frames and ``align.mixed_frames`` is
+    ``fail``."""
+
+
+def mixed_frames_drops(layer: str, frames: dict[str, str], mode: str) -> dict[str, str]:
+    """The members ``align.mixed_frames`` leaves out of a layer, with the reason.
+
+    Parameters
+    ----------
+    layer : str
+        The layer's name (for the messages).
+    frames : dict
+        ``{member: frame}`` (:func:`layer_frames`).
+    mode : {'keep', 'drop_unaligned', 'fail'}
+        ``keep``: every member stays (the layer records the mix); ``drop_unaligned``: in a
+        mixed layer, the members on their header WCS are left out (a layer whose members are
+        all unaligned is not mixed and keeps them; aligned members in different frames stay
+        and are recorded); ``fail``: a mixed layer raises :class:`MixedFramesError`.
+
+    Returns
+    -------
+    dict
+        ``{member: reason}`` of the members to leave out (empty when nothing is).
+    """
+    if mode not in MIXED_FRAMES_MODES:
+        raise ValueError(f"align.mixed_frames must be one of {', '.join(MIXED_FRAMES_MODES)}, "
+                         f"not {mode!r}")
+    kinds = sorted(set(frames.values()))
+    if len(kinds) < 2 or mode == "keep":
+        return {}
+    if mode == "fail":
+        listing = "; ".join(f"{k}: {', '.join(m for m, f in frames.items() if f == k)}"
+                            for k in kinds)
+        raise MixedFramesError(f"{layer}: inputs in different astrometric frames ({listing}); "
+                               "align.mixed_frames is fail (keep or drop_unaligned make the "
+                               "layer)")
+    others = ", ".join(k for k in kinds if k != FRAME_HEADER)
+    return {m: (f"on its header WCS while the layer's other inputs are aligned ({others}): "
+                "left out (align.mixed_frames: drop_unaligned)")
+            for m, f in frames.items() if f == FRAME_HEADER}
 
 
 _REPORT_COLUMNS = (

@@ -10,14 +10,14 @@ checkpoint align_groups:
     params:
         margin=ALIGN.get("group_margin", 2.0),
     log:
-        "logs/align_groups.log",
+        f"{LOGS}/align_groups.log",
     benchmark:
-        "logs/benchmarks/align_groups.tsv"
+        f"{LOGS}/benchmarks/align_groups.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=by_attempt(1000),
     run:
         run_job(rule, "align_groups", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -31,14 +31,14 @@ rule catalog:
     params:
         catalogs=ALIGN.get("catalogs", {}),
     log:
-        "logs/catalog/{exposure}.log",
+        f"{LOGS}/catalog/{{exposure}}.log",
     benchmark:
-        "logs/benchmarks/catalog/{exposure}.tsv"
+        f"{LOGS}/benchmarks/catalog/{{exposure}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(10 * input.size_mb)),
+        mem_mb=by_attempt(lambda wildcards, input: max(1000, int(10 * input.size_mb))),
     run:
         run_job(rule, "catalog", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -57,14 +57,14 @@ rule align:
         gaia_url=ALIGN.get("gaia_url"),
         align=ALIGN.get("params", {}),
     log:
-        "logs/align/{agroup}.log",
+        f"{LOGS}/align/{{agroup}}.log",
     benchmark:
-        "logs/benchmarks/align/{agroup}.tsv"
+        f"{LOGS}/benchmarks/align/{{agroup}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(4 * input.size_mb)),
+        mem_mb=by_attempt(lambda wildcards, input: max(1000, int(4 * input.size_mb))),
     run:
         run_job(rule, "align", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -79,14 +79,14 @@ rule align_report:
     params:
         members=skycell_keys,
     log:
-        "logs/align_report/{skycell}.log",
+        f"{LOGS}/align_report/{{skycell}}.log",
     benchmark:
-        "logs/benchmarks/align_report/{skycell}.tsv"
+        f"{LOGS}/benchmarks/align_report/{{skycell}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "align_report", input, output, params, wildcards, threads, resources, log,
                 conda_env)

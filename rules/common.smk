@@ -5,9 +5,13 @@
 
 import functools
 import glob
+import inspect
 import os
 from pathlib import Path
 
+from mvmflow.archive.service import file_url, mast_url
+from mvmflow.archive.table import (is_product_table, mirror_path, read_record, read_table,
+                                   to_fetch)
 from mvmflow.groups import read_groups
 from mvmflow.inputs import read_input_table
 from mvmflow.plan import PLAN_VERSION
@@ -18,6 +22,24 @@ OUT = config["outdir"]
 # a layer's root, not an exposure-level product's (which ends in -<ipppssoo>)
 LAYER_ROOT = r"hst_[A-Za-z0-9_.\-]+(?<!-[a-z][a-z0-9]{7})"
 RES = config["resources"]
+# every job's log and benchmark record: under the run's output directory, so two runs with
+# different outdirs never share (or overwrite) logs
+LOGS = f"{OUT}/logs"
+
+
+def by_attempt(mem):
+    """A rule's ``mem_mb`` times the job's attempt (1, then 2, 3 with the cluster profiles'
+    ``retries: 2``): a job killed for lack of memory is resubmitted with more
+    (docs/cluster.md). ``mem`` is a number or a function of ``(wildcards)`` or
+    ``(wildcards, input)``; a workstation run (no retries) asks for ``mem`` itself."""
+    if not callable(mem):
+        return lambda wildcards, attempt: mem * attempt
+    takes_input = "input" in inspect.signature(mem).parameters
+
+    def scaled(wildcards, input, attempt):
+        return (mem(wildcards, input) if takes_input else mem(wildcards)) * attempt
+
+    return scaled
 
 
 def run_job(rule, script, input, output, params, wildcards, threads, resources, log,
@@ -40,9 +62,12 @@ def demo_dir():
     return Path(RES) / config["demo"]["preset"]
 
 
-def inputs_sources():
-    """Files the input list is made from: the demo truth table or the list file."""
+def inputs_sources(wildcards=None):
+    """Files the input list is made from: the demo truth table, the list file, or (region
+    inputs) the product table and the download record of every file to fetch."""
     spec = config["inputs"]
+    if ARCHIVE_MODE:
+        return [mast_table_path()] + mast_records()
     if spec == "demo":
         return [str(demo_dir() / "truth" / "exposures.ecsv")]
     if not any(c in spec for c in "*?[") and Path(spec).is_file():
@@ -55,9 +80,95 @@ def input_glob_files():
     removed from the pattern's directory make the input list, and what depends on it, be
     redone)."""
     spec = config["inputs"]
-    if spec != "demo" and any(c in spec for c in "*?["):
+    if isinstance(spec, str) and spec != "demo" and any(c in spec for c in "*?["):
         return sorted(glob.glob(spec))
     return []
+
+
+# ---- region inputs from MAST (rules/archive.smk; docs/archive.md, "Region queries and the
+# workflow")
+
+# "region" ({mast: {...}}: the query checkpoint writes the product table), "table" (a product
+# table given as inputs: no query), or None (files given directly)
+ARCHIVE_MODE = ("region" if isinstance(config["inputs"], dict)
+                else "table" if is_product_table(config["inputs"]) else None)
+ARCHIVE = config.get("archive", {})
+MIRROR = f"{RES}/mast"
+MAST_QUERIES = f"{MIRROR}/queries"
+try:
+    MAST_URL = mast_url(configured=ARCHIVE.get("mast_url") or None) if ARCHIVE_MODE else ""
+except ValueError as error:
+    sys.exit(f"Config error: {error}")
+
+_MAST_CACHE = {}
+
+
+MAST_TABLE = f"{OUT}/mast/query.ecsv"
+
+
+def mast_table_path():
+    """The product table of the run: the one given as inputs, or the query checkpoint's.
+
+    Once the query's table exists it is a plain input (the query job, when it reruns,
+    re-evaluates the jobs that read it); only before that is the checkpoint asked. A job
+    whose input depends on a checkpoint has its parameters and inputs checked in a second
+    pass only, after Snakemake has already taken the downstream checkpoints' outputs (the
+    input list, the plan) as final: a download rerun would then not make the plan again.
+    """
+    if ARCHIVE_MODE == "table":
+        return config["inputs"]
+    if os.path.exists(MAST_TABLE):
+        return MAST_TABLE
+    return checkpoints.query.get().output[0]
+
+
+def mast_rows():
+    """{file name: row} of the files to fetch (status ``fetch``), read once per table
+    version."""
+    path = mast_table_path()
+    key = (path, os.path.getmtime(path))
+    if key not in _MAST_CACHE:
+        _MAST_CACHE.clear()
+        _MAST_CACHE[key] = {r["filename"]: r for r in to_fetch(read_table(path))}
+    return _MAST_CACHE[key]
+
+
+def mast_records(wildcards=None):
+    """The download record of every file to fetch."""
+    return [f"{OUT}/mast/downloads/{name}.json" for name in mast_rows()]
+
+
+def mast_download(wildcards):
+    """What the download job of one file needs: URL, mirror path, size, checksum."""
+    row = mast_rows()[wildcards.mastfile]
+    return {"filename": row["filename"], "uri": row["dataURI"],
+            "url": file_url(MAST_URL, row["dataURI"]),
+            "dest": str(mirror_path(MIRROR, row["filename"])), "size": row["size"],
+            "checksum": row["checksum"]}
+
+
+def _retry_token(record):
+    """Empty while a download record says its file arrived (and the file is there), else a
+    token unique to that failure."""
+    try:
+        data = read_record(record)
+    except (OSError, ValueError):
+        return ""
+    if data["status"] == "arrived" and data.get("path") and Path(data["path"]).is_file():
+        return ""
+    return f"retry after {data.get('error') or 'a vanished file'} ({record.stat().st_mtime_ns})"
+
+
+def mast_retry_token(wildcards):
+    """A download job's rerun trigger (:func:`_retry_token`): a changed parameter reruns the
+    job, so the next run tries again a file an earlier run could not fetch (or that left the
+    mirror); a file that arrived is never asked for again."""
+    return _retry_token(Path(f"{OUT}/mast/downloads/{wildcards.mastfile}.json"))
+
+
+def mast_outputs():
+    """The report of the files that did not arrive (region inputs only)."""
+    return [f"{OUT}/mast/missing.ecsv"] if ARCHIVE_MODE else []
 
 
 _INPUTS_CACHE = {}
@@ -267,7 +378,7 @@ def product_of_root(wildcards):
 def log_of_root(wildcards):
     """The log of the layer job a trailer belongs to."""
     layer = run_plan().layer_by_root(wildcards.root)
-    return f"logs/layer/{layer.skycell}/{layer.name[:-5]}.log"
+    return f"{LOGS}/layer/{layer.skycell}/{layer.name[:-5]}.log"
 
 
 def exposure_level():
@@ -310,6 +421,8 @@ def final_outputs(wildcards=None):
         targets += products_of_skycell(cell.name)
     targets += mosaic_outputs()
     targets += cutout_outputs()
+    targets += psf_outputs()  # rules/psf.smk; none by default
+    targets += mast_outputs()
     return targets
 
 
@@ -324,8 +437,29 @@ def summary_message():
     if cutout_outputs():
         lines.append(f"mvmflow: cutouts in {OUT}/cutouts/")
     lines.append(f"mvmflow: screening report (rejected inputs and why) in {OUT}/screen/, "
-                 "per-job logs in logs/")
+                 f"per-job logs in {LOGS}/")
+    lines += mast_summary()
+    if align_enabled():
+        from mvmflow.aligned import alignment_warnings
+
+        dirs = [d for d in glob.glob(f"{OUT}/align/align-*") if os.path.isdir(d)]
+        lines += [f"mvmflow: {w}" for w in alignment_warnings(sorted(dirs))]
     return "\n".join(lines)
+
+
+def mast_summary():
+    """The summary's lines about files of a region run that did not arrive."""
+    from mvmflow.archive.table import read_missing
+
+    path = f"{OUT}/mast/missing.ecsv"
+    if not ARCHIVE_MODE or not os.path.exists(path):
+        return []
+    missing = read_missing(path)
+    if not missing:
+        return []
+    names = ", ".join(name for name, _ in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return [f"mvmflow: {len(missing)} file{'s' if len(missing) != 1 else ''} from MAST not "
+            f"processed ({names}): see {path}"]
 
 
 # ---- sky groups
@@ -527,7 +661,7 @@ def mosaic_product_of_root(wildcards):
 @planned(str)
 def mosaic_log_of_root(wildcards):
     layer = run_plan().layer_by_root(wildcards.mroot, mosaic=True)
-    return f"logs/mosaic_layer/{layer.name[:-5]}.log"
+    return f"{LOGS}/mosaic_layer/{layer.name[:-5]}.log"
 
 
 def mosaic_products(wildcards=None):
@@ -565,9 +699,27 @@ def cutout_box_of(wildcards):
 
 
 def cutout_sources(wildcards):
-    """Every sky-cell layer product (and exposure-level product) of the plan."""
+    """The products a cutout box cuts: its own ``products`` (a glob or a list of files, e.g.
+    the archive's MVM products), else every sky-cell layer product (and exposure-level
+    product) of the plan."""
+    box = cutout_box_of(wildcards)
+    if box.get("products"):
+        return given_products(box["products"])
     return [p for cell in run_plan().skycells for p in products_of_skycell(cell.name)
             if p.endswith(".fits")]
+
+
+def cutout_plan(wildcards):
+    """The plan, for a box that cuts the run's own products (none for given products)."""
+    return [] if cutout_box_of(wildcards).get("products") else PLAN_INPUT
+
+
+def given_products(spec):
+    """The files of a ``cutouts[].products`` value (a glob pattern or a list of files)."""
+    files = sorted(glob.glob(spec, recursive=True)) if isinstance(spec, str) else list(spec)
+    if not files:
+        sys.exit(f"Config error: cutouts.products: {spec!r} matches no file")
+    return [str(Path(f)) for f in files]
 
 
 def cutout_outputs():
@@ -577,3 +729,27 @@ def cutout_outputs():
         if config.get("combine", {}).get("enabled", True):
             out.append(f"{OUT}/cutouts/{cutout_id(box)}/combined")
     return out
+
+
+# PSF databases (rules/psf.smk)
+
+
+def psf_entries():
+    """{name: entry} of the configured PSF-database queries (name default <detector>-<n>)."""
+    out = {}
+    for n, entry in enumerate(config.get("psf") or [], 1):
+        name = entry.get("name") or f"{str(entry['detector']).lower()}-{n}"
+        if name in out:
+            sys.exit(f"Config error: psf: two entries named {name!r}")
+        out[name] = entry
+    return out
+
+
+def psf_outputs():
+    """The query table and the cutout directory of every entry ([] by default)."""
+    return [f"{OUT}/psf/{name}/{what}" for name in psf_entries()
+            for what in ("sources.ecsv", "cutouts")]
+
+
+def psf_entry_of(wildcards):
+    return psf_entries()[wildcards.psfid]

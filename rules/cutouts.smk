@@ -5,20 +5,20 @@
 rule cutouts:
     input:
         products=cutout_sources,
-        plan=PLAN_INPUT,
+        plan=cutout_plan,
     output:
         directory(f"{OUT}/cutouts/{{cutid}}/cutouts"),
     params:
         box=cutout_box_of,
     log:
-        "logs/cutouts/{cutid}.log",
+        f"{LOGS}/cutouts/{{cutid}}.log",
     benchmark:
-        "logs/benchmarks/cutouts/{cutid}.tsv"
+        f"{LOGS}/benchmarks/cutouts/{{cutid}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=by_attempt(1000),
     run:
         run_job(rule, "cutouts", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -32,14 +32,14 @@ rule combine_cutouts:
     params:
         method=config.get("combine", {}).get("method", "weighted"),
     log:
-        "logs/combine_cutouts/{cutid}.log",
+        f"{LOGS}/combine_cutouts/{{cutid}}.log",
     benchmark:
-        "logs/benchmarks/combine_cutouts/{cutid}.tsv"
+        f"{LOGS}/benchmarks/combine_cutouts/{{cutid}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=by_attempt(1000),
     run:
         run_job(rule, "combine_cutouts", input, output, params, wildcards, threads, resources, log,
                 conda_env)

@@ -14,14 +14,14 @@ rule drizzle:
         frame=map_frame,
         drizzle=map_params,
     log:
-        "logs/drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
+        f"{LOGS}/drizzle/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.log",
     benchmark:
-        "logs/benchmarks/drizzle/{skycell}/{root}_{ptype}/{exposure}.tsv"
+        f"{LOGS}/benchmarks/drizzle/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
+        mem_mb=by_attempt(lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6))),
     run:
         run_job(rule, "drizzle", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -43,9 +43,9 @@ rule cr_median:
         layer=layer_entry,
         drizzle=layer_params,
     log:
-        "logs/cr_median/{skycell}/{root}_{ptype}.log",
+        f"{LOGS}/cr_median/{{skycell}}/{{root}}_{{ptype}}.log",
     benchmark:
-        "logs/benchmarks/cr_median/{skycell}/{root}_{ptype}.tsv"
+        f"{LOGS}/benchmarks/cr_median/{{skycell}}/{{root}}_{{ptype}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     # two strips at once (mvmflow.median): the layer's median runs while its exposures'
@@ -54,7 +54,7 @@ rule cr_median:
     resources:
         # strips in progress of at most 256 MB together (mvmflow.median), whatever the
         # number of exposures
-        mem_mb=1000,
+        mem_mb=by_attempt(1000),
     run:
         run_job(rule, "cr_median", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -80,15 +80,15 @@ rule cr_drizzle:
         frame=map_frame,
         drizzle=map_params,
     log:
-        "logs/cr_drizzle/{skycell}/{root}_{ptype}/{exposure}.log",
+        f"{LOGS}/cr_drizzle/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.log",
     benchmark:
-        "logs/benchmarks/cr_drizzle/{skycell}/{root}_{ptype}/{exposure}.tsv"
+        f"{LOGS}/benchmarks/cr_drizzle/{{skycell}}/{{root}}_{{ptype}}/{{exposure}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
         # measured: 1.39 GB for a 160 MB full-frame ACS/WFC exposure (benchmarks/cr.py)
-        mem_mb=lambda wildcards, input: max(1500, int(12 * os.path.getsize(input.exposure) / 1e6)),
+        mem_mb=by_attempt(lambda wildcards, input: max(1500, int(12 * os.path.getsize(input.exposure) / 1e6))),
     run:
         run_job(rule, "cr_drizzle", input, output, params, wildcards, threads, resources, log,
                 conda_env)

@@ -21,15 +21,15 @@ rule layer:
         members=layer_members,
         drizzle=layer_params,
     log:
-        "logs/layer/{skycell}/{root}_{ptype}.log",
+        f"{LOGS}/layer/{{skycell}}/{{root}}_{{ptype}}.log",
     benchmark:
-        "logs/benchmarks/layer/{skycell}/{root}_{ptype}.tsv"
+        f"{LOGS}/benchmarks/layer/{{skycell}}/{{root}}_{{ptype}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
         # one tile's sums at a time (docs/data_path.md)
-        mem_mb=layer_tile_mem,
+        mem_mb=by_attempt(layer_tile_mem),
     run:
         run_job(rule, "layer", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -44,14 +44,14 @@ rule trailer:
     params:
         layer_log=log_of_root,
     log:
-        "logs/trailer/{skycell}/{root}.log",
+        f"{LOGS}/trailer/{{skycell}}/{{root}}.log",
     benchmark:
-        "logs/benchmarks/trailer/{skycell}/{root}.tsv"
+        f"{LOGS}/benchmarks/trailer/{{skycell}}/{{root}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "trailer", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -65,14 +65,14 @@ rule manifest:
     output:
         f"{OUT}/skycells/{{skycell}}/{{skycell}}_manifest.txt",
     log:
-        "logs/manifest/{skycell}.log",
+        f"{LOGS}/manifest/{{skycell}}.log",
     benchmark:
-        "logs/benchmarks/manifest/{skycell}.tsv"
+        f"{LOGS}/benchmarks/manifest/{{skycell}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "manifest", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -92,15 +92,15 @@ rule exposure_product:
         layer=layer_entry,
         drizzle=layer_params,
     log:
-        "logs/exposure_product/{skycell}/{root}-{ipppssoo}_{ptype}.log",
+        f"{LOGS}/exposure_product/{{skycell}}/{{root}}-{{ipppssoo}}_{{ptype}}.log",
     benchmark:
-        "logs/benchmarks/exposure_product/{skycell}/{root}-{ipppssoo}_{ptype}.tsv"
+        f"{LOGS}/benchmarks/exposure_product/{{skycell}}/{{root}}-{{ipppssoo}}_{{ptype}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
         # one tile at a time, one input
-        mem_mb=exposure_mem,
+        mem_mb=by_attempt(exposure_mem),
     run:
         run_job(rule, "exposure_product", input, output, params, wildcards, threads, resources, log,
                 conda_env)

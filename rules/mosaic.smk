@@ -16,14 +16,14 @@ rule mosaic_drizzle:
         frame=mosaic_map_frame,
         drizzle=mosaic_map_params,
     log:
-        "logs/mosaic_drizzle/{mroot}_{ptype}/{exposure}.log",
+        f"{LOGS}/mosaic_drizzle/{{mroot}}_{{ptype}}/{{exposure}}.log",
     benchmark:
-        "logs/benchmarks/mosaic_drizzle/{mroot}_{ptype}/{exposure}.tsv"
+        f"{LOGS}/benchmarks/mosaic_drizzle/{{mroot}}_{{ptype}}/{{exposure}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6)),
+        mem_mb=by_attempt(lambda wildcards, input: max(1000, int(12 * os.path.getsize(input.exposure) / 1e6))),
     run:
         run_job(rule, "drizzle", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -42,14 +42,14 @@ rule mosaic_tile:
         members=mosaic_members,
         drizzle=mosaic_params,
     log:
-        "logs/mosaic_tile/{mroot}_{ptype}/{tile}.log",
+        f"{LOGS}/mosaic_tile/{{mroot}}_{{ptype}}/{{tile}}.log",
     benchmark:
-        "logs/benchmarks/mosaic_tile/{mroot}_{ptype}/{tile}.tsv"
+        f"{LOGS}/benchmarks/mosaic_tile/{{mroot}}_{{ptype}}/{{tile}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=mosaic_tile_mem,
+        mem_mb=by_attempt(mosaic_tile_mem),
     run:
         run_job(rule, "tile", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -70,15 +70,15 @@ rule mosaic_layer:
         members=mosaic_members,
         drizzle=mosaic_params,
     log:
-        "logs/mosaic_layer/{mroot}_{ptype}.log",
+        f"{LOGS}/mosaic_layer/{{mroot}}_{{ptype}}.log",
     benchmark:
-        "logs/benchmarks/mosaic_layer/{mroot}_{ptype}.tsv"
+        f"{LOGS}/benchmarks/mosaic_layer/{{mroot}}_{{ptype}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
         # histograms and one tile at a time
-        mem_mb=mosaic_tile_mem,
+        mem_mb=by_attempt(mosaic_tile_mem),
     run:
         run_job(rule, "layer", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -93,14 +93,14 @@ rule mosaic_trailer:
     params:
         layer_log=mosaic_log_of_root,
     log:
-        "logs/mosaic_trailer/{mroot}.log",
+        f"{LOGS}/mosaic_trailer/{{mroot}}.log",
     benchmark:
-        "logs/benchmarks/mosaic_trailer/{mroot}.tsv"
+        f"{LOGS}/benchmarks/mosaic_trailer/{{mroot}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "trailer", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -113,14 +113,14 @@ rule mosaic_manifest:
     output:
         f"{OUT}/mosaic/{{mroot}}_manifest.txt",
     log:
-        "logs/mosaic_manifest/{mroot}.log",
+        f"{LOGS}/mosaic_manifest/{{mroot}}.log",
     benchmark:
-        "logs/benchmarks/mosaic_manifest/{mroot}.tsv"
+        f"{LOGS}/benchmarks/mosaic_manifest/{{mroot}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "manifest", input, output, params, wildcards, threads, resources, log,
                 conda_env)

@@ -22,17 +22,19 @@ checkpoint plan:
         cosmic_rays=config.get("cosmic_rays", {"default": "auto"}),
         mosaic=config.get("mosaic", {}),
         tile_size=config.get("tile_size", 4096),
+        # layers whose inputs are in different astrometric frames (mvmflow.solution)
+        mixed_frames=config.get("align", {}).get("mixed_frames", "drop_unaligned"),
         # the plan file's layout: a new one makes the plan again
         version=PLAN_VERSION,
     log:
-        "logs/plan.log",
+        f"{LOGS}/plan.log",
     benchmark:
-        "logs/benchmarks/plan.tsv"
+        f"{LOGS}/benchmarks/plan.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=by_attempt(2000),
     run:
         run_job(rule, "plan", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -46,14 +48,14 @@ rule poller:
     params:
         poller=poller_text,
     log:
-        "logs/poller/{skycell}.log",
+        f"{LOGS}/poller/{{skycell}}.log",
     benchmark:
-        "logs/benchmarks/poller/{skycell}.tsv"
+        f"{LOGS}/benchmarks/poller/{{skycell}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "poller", input, output, params, wildcards, threads, resources, log,
                 conda_env)

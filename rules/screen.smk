@@ -10,14 +10,14 @@ rule screen:
         f"{OUT}/screen/records/{{exposure}}.json",
         headers=f"{OUT}/screen/headers/{{exposure}}.json",
     log:
-        "logs/screen/{exposure}.log",
+        f"{LOGS}/screen/{{exposure}}.log",
     benchmark:
-        "logs/benchmarks/screen/{exposure}.tsv"
+        f"{LOGS}/benchmarks/screen/{{exposure}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input: max(500, int(3 * input.size_mb)),
+        mem_mb=by_attempt(lambda wildcards, input: max(500, int(3 * input.size_mb))),
     run:
         run_job(rule, "screen", input, output, params, wildcards, threads, resources, log,
                 conda_env)
@@ -30,14 +30,14 @@ rule screen_report:
         accepted=f"{OUT}/screen/accepted.ecsv",
         rejected=f"{OUT}/screen/rejected.ecsv",
     log:
-        "logs/screen_report.log",
+        f"{LOGS}/screen_report.log",
     benchmark:
-        "logs/benchmarks/screen_report.tsv"
+        f"{LOGS}/benchmarks/screen_report.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=by_attempt(500),
     run:
         run_job(rule, "screen_report", input, output, params, wildcards, threads, resources, log,
                 conda_env)

@@ -10,14 +10,14 @@ rule simulate:
         seed=config["demo"]["seed"],
         outdir=lambda wildcards: f"{config['resources']}/{wildcards.preset}",
     log:
-        "logs/simulate/{preset}.log",
+        f"{LOGS}/simulate/{{preset}}.log",
     benchmark:
-        "logs/benchmarks/simulate/{preset}.tsv"
+        f"{LOGS}/benchmarks/simulate/{{preset}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=by_attempt(4000),
     run:
         run_job(rule, "simulate", input, output, params, wildcards, threads, resources, log,
                 conda_env)

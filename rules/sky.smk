@@ -11,15 +11,15 @@ rule sky:
     params:
         sky=sky_params,
     log:
-        "logs/sky/{group}.log",
+        f"{LOGS}/sky/{{group}}.log",
     benchmark:
-        "logs/benchmarks/sky/{group}.tsv"
+        f"{LOGS}/benchmarks/sky/{{group}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
         # one pair of overlapping exposures at a time (mvmflow.skygroup.group_sky_files)
-        mem_mb=lambda wildcards, input: max(1000, int(4 * mean_size_mb(input.partials))),
+        mem_mb=by_attempt(lambda wildcards, input: max(1000, int(4 * mean_size_mb(input.partials)))),
     run:
         run_job(rule, "sky", input, output, params, wildcards, threads, resources, log,
                 conda_env)

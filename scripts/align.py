@@ -10,6 +10,7 @@ from mvmflow.aligned import (
     REPORT_NAME,
     SOLUTION_SUFFIX,
     aligned_record,
+    alignment_warnings,
     input_key,
 )
 from mvmflow.records import read_record, write_record
@@ -38,5 +39,7 @@ with rule_logging(snakemake.log[0]):
                  " (flagged)" if solution.get("flagged") else "")
         for note in solution.get("notes", []):
             log.warning("%s: %s", key, note)
+    for line in alignment_warnings(solutions):
+        log.warning("%s: %s", group, line)
     write_report(solutions, tmp / REPORT_NAME, meta={"group": group})
     tmp.rename(out)

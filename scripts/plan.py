@@ -27,6 +27,7 @@ with rule_logging(snakemake.log[0]):
         include_small=switches["include_small"],
         only_cte=switches["only_cte"],
         tile_size=snakemake.params.tile_size,
+        mixed_frames=snakemake.params.mixed_frames,
     )
     params = {}
     flagged = {r.filename: r.cr_flagged for r in records}
@@ -50,7 +51,8 @@ with rule_logging(snakemake.log[0]):
             projection_cell=mopts.get("projection_cell", "auto"),
             scale=mopts.get("scale", "auto"), tile_size=mopts.get("tile_size", 4096),
             layer_method=snakemake.params.layer_method, exp_limit=snakemake.params.exp_limit,
-            include_small=switches["include_small"], only_cte=switches["only_cte"])
+            include_small=switches["include_small"], only_cte=switches["only_cte"],
+            mixed_frames=snakemake.params.mixed_frames)
         for layer in mosaic.layers:
             detkey = f"{layer.instrument}_{layer.detector}"
             lp = layer_parameters(table, detkey, layer.filter, layer.coverage.meannexp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from mastserver import mast_server  # noqa: F401 (the local MAST server fixture)
 from wfrun import make_shared_run
 
 

@@ -454,3 +454,248 @@ def test_alignment_groups_split_by_overlap(long, tmp_path):
                   for p in paths]
     n = len(long["exposures"])
     assert overlap_groups(footprints, margin_arcsec=2.0) == [list(range(n)), [n]]
+
+
+# ---------------------------------------------------------------------------------------------
+# every exposure checked against its visit's solution (the ``align_member`` preset: visit
+# d2e08 with two exposures in 2016, visit e3g09 with three in 2021; tests move exposures'
+# header pointings further, as a guide-star reacquisition within a visit would)
+
+VISIT = ("ie3g09abq_flc.fits", "ie3g09acq_flc.fits", "ie3g09adq_flc.fits")
+
+
+def _move_pointing(path, dx: float, dy: float) -> None:
+    """Move every chip's header pointing by (dx, dy) arcsec east, north (the truth stays)."""
+    with fits.open(path, mode="update") as hdul:
+        for hdu in hdul:
+            if hdu.name == "SCI":
+                dec = hdu.header["CRVAL2"]
+                hdu.header["CRVAL1"] += dx / 3600.0 / np.cos(np.radians(dec))
+                hdu.header["CRVAL2"] += dy / 3600.0
+
+
+@pytest.fixture(scope="module")
+def member_data(tmp_path_factory):
+    """The ``align_member`` data set and its catalogues (pixel positions: the same for
+    moved copies)."""
+    result = simulate("align_member", tmp_path_factory.mktemp("align_member"))
+    exposures = list(result.exposures)
+    return {"dir": result.out, "names": [p.name for p in exposures],
+            "catalogs": {p.name: make_catalog(p, p.with_name(p.name.replace(".fits", "_cat.ecsv")))
+                         for p in exposures},
+            "refcat": result.truth["refcat"]}
+
+
+def _member_case(member_data, tmp_path, moves: dict, refcat="file", params=None):
+    """Copy the data set, move the given exposures' headers, align; (paths, solutions)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(member_data["dir"], data)
+    for name, (dx, dy) in moves.items():
+        _move_pointing(data / name, dx, dy)
+    paths = [data / n for n in member_data["names"]]
+    cats = [member_data["catalogs"][n] for n in member_data["names"]]
+    ref = member_data["refcat"] if refcat == "file" else refcat
+    return paths, align_exposures(paths, cats, ref, params)
+
+
+def _never_aligned_without_matches(solutions):
+    for sol in solutions:
+        if sol["aligned"] and sol["refcat"] != "NONE":
+            assert sol["nmatches"] >= AlignParams().member_min_matches, sol
+        if "-FIT_MVM_" in sol["wcsname"] or "-FIT_IMG_" in sol["wcsname"]:
+            assert sol["status"].startswith("absolute") and sol["nmatches"] >= 3, sol
+            assert np.isfinite(sol["rms_ra"]) and np.isfinite(sol["rms_dec"]), sol
+
+
+def test_member_with_a_pointing_error_gets_its_own_fit(member_data, tmp_path, caplog):
+    """One exposure of a three-exposure visit 0.3" off its siblings: the visit's solution
+    leaves it 300 mas off; fitted on its own it ends within 5 mas of its true WCS."""
+    bad = VISIT[2]
+    with caplog.at_level("WARNING", logger="mvmflow.align"):
+        paths, sols = _member_case(member_data, tmp_path, {bad: (0.3, 0.0)})
+    by_name = {p.name: (p, s) for p, s in zip(paths, sols, strict=True)}
+    header = {n: _errors(p, None).mean(axis=0) for n, (p, _) in by_name.items()}
+    # the injected error: 300 mas east of its siblings' (shared) header error
+    assert np.hypot(*(header[bad] - header[VISIT[0]])) == pytest.approx(300.0, abs=5.0)
+    for name, (path, sol) in by_name.items():
+        after = _rms(_errors(path, sol))
+        assert after < 5.0, f"{name}: {after:.2f} mas from the true WCS ({sol['status']})"
+        if name == bad:
+            assert sol["status"] == "absolute-own" and sol["aligned"] and not sol["flagged"]
+            assert sol["wcsname"] == f"{Exposure(path).wcsname}-FIT_IMG_REFCAT"
+            assert sol["refcat"] == "REFCAT" and sol["fits"]["absolute"]["ok"]
+            assert sol["nmatches"] >= 6 and 0 < sol["rms_ra"] < 15 and 0 < sol["rms_dec"] < 15
+            assert any("disagree" in n and "ie3g09" in n for n in sol["notes"])
+        else:
+            assert sol["status"] == "absolute", (name, sol["notes"])
+            assert sol["wcsname"].endswith("-FIT_MVM_REFCAT") and sol["nmatches"] >= 6
+    assert any(bad in r.getMessage() and "fitted on its own" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING")
+    _never_aligned_without_matches(sols)
+    keys = solution_keywords(by_name[bad][1])
+    assert keys["ALIGNST"] == "absolute-own" and keys["NMATCHES"] >= 6
+
+
+def test_two_members_off_in_different_directions(member_data, tmp_path):
+    """The issue's case: two of three exposures of a visit 0.3" off (in different
+    directions): the visit's fit follows one of them; every exposure still ends within 5 mas
+    of its true WCS, the two that disagree with the visit's solution fitted on their own."""
+    moves = {VISIT[0]: (0.21, -0.21), VISIT[2]: (-0.1, 0.288)}
+    paths, sols = _member_case(member_data, tmp_path, moves)
+    for path, sol in zip(paths, sols, strict=True):
+        assert _rms(_errors(path, sol)) < 5.0, (path.name, sol["status"], sol["notes"])
+    statuses = [s["status"] for s in sols if s["file"] in VISIT]
+    assert sorted(statuses) == ["absolute", "absolute-own", "absolute-own"], statuses
+    _never_aligned_without_matches(sols)
+
+
+def test_member_checked_against_the_others_without_a_catalogue(member_data, tmp_path):
+    """Relative only: the exposure that disagrees is fitted to the exposures that agree, and
+    lands in their frame (within 5 mas of its sibling's error, which is the frame's)."""
+    bad = VISIT[2]
+    paths, sols = _member_case(member_data, tmp_path, {bad: (0.3, 0.0)}, refcat="none")
+    by_name = {p.name: (p, s) for p, s in zip(paths, sols, strict=True)}
+    path, sol = by_name[bad]
+    assert sol["status"] == "relative-own" and sol["wcsname"].endswith("-FIT_REL_NONE")
+    assert sol["refcat"] == "NONE" and sol["nmatches"] >= 20 and not sol["flagged"]
+    sib_path, sib = by_name[VISIT[0]]
+    diff = _errors(path, sol) - _errors(sib_path, sib)
+    assert _rms(diff) < 5.0, f"{_rms(diff):.2f} mas from its sibling's frame"
+    assert _rms(_errors(path, None) - _errors(sib_path, None)) > 290.0
+    for s in sols:
+        assert s["status"] in ("reference", "relative", "relative-own") and s["nmatches"] >= 20
+
+
+def test_member_that_cannot_be_fitted_is_unaligned_and_says_so(member_data, tmp_path, caplog):
+    """4" off its visit (beyond the 3" search radius): no fit of its own; it keeps its header
+    WCS, is flagged with the reason, logged as a warning, and counted as unaligned."""
+    from mvmflow.aligned import alignment_warnings
+    from mvmflow.products import _alignment_cards
+
+    bad = VISIT[2]
+    with caplog.at_level("WARNING", logger="mvmflow.align"):
+        paths, sols = _member_case(member_data, tmp_path, {bad: (4.0, 0.0)})
+    sol = sols[[p.name for p in paths].index(bad)]
+    assert sol["status"] == "unaligned" and sol["flagged"] and not sol["aligned"]
+    assert sol["wcsname"] == sol["original_wcsname"] and sol["refcat"] == "NONE"
+    assert sol["nmatches"] == 0 and sol["fitgeom"] == "none"
+    assert all(c["crval"] == c["original_crval"] for c in sol["chips"])
+    assert any("disagree" in n and "header WCS" in n for n in sol["notes"])
+    assert any(r.levelname == "WARNING" and "UNALIGNED" in r.getMessage() and bad in
+               r.getMessage() for r in caplog.records)
+    for path, s in zip(paths, sols, strict=True):
+        if s is not sol:
+            assert s["status"] == "absolute" and _rms(_errors(path, s)) < 5.0
+    _never_aligned_without_matches(sols)
+    assert alignment_warnings(sols) == [
+        f"WARNING: 1 exposure left on the header WCS (unaligned): {bad}"]
+    # a layer of the visit's three: NALIGNED 2, NUNALIGN 1, recorded as mixed frames
+    cards = {k: v for k, v, _ in _alignment_cards(
+        [solution_keywords(s) for s in sols if s["file"] in VISIT])}
+    assert cards["NALIGNED"] == 2 and cards["NUNALIGN"] == 1
+    assert cards["ALNFRAME"] == "HEADER,REFCAT" and cards["ALNMIXED"] is True
+    assert cards["ALNMINMT"] >= 6
+
+
+def test_mixed_frames_modes():
+    """keep: nothing left out; drop_unaligned: the header-WCS members of a mixed layer;
+    fail: an error naming the layer and the frames. Frames from solutions or keywords."""
+    from mvmflow.solution import (
+        DEFAULT_MIXED_FRAMES,
+        MixedFramesError,
+        layer_frames,
+        mixed_frames_drops,
+        solution_frame,
+    )
+
+    assert DEFAULT_MIXED_FRAMES == "drop_unaligned"
+    assert solution_frame(None) == solution_frame({}) == "HEADER"
+    assert solution_frame({"status": "absolute-own", "refcat": "GAIADR3"}) == "GAIADR3"
+    assert solution_frame({"ALIGNST": "relative", "REFCAT": "NONE"}) == "RELATIVE"
+    assert solution_frame({"ALIGNST": "unaligned", "REFCAT": "NONE"}) == "HEADER"
+    frames = layer_frames({"a.fits": {"ALIGNST": "absolute", "REFCAT": "GAIADR3"},
+                           "b.fits": {"ALIGNST": "absolute-own", "REFCAT": "GAIADR3"},
+                           "c.fits": {"ALIGNST": "unaligned", "REFCAT": "NONE"}})
+    assert frames == {"a.fits": "GAIADR3", "b.fits": "GAIADR3", "c.fits": "HEADER"}
+    assert mixed_frames_drops("L", frames, "keep") == {}
+    drops = mixed_frames_drops("L", frames, "drop_unaligned")
+    assert list(drops) == ["c.fits"] and "drop_unaligned" in drops["c.fits"]
+    with pytest.raises(MixedFramesError, match=r"^L: .*GAIADR3: a.fits, b.fits; HEADER: c.fits"):
+        mixed_frames_drops("L", frames, "fail")
+    one = {"a.fits": "HEADER", "c.fits": "HEADER"}  # not mixed: every mode keeps all
+    for mode in ("keep", "drop_unaligned", "fail"):
+        assert mixed_frames_drops("L", one, mode) == {}
+    with pytest.raises(ValueError, match="keep, drop_unaligned, fail"):
+        mixed_frames_drops("L", frames, "drop")
+
+
+def test_mixed_frames_in_the_plan_layers():
+    """build_layers applies align.mixed_frames per layer: the unaligned member of a mixed
+    F555W layer goes to the layer's dropped list (drop_unaligned), stays (keep), or stops
+    the plan (fail); a layer made of unaligned members only is not mixed."""
+    from mvmflow.plan import Member, build_layers
+    from mvmflow.solution import MixedFramesError
+
+    def member(name, filt):
+        return Member(filename=name, file=f"/x/{name}", ipppssoo=name[:9], instrument="wfc3",
+                      detector="uvis", filter=filt, ptype="flc", exptime=350.0,
+                      photflam=1e-19, year=2021)
+
+    members = [member(n, "f555w") for n in VISIT] + [member("ie3g10abq_flc.fits", "f275w")]
+    frames = {VISIT[0]: "REFCAT", VISIT[1]: "REFCAT", VISIT[2]: "HEADER",
+              "ie3g10abq_flc.fits": "HEADER"}
+    for mode, kept in (("keep", 3), ("drop_unaligned", 2)):
+        layers, _, _ = build_layers("skycell-p0081x14y14", members, frames=frames,
+                                    mixed_frames=mode)
+        f555w = next(lay for lay in layers if lay.filter == "f555w")
+        f275w = next(lay for lay in layers if lay.filter == "f275w")
+        assert [m.filename for m in f555w.members] == list(VISIT[:kept])
+        assert [d.filename for d in f555w.dropped] == list(VISIT[kept:])
+        assert len(f275w.members) == 1 and not f275w.dropped
+    with pytest.raises(MixedFramesError, match="f555w"):
+        build_layers("skycell-p0081x14y14", members, frames=frames, mixed_frames="fail")
+    layers, _, _ = build_layers("skycell-p0081x14y14", members)  # no frames: no rule
+    assert len(next(lay for lay in layers if lay.filter == "f555w").members) == 3
+
+
+def test_member_too_poor_to_check_inherits_its_visit_solution_unverified(member_data, tmp_path,
+                                                                       caplog):
+    """An exposure of an aligned visit with only two sources of its own (e.g. a very short
+    exposure) cannot be checked nor fitted: its visit's solution is applied (its best
+    estimate: it ends within 5 mas of its true WCS) but it is never reported as aligned
+    (status inherited, flagged, no FIT_ in its WCSNAME), and it stays in the visit's frame, so
+    drop_unaligned keeps it in the layer."""
+    import shutil
+
+    from astropy.table import Table
+
+    from mvmflow.products import _alignment_cards
+    from mvmflow.solution import layer_frames, mixed_frames_drops
+
+    poor = VISIT[1]
+    data = tmp_path / "data"
+    shutil.copytree(member_data["dir"], data)
+    paths = [data / n for n in member_data["names"]]
+    cats = []
+    for n in member_data["names"]:
+        cat = member_data["catalogs"][n]
+        cat = cat if isinstance(cat, Table) else Table.read(cat)
+        cats.append(cat[:2] if n == poor else cat)
+    with caplog.at_level("WARNING", logger="mvmflow.align"):
+        sols = align_exposures(paths, cats, member_data["refcat"])
+    sol = sols[member_data["names"].index(poor)]
+    assert sol["status"] == "inherited" and not sol["aligned"] and sol["flagged"]
+    assert sol["wcsname"].endswith("-VISIT_REFCAT") and "FIT_" not in sol["wcsname"]
+    assert sol["refcat"] == "REFCAT" and sol["fitgeom"] != "none"
+    assert _rms(_errors(paths[member_data["names"].index(poor)], sol)) < 5.0
+    assert any(r.levelname == "WARNING" and "UNVERIFIED" in r.getMessage() and poor in
+               r.getMessage() for r in caplog.records)
+    _never_aligned_without_matches(sols)
+    visit = [s for s in sols if s["file"] in VISIT]
+    frames = layer_frames({s["file"]: s for s in visit})
+    assert set(frames.values()) == {"REFCAT"}
+    assert mixed_frames_drops("layer", frames, "drop_unaligned") == {}
+    cards = {k: v for k, v, _ in _alignment_cards([solution_keywords(s) for s in visit])}
+    assert (cards["NALIGNED"], cards["NUNALIGN"], cards["NINHERIT"]) == (2, 0, 1)

@@ -417,12 +417,29 @@ def test_mask_and_final_drizzle_in_one_pass_equal_the_two_steps(run, tmp_path):
     median = run["rejection"]["median"].path
     first = run["base"] / "work" / f"{path.stem}_crmask_sampling.fits"
     info, final = cr_mask_and_drizzle(path, median, run["frame"], run["params"], run["params"],
-                                      tmp_path / "mask.fits", partial=part)
+                                      tmp_path / "mask.fits", partial=part, final="drizzle")
     assert (tmp_path / "mask.fits").read_bytes() == first.read_bytes()
     assert info.ncr > 100 and [c["extver"] for c in info.chips] == [1]
     write_partial(final, tmp_path / "one_pass.fits")
     write_partial(run["rejection"]["finals"][k], tmp_path / "two_steps.fits")
     assert (tmp_path / "one_pass.fits").read_bytes() == (tmp_path / "two_steps.fits").read_bytes()
+    # the default final partial, by subtraction (tests/test_crsubtract.py): the same mask
+    # file, the partial to float32 rounding of the separate sums
+    _, sub = cr_mask_and_drizzle(path, median, run["frame"], run["params"], run["params"],
+                                 tmp_path / "mask_s.fits", partial=part)
+    assert (tmp_path / "mask_s.fits").read_bytes() == first.read_bytes()
+    sep = PartialFile.open(part).read()
+    assert sub.chips == final.chips and sub.shape == final.shape
+    kept = sub.weight > 0  # (elsewhere: slivers below 1e-5 of the separate weight)
+    assert np.all(final.weight[~kept] <= 1.1e-5 * sep.weight[~kept])
+    dw = np.abs(sub.weight - final.weight.astype(np.float64))
+    df = np.abs(sub.flux - final.flux.astype(np.float64))
+    print(f"subtracted: max |dw|/w_sep {np.max(dw[kept] / sep.weight[kept]):.2e}, max |df|/"
+          f"|f_sep| {np.max(df[kept] / np.maximum(np.abs(sep.flux[kept]), 1e-30)):.2e}, "
+          f"{np.count_nonzero(~kept & (final.weight > 0))} slivers dropped")
+    assert np.all(dw[kept] <= 1e-6 * sep.weight[kept])
+    assert np.all(df[kept] <= 1e-6 * np.abs(sep.flux[kept]))
+    assert np.count_nonzero(sub.nchips != final.nchips) <= 1e-4 * np.count_nonzero(sep.nchips)
     # a map frame that is a window of the same grid: the same pixels, placed elsewhere
     window = run["frame"].window(-40, 25, run["frame"].nx + 80, run["frame"].ny)
     _, moved = cr_mask_and_drizzle(path, median, window, run["params"], run["params"],

@@ -17,7 +17,9 @@ def _name(requirement: str) -> str:
     return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0].lower()
 
 
-def test_conda_env_names_every_runtime_dependency():
+def test_conda_env_pins_every_runtime_dependency_within_its_range():
+    from packaging.specifiers import SpecifierSet
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = {_name(r): r for r in project["dependencies"]}
     env = yaml.safe_load((ROOT / "envs" / "mvmflow.yaml").read_text())
@@ -27,11 +29,13 @@ def test_conda_env_names_every_runtime_dependency():
             conda[_name(dep)] = dep
     missing = [n for n in runtime if CONDA_NAMES.get(n, n) not in conda]
     assert not missing, f"envs/mvmflow.yaml lacks runtime dependencies {missing}"
-    # and the version ranges agree
     for name, req in runtime.items():
-        spec = req[len(name):].replace(" ", "")
-        conda_spec = conda[CONDA_NAMES.get(name, name)][len(CONDA_NAMES.get(name, name)):]
-        assert spec == conda_spec.replace(" ", ""), (name, spec, conda_spec)
+        conda_name = CONDA_NAMES.get(name, name)
+        pin = conda[conda_name][len(conda_name):].strip()
+        # a conda pin is `=X.Y.Z` (exactly that release), never a range
+        assert re.fullmatch(r"=\d+(\.\d+)*", pin), (conda_name, pin)
+        version = pin[1:]
+        assert version in SpecifierSet(req[len(name):].strip()), (name, version, req)
 
 
 def test_reference_is_not_a_runtime_dependency():

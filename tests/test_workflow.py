@@ -52,3 +52,24 @@ def test_params_command_round_trips(tmp_path):
     res = run("-n", "--cores", "1", "--configfile", str(out),
               "--config", f"resources={tmp_path}/res")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_rulegraph_of_the_demo_config(tmp_path):
+    """`--rulegraph` draws the demo's rules (before any checkpoint has run)."""
+    out = run("--rulegraph", "--configfile", str(ROOT / "config" / "mosaic_demo.yaml"),
+              "--config", f"resources={tmp_path}/res", f"outdir={tmp_path}/out")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.lstrip().startswith("digraph")
+    for rule in ("simulate", "inputs", "screen_report", "align_groups", "plan", "all"):
+        assert f'label = "{rule}"' in out.stdout, rule
+
+
+def test_logs_live_under_the_outdir(tmp_path):
+    """Two runs with different outdirs never share logs: every log and benchmark path of the
+    demo's first jobs is under its outdir."""
+    out = run("-n", "--cores", "1", "--printshellcmds", "--verbose", "--config",
+              f"resources={tmp_path}/res", f"outdir={tmp_path}/out")
+    assert out.returncode == 0, out.stdout + out.stderr
+    logs = [line.split(":", 1)[1].strip() for line in out.stdout.splitlines()
+            if line.strip().startswith(("log:", "benchmark:"))]
+    assert logs and all(path.startswith(f"{tmp_path}/out/logs/") for path in logs), logs

@@ -12,6 +12,11 @@ to the simulated reference catalogue; its directory is removed after the module.
   the same exposures drizzled on their header WCSs don't (the visits' stars sit ~0.5 arcsec
   apart);
 - the F275W exposure keeps its header WCS, is flagged in the report, and still gets its layer.
+
+A second data set (``align_member``) has one exposure 0.3" off the others of its visit (fitted
+on its own, within 5 mas of its true WCS) and one 4" off (left on its header WCS, flagged,
+and, with the default ``align.mixed_frames: drop_unaligned``, left out of its layers, which
+stay sharp and in one frame); ``mixed_frames: fail`` stops the plan.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from astropy.wcs import WCS
 from photutils.psf import fit_fwhm
 from wfrun import run_snakemake
 
+from mvmflow.aligned import member_frames
 from mvmflow.combine import combine_partials
 from mvmflow.exposure import Exposure
 from mvmflow.groups import group_name, read_groups
@@ -148,10 +154,10 @@ def test_one_name_per_alignment_group(runs):
     for report in out.glob("skycells/*/*_align.ecsv"):
         in_cells |= set(Table.read(report)["group"])
     assert in_cells == names
-    logs = {p.stem for p in (runs["base"] / "logs" / "align").glob("*.log")}
+    logs = {p.stem for p in (out / "logs" / "align").glob("*.log")}
     assert logs == names
     for name in names:
-        assert name in (runs["base"] / "logs" / "align" / f"{name}.log").read_text()
+        assert name in (out / "logs" / "align" / f"{name}.log").read_text()
 
 
 def _rms(ra, dec, ra_t, dec_t) -> float:
@@ -229,3 +235,108 @@ def test_drizzled_stars_keep_single_exposure_fwhm(runs):
           f"{aligned_fwhm:.3f}, unaligned layer {unaligned_fwhm:.3f}")
     assert abs(aligned_fwhm / single_fwhm - 1) < 0.05, (aligned_fwhm, single_fwhm)
     assert unaligned_fwhm / single_fwhm - 1 > 0.05, (unaligned_fwhm, single_fwhm)
+
+
+# ---------------------------------------------------------------------------------------------
+# exposures that disagree with their visit (the ``align_member`` preset, headers moved):
+# ie3g09acq, 0.3" off the two others of its visit, is fitted on its own; id2e08acq, 4" off
+# its visit (beyond the search radius), cannot be and stays on its header WCS, which
+# align.mixed_frames decides about.
+
+MOVED = {"ie3g09acq_flc.fits": (0.3, 0.0), "id2e08acq_flc.fits": (4.0, 0.0)}
+OWN, LOST = "ie3g09acq_flc", "id2e08acq_flc"
+
+
+@pytest.fixture(scope="module")
+def member_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("workflow_member")
+    result = simulate("align_member", base / "data")
+    for name, (dx, dy) in MOVED.items():
+        with fits.open(base / "data" / name, mode="update") as hdul:
+            for hdu in hdul:
+                if hdu.name == "SCI":
+                    cosd = np.cos(np.radians(hdu.header["CRVAL2"]))
+                    hdu.header["CRVAL1"] += dx / 3600.0 / cosd
+                    hdu.header["CRVAL2"] += dy / 3600.0
+    config = {"inputs": f"{base / 'data'}/*_fl?.fits",
+              "align": {"reference": str(result.truth["refcat"])}}
+    # first with mixed_frames: fail (stops at the plan), then the default in the same
+    # directory (the catalogues and solutions are kept; only the plan onwards runs)
+    failed = run_snakemake(base, {**config, "outdir": "default",
+                                  "align": {**config["align"], "mixed_frames": "fail"}},
+                           check=False)
+    plan_log = (base / "default" / "logs" / "plan.log").read_text()
+    run_snakemake(base, {**config, "outdir": "default"})  # drop_unaligned
+    yield {"base": base, "data": base / "data", "result": result, "failed": failed,
+           "fail_log": plan_log, "default": base / "default"}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_member_off_its_visit_fitted_alone_or_flagged(member_runs):
+    out = member_runs["default"]
+    sols = {p.name[: -len("_wcs.json")]: read_solution(p)
+            for p in (out / "align").glob("*/*_wcs.json")}
+    assert sols[OWN]["status"] == "absolute-own" and sols[OWN]["wcsname"].endswith(
+        "-FIT_IMG_REFCAT")
+    assert sols[LOST]["status"] == "unaligned" and sols[LOST]["flagged"]
+    for key, sol in sols.items():
+        if key == LOST:
+            continue
+        assert sol["nmatches"] >= 6
+        path = member_runs["data"] / f"{key}.fits"
+        exposure = Exposure.open(path)
+        for extver in exposure.extvers:
+            ny, nx = exposure.chip_shape(extver)
+            y, x = np.mgrid[0:ny:10j, 0:nx:10j]
+            solved = corrected_chip_wcs(exposure, sol, extver).all_pix2world(
+                x.ravel(), y.ravel(), 0)
+            truth = true_wcs(path, extver).all_pix2world(x.ravel(), y.ravel(), 0)
+            assert _rms(*solved, *truth) < 5.0, key
+    log = next((out / "logs" / "align").glob("*.log")).read_text()
+    assert any("WARNING" in line and LOST in line and "UNALIGNED" in line
+               for line in log.splitlines())
+    assert any("WARNING" in line and "1 exposure left on the header WCS" in line
+               for line in log.splitlines())
+
+
+def test_default_drops_the_unaligned_member_and_the_layer_is_sharp(member_runs):
+    out = member_runs["default"]
+    dropped = Table.read(out / "plan" / "dropped.ecsv")
+    rows = dropped[dropped["file"] == f"{LOST}.fits"]
+    assert len(rows) >= 1 and all("drop_unaligned" in r for r in rows["reason"])
+    layers = _layers(out, "f555w")
+    plan = RunPlan.load(out / "plan" / "plan.json")
+    f555w = [lay for lay in plan.layers() if lay.filter == "f555w"]
+    assert len(f555w) == len(layers) >= 1
+    assert sorted(rows["layer"]) == sorted(lay.name for lay in f555w)
+    dirs = [d for d in (out / "align").iterdir() if d.is_dir()]
+    for lay in f555w:
+        assert f"{LOST}.fits" in [d.filename for d in lay.dropped]
+        assert f"{LOST}.fits" not in [m.filename for m in lay.members]
+        frames = member_frames([m.filename[: -len(".fits")] for m in lay.members] + [LOST],
+                               dirs)
+        assert frames.pop(LOST) == "HEADER" and set(frames.values()) == {"REFCAT"}
+    for layer in layers:
+        with fits.open(layer) as hdul:
+            head, tab = hdul[0].header, hdul["HDRTAB"].data
+            assert f"{LOST}.fits" not in [Path(f).name for f in tab["FILENAME"]]
+            assert head["NALIGNED"] == head["NUMEXP"] == 4 and head["NUNALIGN"] == 0
+            assert head["ALNFRAME"] == "REFCAT" and head["ALNMIXED"] is False
+            assert sorted(tab["ALIGNST"]) == ["absolute"] * 3 + ["absolute-own"]
+    layer = max(layers, key=lambda p: fits.getheader(p, "SCI")["NAXIS1"])
+    xy = _isolated_stars(member_runs, layer)
+    assert len(xy) >= 10
+    frame, params = plan.layer(layer.name).frame, plan.layer_params(layer.name)
+    key = "ie3g09abq_flc"
+    sol = read_solution(next((out / "align").glob(f"*/{key}_wcs.json")))
+    chips = apply_solution(load_chips(member_runs["data"] / f"{key}.fits"), sol)
+    single = combine_partials([drizzle_exposure(chips, frame, params)], frame, {}).sci
+    ratio = _fwhm(fits.getdata(layer, "SCI"), xy) / _fwhm(single, xy)
+    assert abs(ratio - 1) < 0.05, ratio
+
+
+def test_mixed_frames_fail_stops_the_plan(member_runs):
+    """(keep is tested on the plan's layers and the header cards in test_align.py.)"""
+    assert member_runs["failed"].returncode != 0
+    assert "inputs in different astrometric frames" in member_runs["fail_log"]
+    assert "align.mixed_frames is fail" in member_runs["fail_log"]

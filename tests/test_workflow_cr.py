@@ -68,6 +68,9 @@ def test_rejection_runs_as_rules(runs):
     assert len(list(out.glob("cr/*/*_median.fits"))) == len(names)
     assert len(list(out.glob("cr/*/*/*_crmask.fits"))) >= 4
     assert len(list(out.glob("partials_cr/*/*/*.fits"))) >= 4
+    # the final partials are the separate ones minus the masked pixels (mvmflow.crsubtract)
+    logs = list(runs["base"].glob("**/logs/cr_drizzle/**/*.log"))
+    assert len(logs) >= 4 and all("by subtraction" in p.read_text() for p in logs)
     never = RunPlan.load(runs["base"] / "kept" / "plan" / "plan.json")
     assert not any(never.rejects_cosmic_rays(n) for n in names)
     assert not (runs["base"] / "kept" / "cr").exists()

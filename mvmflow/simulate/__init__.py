@@ -59,7 +59,9 @@ WFC3/IR and ACS/SBC values are count rates (``BUNIT = ELECTRONS/S``), the others
 Positions
 ---------
 A star's position is its PSF's Gaussian-windowed centroid (``psf.windowed_centroid``,
-``sigma = 2`` px); see :mod:`mvmflow.simulate.psf`.
+``sigma = 2`` px); see :mod:`mvmflow.simulate.psf`. The model PSFs are re-sampled once on
+loading so that this position falls on a pixel centre; then a star drawn at any pixel phase
+is not lopsided, and a core fit (a 2-D Gaussian) finds it within 1.6 mas on average.
 """
 
 from mvmflow.simulate.core import SimulationResult, plan_exposures, simulate

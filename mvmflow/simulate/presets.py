@@ -360,6 +360,29 @@ _ALIGN_PAIR = Preset(
                     bright_stars=1, galaxy_density=2.0, young_fraction=0.05),
 )
 
+_ALIGN_MEMBER = Preset(
+    name="align_member",
+    description=("Checking every exposure against its visit's solution: a WFC3/UVIS F555W visit "
+                 "of two dithered exposures in 2016 and one of three in 2021 "
+                 "(UVIS2-C512C-SUB), pointing errors of about 0.5 arcsec per visit; tests move "
+                 "one exposure's header further (a member that disagrees with its visit); "
+                 "seconds to make."),
+    ra=DEMO_CENTER[0], dec=DEMO_CENTER[1], seed=13,
+    visits=(
+        VisitSpec(instrument="WFC3", proposid=14321, program="d2e", visit="08",
+                  start="2016-05-11T08:14:52", pa=97.0, pointing_error=(-0.36, 0.29, 0.03),
+                  exposures=tuple(ExposureSpec("UVIS", "F555W", 350.0, "UVIS2-C512C-SUB", d)
+                                  for d in ((0.0, 0.0), (0.91, 0.62)))),
+        VisitSpec(instrument="WFC3", proposid=16543, program="e3g", visit="09",
+                  start="2021-06-03T02:31:18", pa=104.0, offset=(0.5, -0.3),
+                  pointing_error=(0.44, 0.31, -0.02),
+                  exposures=tuple(ExposureSpec("UVIS", "F555W", 350.0, "UVIS2-C512C-SUB", d)
+                                  for d in ((0.0, 0.0), (0.87, -0.58), (-0.64, 0.83)))),
+    ),
+    scene=SceneSpec(star_density=1100.0, mag_range=(17.5, 25.0), lf_slope=0.25,
+                    bright_stars=1, galaxy_density=2.0, young_fraction=0.05),
+)
+
 _CR = Preset(
     name="cr",
     description=("Cosmic-ray rejection tests: one WFC3/UVIS visit, four dithered 400 s F555W "
@@ -544,7 +567,7 @@ _FULLFRAME_CR = fullframe_cr_preset(
                  "about 0.67 GB."))
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (_TINY, _TINY_NOERR, _DEMO, _ALL_DETECTORS,
-                                                  _ALIGN, _ALIGN_PAIR, _CR, _FULLCELL,
+                                                  _ALIGN, _ALIGN_PAIR, _ALIGN_MEMBER, _CR, _FULLCELL,
                                                   _FULLCELL_2X2, _FULLFRAME_CR)}
 """The named presets."""
 

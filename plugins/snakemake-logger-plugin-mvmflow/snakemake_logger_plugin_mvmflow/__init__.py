@@ -16,7 +16,7 @@ prints instead, on the terminal (stderr):
   without the scheduling chatter.
 
 Everything is still in Snakemake's complete log (``.snakemake/log/*.snakemake.log``, written
-by Snakemake itself with its full formatter) and in the per-rule logs under ``logs/``.
+by Snakemake itself with its full formatter) and in the per-rule logs under ``<outdir>/logs/``.
 ``--verbose`` and dry runs (``-n``) print Snakemake's usual full output. See
 docs/terminal_output.md.
 
