@@ -63,31 +63,9 @@ class ArchiveError(ValueError):
 
 
 def portal_client(cls, url: str | None = None):
-    """A fresh astroquery MAST client of class ``cls`` pointed at the archive ``url``.
-
-    ``cls`` is ``ObservationsClass``, ``MastClass`` or ``HapcutClass`` (astroquery.mast).
-    The instance's portal and service URLs are set from :func:`mvmflow.archive.service.mast_url`
-    (``url`` > ``MVMFLOW_MAST_URL`` > the real archive); astroquery's global configuration is
-    not touched, and the column configurations the portal fetches are kept on this instance
-    only (astroquery shares them between instances by default).
-    """
-    base = service.mast_url(url)
-    client = cls()
-    portal = client._portal_api_connection
-    portal.MAST_REQUEST_URL = f"{base}/api/v0/invoke"
-    portal.COLUMNS_CONFIG_URL = f"{base}/portal/Mashup/Mashup.asmx/columnsconfig"
-    portal.MAST_DOWNLOAD_URL = f"{base}/api/v0.1/Download/file"
-    portal.MAST_BUNDLE_URL = f"{base}/api/v0.1/Download/bundle"
-    portal._column_configs = {}
-    portal._current_service = None
-    api = client._service_api_connection
-    api.SERVICE_URL = base
-    api.REQUEST_URL = f"{base}/api/v0.1/"
-    api.MISSIONS_DOWNLOAD_URL = f"{base}/search/"
-    api.MAST_DOWNLOAD_URL = f"{base}/api/v0.1/Download/file"
-    if getattr(api, "SERVICES", None) and "astrocut" in api.SERVICES:  # Hapcut
-        api.set_service_params(api.SERVICES, "hapcut")
-    return client
+    """A fresh astroquery client pointed at ``url``
+    (:func:`mvmflow.archive.service.astroquery_client`)."""
+    return service.astroquery_client(cls, url)
 
 
 def _request_error(exc: Exception, what: str) -> ArchiveError:

@@ -146,26 +146,36 @@ class Region:
 
 # -- parsing ------------------------------------------------------------------------------
 
+def _read_angle(value, name: str, parse_text, what: str) -> float:
+    """A number as it is, else text: a plain number, else ``parse_text(text)``; a bool,
+    None or unreadable text is a :class:`RegionError` naming ``inputs.mast.<name>``."""
+    if isinstance(value, bool) or value is None:
+        raise RegionError(f"inputs.mast.{name}: {value!r} is not an angle{what}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_text(text)
+    except Exception as exc:  # noqa: BLE001 - astropy raises several kinds
+        raise RegionError(f"inputs.mast.{name}: cannot read {value!r} as an angle{what} "
+                          f"({exc})") from None
+
+
 def _angle_deg(value, name: str, hours: bool) -> float:
+    """A position in degrees: a number, or text astropy's ``Angle`` reads (a sexagesimal RA
+    without a unit is hours)."""
     import astropy.units as u
     from astropy.coordinates import Angle
 
-    if isinstance(value, bool) or value is None:
-        raise RegionError(f"inputs.mast.{name}: {value!r} is not an angle")
-    if isinstance(value, (int, float)):
-        result = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            result = float(text)
-        except ValueError:
-            default = u.hourangle if hours and not re.search(r"[a-z]", text.replace("h", ""),
-                                                             re.I) else u.deg
-            try:
-                result = float(Angle(text, unit=default).degree)
-            except Exception as exc:  # noqa: BLE001 - astropy raises several kinds
-                raise RegionError(f"inputs.mast.{name}: cannot read {value!r} as an angle "
-                                  f"({exc})") from None
+    def parse(text):
+        plain = not re.search(r"[a-z]", text.replace("h", ""), re.I)
+        return float(Angle(text, unit=u.hourangle if hours and plain else u.deg).degree)
+
+    result = _read_angle(value, name, parse, "")
     if not math.isfinite(result):
         raise RegionError(f"inputs.mast.{name}: {value!r} is not finite")
     return result
@@ -175,22 +185,8 @@ def _arcsec(value, name: str) -> float:
     """An extent in arcsec: a number (arcsec), or a string with an angular unit."""
     import astropy.units as u
 
-    if isinstance(value, bool) or value is None:
-        raise RegionError(f"inputs.mast.{name}: {value!r} is not an angle (arcsec, or a "
-                          "string with a unit such as '2 arcmin')")
-    if isinstance(value, (int, float)):
-        result = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            result = float(text)
-        except ValueError:
-            try:
-                result = float(u.Quantity(text).to_value(u.arcsec))
-            except Exception:  # noqa: BLE001 - a unit error or an unreadable string
-                raise RegionError(f"inputs.mast.{name}: cannot read {value!r} as an angle "
-                                  "(a number in arcsec, or e.g. '30 arcsec', '2 arcmin', "
-                                  "'0.01 deg')") from None
+    result = _read_angle(value, name, lambda text: float(u.Quantity(text).to_value(u.arcsec)),
+                         " (a number in arcsec, or e.g. '30 arcsec', '2 arcmin', '0.01 deg')")
     if not math.isfinite(result) or result <= 0:
         raise RegionError(f"inputs.mast.{name}: {value!r} must be a positive angle")
     if result > MAX_EXTENT_DEG * 3600:
@@ -421,24 +417,13 @@ def query_key(region: Region, url: str) -> str:
 
 
 def _observations(url: str, timeout: float):
-    """A fresh ``ObservationsClass`` talking to ``url``: the URLs and the column-config
-    cache are the instance's own, so other users of astroquery are not affected."""
+    """A fresh ``ObservationsClass`` talking to ``url``
+    (:func:`mvmflow.archive.service.astroquery_client`)."""
     from astroquery.mast import ObservationsClass
 
-    obs = ObservationsClass()
-    portal = obs._portal_api_connection
-    portal.MAST_REQUEST_URL = f"{url}/api/v0/invoke"
-    portal.COLUMNS_CONFIG_URL = f"{url}/portal/Mashup/Mashup.asmx/columnsconfig"
-    portal.MAST_DOWNLOAD_URL = f"{url}/api/v0.1/Download/file"
-    portal.MAST_BUNDLE_URL = f"{url}/api/v0.1/Download/bundle"
-    portal.TIMEOUT = timeout
-    portal._column_configs = {}  # the class attribute is shared by every instance
-    service = obs._service_api_connection
-    service.SERVICE_URL = url
-    service.REQUEST_URL = f"{url}/api/v0.1/"
-    service.MAST_DOWNLOAD_URL = f"{url}/api/v0.1/Download/file"
-    # the portal's requests are never cached by astroquery (PortalAPI passes cache=False)
-    return obs
+    from mvmflow.archive.service import astroquery_client
+
+    return astroquery_client(ObservationsClass, url, timeout)
 
 
 def _criteria(region: Region) -> dict:
