@@ -24,6 +24,10 @@ DEFAULT_CONFIG = os.path.join(workflow.basedir, "config", "config.yaml")
 configfile: DEFAULT_CONFIG
 
 
+# `snakemake --report report.zip`: the previews, maps and tables of rules/report.smk
+report: "report/workflow.rst"
+
+
 # the schema (types, defaults, switch words as booleans) and the inputs value, checked now:
 # a bad key or value stops the run here with one short line per problem, naming its source
 if not workflow.modifier.skip_validation:
@@ -93,6 +97,8 @@ include: "rules/layers.smk"
 include: "rules/mosaic.smk"
 include: "rules/cutouts.smk"
 include: "rules/psf.smk"
+include: "rules/quality.smk"
+include: "rules/report.smk"
 
 
 rule all:

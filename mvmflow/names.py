@@ -1029,6 +1029,21 @@ class LayerName:
         return self.rootname + "_ref_cat.ecsv"
 
     @property
+    def point_catalog(self) -> str:
+        """``<rootname>_point-cat.ecsv``, the layer's point sources (mvmflow.layercat)."""
+        return self.rootname + "_point-cat.ecsv"
+
+    @property
+    def qa_wcsname(self) -> str:
+        """``<rootname>_mvm_wcsname.json``, the WCS-name quality file (mvmflow.quality)."""
+        return self.rootname + "_mvm_wcsname.json"
+
+    @property
+    def qa_crossmatch(self) -> str:
+        """``<rootname>_mvm_overlap_crossmatch.json``, the overlap cross-match quality file."""
+        return self.rootname + "_mvm_overlap_crossmatch.json"
+
+    @property
     def rules_file(self) -> str:
         """``<rootname>_header_hap.rules``, the temporary header-merging rules file."""
         return self.rootname + "_header_hap.rules"

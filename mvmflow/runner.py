@@ -78,6 +78,11 @@ PRELOAD = (
     "mvmflow.products",
     "mvmflow.headers",
     "mvmflow.provenance",
+    # the previews (rules/report.smk): matplotlib and WCSAxes take 1.3 s to import
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+    "astropy.visualization.wcsaxes",
+    "mvmflow.preview",
     "mvmflow.crreject",
     "mvmflow.median",
     "mvmflow.catalogs",

@@ -14,7 +14,9 @@ from mvmflow.archive.table import (is_product_table, mirror_path, read_record, r
                                    to_fetch)
 from mvmflow.groups import read_groups
 from mvmflow.inputs import read_input_table
+from mvmflow.layercat import LAYERCAT_VERSION
 from mvmflow.plan import PLAN_VERSION
+from mvmflow.quality import neighbour_layers
 from mvmflow.runner import job_from_rule, run_script
 from mvmflow.runplan import PlanEntryMissing, RunPlan
 
@@ -386,12 +388,13 @@ def exposure_level():
 
 
 def layer_products(layer):
-    """A sky-cell layer's product, trailer and (exposure_level) its exposure-level
-    products, in drizzle order."""
+    """A sky-cell layer's product, trailer, (exposure_level) its exposure-level products,
+    in drizzle order, and (quality_testing) its quality files."""
     where = f"{OUT}/skycells/{layer.skycell}"
     out = [f"{where}/{layer.name}", f"{where}/{layer.root}_trl.txt"]
     if exposure_level():
         out += [f"{where}/{job.name}" for job in run_plan().jobs(layer.name)]
+    out += quality_products(layer)  # rules/quality.smk: none unless quality_testing
     return out
 
 
@@ -422,6 +425,7 @@ def final_outputs(wildcards=None):
     targets += mosaic_outputs()
     targets += cutout_outputs()
     targets += psf_outputs()  # rules/psf.smk; none by default
+    targets += preview_outputs()  # rules/report.smk
     targets += mast_outputs()
     return targets
 
@@ -753,3 +757,123 @@ def psf_outputs():
 
 def psf_entry_of(wildcards):
     return psf_entries()[wildcards.psfid]
+
+
+# ---- quality files (rules/quality.smk; quality_testing)
+
+
+def quality_enabled():
+    return bool(config.get("quality_testing", False))
+
+
+def quality_products(layer):
+    """The quality files of a sky-cell layer: its catalogue and the two JSON files (fine
+    layers only, as the reference's; none with quality_testing off)."""
+    if not quality_enabled() or layer.scale != "fine" or not layer.skycell:
+        return []
+    where = f"{OUT}/skycells/{layer.skycell}"
+    name = layer.layer_name
+    return [f"{where}/{name.point_catalog}", f"{where}/{name.qa_wcsname}",
+            f"{where}/{name.qa_crossmatch}"]
+
+
+def _qa_layer(wildcards):
+    return run_plan().layer_by_root(wildcards.root)
+
+
+@planned(list)
+def qa_product(wildcards):
+    layer = _qa_layer(wildcards)
+    return f"{OUT}/skycells/{layer.skycell}/{layer.name}"
+
+
+@planned(list)
+def qa_records(wildcards):
+    return records_of(run_plan().member_keys(_qa_layer(wildcards).name))
+
+
+@planned(list)
+def qa_align_dirs(wildcards):
+    return align_dirs_of(run_plan().member_keys(_qa_layer(wildcards).name))
+
+
+@planned(list)
+def qa_dropped(wildcards):
+    return [d.to_dict() for d in _qa_layer(wildcards).dropped]
+
+
+@planned(list)
+def qa_visits(wildcards):
+    return sorted({name[:6] for name, _ in run_plan().members(_qa_layer(wildcards).name)})
+
+
+def _qa_neighbours(wildcards):
+    plan = run_plan()
+    return neighbour_layers(plan.layers(), _qa_layer(wildcards))
+
+
+@planned(list)
+def qa_neighbour_products(wildcards):
+    return [f"{OUT}/skycells/{n.skycell}/{n.name}" for n in _qa_neighbours(wildcards)]
+
+
+@planned(list)
+def qa_neighbour_catalogs(wildcards):
+    return [f"{OUT}/skycells/{n.skycell}/{n.layer_name.point_catalog}"
+            for n in _qa_neighbours(wildcards)]
+
+
+# Previews and the report (rules/report.smk)
+
+PREVIEWS = f"{OUT}/previews"
+# a layer's key in its name, hst_<skycell>_<key>_<ptype>.fits: not an exposure-level
+# product's (which ends in -<ipppssoo>)
+LAYER_KEY = r"[A-Za-z0-9_.\-]+(?<!-[a-z][a-z0-9]{7})"
+
+
+def previews_enabled():
+    return bool(config.get("products", {}).get("previews", True))
+
+
+def _preview_stem(cell, layer):
+    """``<outdir>/previews/<skycell>/<layer name without .fits>``."""
+    return f"{PREVIEWS}/{cell}/{layer.name[:-5]}"
+
+
+@planned(list)
+def preview_stats(wildcards):
+    """The statistics of every previewed layer: sky cells, then the custom mosaic."""
+    out = [f"{_preview_stem(cell.name, layer)}_stats.json" for cell in run_plan().skycells
+           for layer in run_plan().layers(cell.name)]
+    if mosaic_outputs():
+        out += [f"{_preview_stem('mosaic', layer)}_stats.json"
+                for layer in run_plan().mosaic_layers]
+    return out
+
+
+@planned(dict)
+def skycell_frames(wildcards):
+    return {scale: f.to_dict() for scale, f in run_plan().skycell(wildcards.skycell).frames.items()}
+
+
+@planned(list)
+def skycell_records(wildcards):
+    return records_of(run_plan().skycell_keys(wildcards.skycell))
+
+
+def preview_outputs():
+    """The report's files of the run ([] with products.previews off)."""
+    if not previews_enabled():
+        return []
+    out = [f"{PREVIEWS}/screening.html", f"{PREVIEWS}/layers.html"]
+    for cell in run_plan().skycells:
+        out.append(f"{PREVIEWS}/{cell.name}/{cell.name}_footprints.png")
+        if align_enabled():
+            out.append(f"{PREVIEWS}/{cell.name}/{cell.name}_align.html")
+        for layer in run_plan().layers(cell.name):
+            out += [f"{_preview_stem(cell.name, layer)}_{kind}.png"
+                    for kind in ("preview", "coverage")]
+    if mosaic_outputs():
+        out += [f"{_preview_stem('mosaic', layer)}_{kind}.png"
+                for layer in run_plan().mosaic_layers for kind in ("preview", "coverage")]
+    return out

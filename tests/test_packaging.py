@@ -10,7 +10,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from the PyPI distribution names
-CONDA_NAMES = {"snakemake": "snakemake-minimal"}
+CONDA_NAMES = {"snakemake": "snakemake-minimal", "matplotlib": "matplotlib-base"}
 
 
 def _name(requirement: str) -> str:
