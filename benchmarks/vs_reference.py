@@ -21,8 +21,9 @@ Per workload and round (``--repeat N`` rounds, alternating):
 - **ours**, once per mode (``--modes``, default ``like,defaults``): one ``snakemake --cores N``
   run of this repository's Snakefile restricted to the same sky cells, with
 
-  - ``like`` (like for like, as the reference runs): alignment off and
-    ``cosmic_rays: {default: never}`` (trust the inputs' flags);
+  - ``like`` (like for like, as the reference runs): alignment off,
+    ``cosmic_rays: {default: never}`` (trust the inputs' flags) and ``products: {previews:
+    false}`` (the reference makes no previews);
   - ``defaults``: the workflow's defaults (alignment on, cosmic-ray rejection ``auto``), the
     alignment's absolute reference being the simulation's catalogue (what ``align.reference:
     auto`` picks for the simulated demo inputs; for other inputs it means Gaia, over the
@@ -92,7 +93,7 @@ WORKLOADS = {
 """The workloads of ``--workloads``."""
 
 MODES = {
-    "like": "like for like: alignment off, cosmic_rays {default: never}",
+    "like": "like for like: alignment off, cosmic_rays {default: never}, no previews",
     "defaults": "the workflow's defaults: alignment on (reference: the simulated catalogue), "
                 "cosmic_rays as configured (auto)",
 }
@@ -101,8 +102,10 @@ MODES = {
 
 def mode_config(mode: str, data: Path) -> dict:
     """Our configuration keys of ``mode`` (on top of ``config/config.yaml``)."""
-    if mode == "like":  # as the reference's MVM: no alignment (skip_gaia_alignment), no CR
-        return {"align": {"enabled": False}, "cosmic_rays": {"default": "never"}}
+    if mode == "like":  # as the reference's MVM: no alignment (skip_gaia_alignment), no CR,
+        # and only the products the reference makes (no previews)
+        return {"align": {"enabled": False}, "cosmic_rays": {"default": "never"},
+                "products": {"previews": False}}
     if mode == "defaults":  # auto would mean Gaia (the network) for inputs that are not 'demo'
         return {"align": {"enabled": True, "reference": str(data / "truth" / "refcat.ecsv")}}
     raise ValueError(f"unknown mode {mode!r}")
