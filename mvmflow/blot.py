@@ -118,6 +118,12 @@ class ChipBlotter:
     def shape(self) -> tuple[int, int]:
         return self.chip.shape
 
+    @property
+    def pixmap(self) -> np.ndarray | None:
+        """The chip's pixel map onto :attr:`box` (None when the chip misses the frame); the
+        cosmic-ray job keeps part of it for its final partial (mvmflow.crsubtract)."""
+        return self._pm
+
     def _empty(self) -> Blot:
         return Blot(np.zeros(self.shape, np.float32), np.zeros(self.shape, bool),
                     self.conversion)

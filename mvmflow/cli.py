@@ -249,19 +249,26 @@ def _cmd_query_products(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from mvmflow.archive.hap import ArchiveError, retrieve
+def _downloads(command: str, fetch) -> tuple[list, int]:
+    """``fetch()``'s files and exit status: 0, or 1 with every failed file reported (the
+    files that did arrive are still returned); other errors propagate."""
+    from mvmflow.archive.hap import ArchiveError
 
-    _archive_logging()
     try:
-        paths = retrieve(args.table, args.out_dir, clobber=args.clobber, url=args.mast_url,
-                         workers=args.workers)
+        return fetch(), 0
     except ArchiveError as exc:
         if not hasattr(exc, "failed"):
             raise
-        paths, status = exc.done, _report_failures("retrieve", exc)
-    else:
-        status = 0
+        return exc.done, _report_failures(command, exc)
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from mvmflow.archive.hap import retrieve
+
+    _archive_logging()
+    paths, status = _downloads("retrieve", lambda: retrieve(
+        args.table, args.out_dir, clobber=args.clobber, url=args.mast_url,
+        workers=args.workers))
     for path in paths:
         print(path)
     return status
@@ -305,7 +312,6 @@ def _integers(text: str) -> list[int]:
 
 def _cmd_psf_download(args: argparse.Namespace) -> int:
     from mvmflow.archive import psf
-    from mvmflow.archive.hap import ArchiveError
 
     _archive_logging()
     table = psf.read_table(args.table)
@@ -313,15 +319,9 @@ def _cmd_psf_download(args: argparse.Namespace) -> int:
     if len(args.size) not in (1, 2):
         raise ValueError("--size takes N (every source) or N,M (unsaturated, saturated)")
     sizes = args.size[0] if len(args.size) == 1 else tuple(args.size)
-    try:
-        paths = psf.download(table, suffixes, sizes, args.out_dir, method=args.method,
-                             workers=args.workers, url=args.mast_url, detector=args.detector)
-    except ArchiveError as exc:
-        if not hasattr(exc, "failed"):
-            raise
-        paths, status = exc.done, _report_failures("psf download", exc)
-    else:
-        status = 0
+    paths, status = _downloads("psf download", lambda: psf.download(
+        table, suffixes, sizes, args.out_dir, method=args.method, workers=args.workers,
+        url=args.mast_url, detector=args.detector))
     n_sub = psf.subarray_count(table)
     if n_sub:
         print(f"mvmflow psf download: {n_sub} subarray sources not requested "

@@ -424,7 +424,7 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
     if maps is not None:
         if near3 is None:
             near3 = sampling_regions(data_e, blot_e, readnoise, crp.snr[1])[0]
-        maps.append(KeptMap.keep(blotter._pm, frame, blotter.box, near3, crp.grow, step))
+        maps.append(KeptMap.keep(blotter.pixmap, frame, blotter.box, near3, crp.grow, step))
     del blotter, near3
     deriv = derivative(blot_e)
     mask = driz_cr(data_e, blot_e, deriv, readnoise, crp.snr, crp.scale, crp.grow, testable,
