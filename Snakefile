@@ -12,6 +12,7 @@ import sys
 from snakemake.utils import min_version
 
 from mvmflow.config import ConfigError, check_config
+from mvmflow.integrity import OutdirError, hold_outdir, remove_leftovers, sweep
 from mvmflow.names import custom_prefix
 from mvmflow.switches import resolve_switches
 
@@ -49,6 +50,18 @@ try:
         custom_prefix(config["mosaic"]["prefix"])
 except ValueError as error:
     sys.exit(f"Config error: {error}")
+# One run per output directory, made (or a one-line error) before any job; sealed
+# intermediates damaged since written are removed, so this run makes them again
+# (mvmflow.integrity; docs/data_path.md, "Faults"). A dry run only looks: it takes nothing.
+if workflow.is_main_process and not workflow.output_settings.dryrun:
+    try:
+        if hold_outdir(config["outdir"]) is not None:
+            remove_leftovers(config["outdir"])  # no other writer is alive
+    except OutdirError as error:
+        sys.exit(f"mvmflow: {error}")
+    for damaged in sweep(config["outdir"]):
+        print(f"mvmflow: {damaged} was damaged after it was written (its size differs): "
+              "removed, made again in this run", file=sys.stderr)
 
 
 include: "rules/common.smk"

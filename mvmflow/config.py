@@ -7,7 +7,10 @@ defaults. :func:`check_config` replaces snakemake's ``validate``: it
    ``true/false``, ``1/0``, any case) into real booleans for every boolean key of the
    schema, at any depth (``--config quality_testing=true`` gives the string ``'true'``);
 2. fills in the schema defaults (as ``validate(..., set_default=True)``) and validates;
-3. checks the ``inputs`` value (:func:`mvmflow.inputs.check_inputs`).
+3. checks the keys of the mappings the schema leaves open (``align.params``,
+   ``align.catalogs``, ``detectors``) against the parameters they set, so a typo there
+   stops the run at start rather than failing a job later;
+4. checks the ``inputs`` value (:func:`mvmflow.inputs.check_inputs`).
 
 Any problem is a :class:`ConfigError` whose message has one line per problem, naming the key
 (dotted path, e.g. ``mosaic.enabeld``), the bad value, what is expected, where the key was
@@ -253,8 +256,11 @@ def _messages(error: jsonschema.ValidationError, schema: Mapping,
         return [_unknown_key(key, list(error.schema.get("enum", [])), schema,
                              _source(key, sources))]
     if error.validator == "required":
-        missing = [k for k in error.validator_value if k not in error.instance]
         props = error.schema.get("properties", {})
+        # a required key written with a typo is one problem, the unknown key's line says it
+        typos = {_suggest(k, list(props)) for k in error.instance if k not in props}
+        missing = [k for k in error.validator_value if k not in error.instance
+                   and k not in typos]
         where = f"in {_dotted(path)!r}" if path else "in the config"
         return [f"missing required key {k!r} {where} set {_source(path, sources)}; "
                 f"expected {_describe(props.get(k, {}))}" for k in missing]
@@ -317,11 +323,62 @@ def validate_config(config: dict, schema: Mapping,
         _raise(lines)
 
 
+def _parameter_names() -> dict[str, list[str]]:
+    """The keys of the free parameter mappings of the schema (imported only when set)."""
+    from dataclasses import fields
+
+    from mvmflow.align import AlignParams
+    from mvmflow.catalogs import CatalogParams
+    from mvmflow.fitting import FitCriteria
+
+    align = [f.name for f in fields(AlignParams)] + [f.name for f in fields(FitCriteria)]
+    return {"align.params": align,
+            "align.catalogs": [f.name for f in fields(CatalogParams)]}
+
+
+def _free_key_problems(config: Mapping, detectors_file: str | os.PathLike | None,
+                       sources: Sequence[tuple[str, Mapping]]) -> list[str]:
+    """Unknown keys in the mappings the schema leaves open: ``align.params``,
+    ``align.catalogs`` (the fields of AlignParams, CatalogParams) and ``detectors`` (the
+    detectors, parameter sets and set keys of ``config/detectors.yaml``), so that a typo
+    there stops the run at start too, not a job hours later (issue 17)."""
+    align = config.get("align") or {}
+    lines = []
+    if align.get("params") or align.get("catalogs"):
+        for dotted, valid in _parameter_names().items():
+            given = align.get(dotted.split(".")[1]) or {}
+            for key in given:
+                if key not in valid:
+                    path = ("align", dotted.split(".")[1], key)
+                    lines.append(_unknown_key(path, valid, {}, _source(path, sources)))
+    if config.get("detectors") and detectors_file is not None:
+        from mvmflow.params import _SET_KEYS, load_defaults
+
+        table = load_defaults(detectors_file)["detectors"]
+        for det, sets in config["detectors"].items():
+            if det not in table:
+                path = ("detectors", det)
+                lines.append(_unknown_key(path, list(table), {}, _source(path, sources)))
+                continue
+            for name, values in sets.items():
+                valid = [k for k in table[det] if k != "scales"]
+                path = ("detectors", det, name)
+                if name not in valid:
+                    lines.append(_unknown_key(path, valid, {}, _source(path, sources)))
+                    continue
+                lines += [_unknown_key(path + (k,), sorted(_SET_KEYS), {},
+                                       _source(path + (k,), sources))
+                          for k in values if k not in _SET_KEYS]
+    return lines
+
+
 def check_config(config: dict, schema: str | os.PathLike | Mapping, *,
                  default_file: str | os.PathLike | None = None,
                  configfiles: Sequence[str | os.PathLike] = (),
-                 overrides: Mapping | None = None) -> None:
-    """Check the workflow config at start: :func:`validate_config`, then the inputs.
+                 overrides: Mapping | None = None,
+                 detectors_file: str | os.PathLike | None = None) -> None:
+    """Check the workflow config at start: :func:`validate_config`, the keys of the free
+    parameter mappings, then the inputs.
 
     Parameters
     ----------
@@ -332,17 +389,27 @@ def check_config(config: dict, schema: str | os.PathLike | Mapping, *,
     default_file, configfiles, overrides
         The config's sources (see :func:`config_sources`): the workflow's config file, the
         ``--configfile`` files and the ``--config`` pairs.
+    detectors_file : path, optional
+        The per-detector drizzle defaults (the keys ``detectors`` may override); default:
+        ``detectors.yaml`` beside a schema given as a file, none (not checked) otherwise.
 
     Raises
     ------
     ConfigError
-        For any schema violation or a bad ``inputs`` value (a glob that matches nothing, a
+        For any schema violation, an unknown key in ``align.params``, ``align.catalogs`` or
+        ``detectors``, or a bad ``inputs`` value (a glob that matches nothing, a
         missing list or poller file, a listed exposure that does not exist).
     """
+    if detectors_file is None and not isinstance(schema, Mapping):
+        beside = Path(schema).with_name("detectors.yaml")
+        detectors_file = beside if beside.is_file() else None
     if not isinstance(schema, Mapping):
         schema = load_schema(schema)
     sources = config_sources(default_file, configfiles, overrides)
     validate_config(config, schema, sources)
+    free = _free_key_problems(config, detectors_file, sources)
+    if free:
+        _raise(free)
     try:
         check_inputs(config["inputs"])
     except ValueError as error:

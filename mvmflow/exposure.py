@@ -211,9 +211,11 @@ class Exposure:
 
     @cached_property
     def _name(self):
-        """The parsed file name, or None when it is not an exposure name."""
+        """The parsed file name (of a ``.fits.gz``: of the file it holds), or None when it
+        is not an exposure name."""
+        name = self.filename
         try:
-            return parse_exposure(self.filename)
+            return parse_exposure(name[: -len(".gz")] if name.endswith(".fits.gz") else name)
         except ValueError:
             return None
 
@@ -293,8 +295,16 @@ class Exposure:
 
     @property
     def date_obs(self) -> str:
-        """``DATE-OBS`` (``YYYY-MM-DD``)."""
-        return str(_keyword(self.primary_header, "DATE-OBS", "primary")).strip()
+        """``DATE-OBS`` (``YYYY-MM-DD``); :class:`HeaderError` if it is not such a date."""
+        import datetime
+
+        text = str(_keyword(self.primary_header, "DATE-OBS", "primary")).strip()
+        try:
+            datetime.date.fromisoformat(text[:10])
+        except ValueError:
+            raise HeaderError(f"DATE-OBS is {text!r} in the primary header, not a date "
+                              "(YYYY-MM-DD)") from None
+        return text
 
     @property
     def proposid(self) -> str:

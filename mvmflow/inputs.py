@@ -18,8 +18,15 @@ The forms make_custom_mosaic accepts, plus the simulated demo:
   equals a run from scratch).
 
 Every input gets a *key*, its file name without ``.fits`` (``ib2v01abq_flc``), which names
-its jobs and per-exposure files. Two inputs with the same key are an error: it would be
-ambiguous which one a product came from.
+its jobs and per-exposure files. Two inputs with the same key would make it ambiguous which
+one a product came from: in a workflow run the first (in the glob's sorted order, or the
+list's order) is used and the others are *skipped*, as are the names a glob matches that are
+not regular files (a directory, a dangling symbolic link); :func:`write_input_table`
+records them, with the reason, as rows without a key in the same table (so the ``inputs``
+checkpoint keeps one output and an output directory of an earlier version needs no new
+file), and the screening report lists them among the rejected inputs (issue 17,
+docs/design.md "The workflow"). Without a ``skipped`` list, :func:`resolve_inputs` raises on
+a duplicate name instead.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 
 __all__ = [
     "check_inputs", "exposure_key", "resolve_inputs", "write_input_table", "read_input_table",
-    "is_archive_spec", "inputs_from_records",
+    "is_archive_spec", "inputs_from_records", "read_skipped",
 ]
 
 _GLOB_CHARS = "*?["
@@ -94,13 +101,36 @@ def _from_demo(truth_table: Path) -> list[Path]:
     return [base / str(name) for name in table["file"]]
 
 
-def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None) -> dict[str, str]:
+def _not_a_file(path: Path) -> str:
+    """Why a name a glob matched is not an exposure file (``''`` if it is a regular file)."""
+    if path.is_file():
+        return ""
+    if path.is_symlink() and not path.exists():
+        return f"dangling symbolic link: its target {os.readlink(path)} does not exist"
+    if path.is_dir():
+        return "not a regular file: a directory"
+    return "not a regular file"
+
+
+def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None,
+                   skipped: list[tuple[str, str]] | None = None) -> dict[str, str]:
     """Resolve the ``inputs`` config value to ``{key: absolute path}``, sorted by key.
+
+    Parameters
+    ----------
+    spec : str
+        The ``inputs`` value (``demo``, a glob pattern, a list file or an exposure).
+    demo_truth : path, optional
+        The demo set's ``truth/exposures.ecsv`` (for ``demo``).
+    skipped : list, optional
+        If given, ``(path, reason)`` is appended for every name a glob matched that is not
+        a regular file and for every input whose key an earlier input already has (the
+        first is used), instead of raising for a duplicate key.
 
     Raises
     ------
     ValueError
-        If nothing matches, or two inputs share a key.
+        If nothing matches, or two inputs share a key (without ``skipped``).
     FileNotFoundError
         If a listed file does not exist.
     """
@@ -109,7 +139,13 @@ def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None) -> di
             raise ValueError("inputs 'demo' needs the demo truth table")
         files = _from_demo(Path(demo_truth))
     elif any(c in spec for c in _GLOB_CHARS):
-        files = [Path(p) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
+        files = []
+        for name in sorted(glob.glob(spec, recursive=True)):
+            why = _not_a_file(Path(name))
+            if not why:
+                files.append(Path(name))
+            elif skipped is not None:
+                skipped.append((str(Path(name).absolute()), why))
         if not files:
             raise ValueError(f"inputs: the pattern {spec!r} matches no file")
     else:
@@ -126,7 +162,12 @@ def resolve_inputs(spec: str, demo_truth: str | os.PathLike | None = None) -> di
         key = exposure_key(f)
         full = str(Path(f).resolve())
         if key in table and table[key] != full:
-            raise ValueError(f"inputs: two exposures share the name {key}: {table[key]} and {full}")
+            if skipped is None:
+                raise ValueError(f"inputs: two exposures share the name {key}: {table[key]} "
+                                 f"and {full}")
+            skipped.append((full, f"same file name as {table[key]}, which is used (two "
+                                  "inputs of one name would be ambiguous)"))
+            continue
         table[key] = full
     if not table:
         raise ValueError(f"inputs: {spec!r} lists no exposure")
@@ -207,7 +248,7 @@ def check_inputs(spec: str | Mapping) -> None:
         raise ValueError(f"inputs: {spec!r} is a directory; give a glob pattern such as "
                          f"'{Path(spec) / '*_fl?.fits'}' or a list file")
     try:
-        resolve_inputs(spec)
+        resolve_inputs(spec, skipped=[])
     except UnicodeDecodeError:
         raise ValueError(f"inputs: {spec!r} is not a text list of exposures (nor a .fits "
                          "file)") from None
@@ -219,19 +260,28 @@ def check_inputs(spec: str | Mapping) -> None:
         raise ValueError(text if text.startswith("inputs:") else f"inputs: {text}") from None
 
 
-def write_input_table(table: dict[str, str], path: str | os.PathLike) -> None:
-    """Write ``{key: path}`` as a two-column TSV, atomically."""
+def write_input_table(table: dict[str, str], path: str | os.PathLike,
+                      skipped: Sequence[tuple[str, str]] = ()) -> None:
+    """Write ``{key: path}`` as a two-column TSV, atomically, then one row per skipped input:
+    an empty key, its path and the reason (:func:`read_skipped`)."""
     from mvmflow.workflow import atomic_path
 
+    rows = [f"{k}\t{v}\n" for k, v in table.items()]
+    rows += [f"\t{f}\t{' '.join(r.split())}\n" for f, r in skipped]
     with atomic_path(path) as tmp:
-        Path(tmp).write_text("".join(f"{k}\t{v}\n" for k, v in table.items()))
+        Path(tmp).write_text("".join(rows))
+
+
+def _rows(path: str | os.PathLike) -> list[list[str]]:
+    return [line.split("\t") for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def read_skipped(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """The skipped inputs, ``(path, reason)``, of a table written by
+    :func:`write_input_table`."""
+    return [(row[1], "\t".join(row[2:])) for row in _rows(path) if not row[0]]
 
 
 def read_input_table(path: str | os.PathLike) -> dict[str, str]:
-    """Read a table written by :func:`write_input_table`."""
-    table = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            key, file = line.split("\t")
-            table[key] = file
-    return table
+    """Read ``{key: path}`` from a table written by :func:`write_input_table`."""
+    return {row[0]: row[1] for row in _rows(path) if row[0]}

@@ -26,11 +26,11 @@ flux is made total with an aperture correction measured on the layer itself: the
 ratio of the flux within :attr:`LayerCatParams.apcorr_radius` (1.5"; sky from an annulus
 2.0-2.6") to the aperture flux, over bright isolated stars (S/N > 30, no other source
 brighter than 1 % of the star within 1.5" plus 3 FWHM; with fewer than three such stars,
-those above S/N 10; with fewer still, :data:`DEFAULT_APCORR`, meta ``apcorr_source``). The flux outside 1.5" (2-4 % for
-HST PSFs) is not added: on the simulated demo the magnitudes are 0.01-0.05 mag fainter than
-the truth (median 0.03), with 14-44 stars per layer; a larger radius gives too few
-isolated stars in those fields. ``flux`` is that total count rate (the ``SCI``
-unit, e-/s); ``mag_st = -2.5 log10(flux PHOTFLAM) - 21.10`` and
+those above S/N 10; with fewer still, :data:`DEFAULT_APCORR`, meta ``apcorr_source``). A
+larger radius gives too few isolated stars in crowded fields. The flux outside 1.5" (1-3 %
+for HST PSFs) is then added from the detector's model PSF
+(:func:`mvmflow.psfmodel.encircled_energy`, meta ``ee_model`` and ``ee_apcorr_radius``;
+``LayerCatParams.total``). ``flux`` is that total count rate (the ``SCI`` unit, e-/s); ``mag_st = -2.5 log10(flux PHOTFLAM) - 21.10`` and
 ``mag_ab = -2.5 log10(flux PHOTFLAM) - 5 log10(PHOTPLAM) - 2.408``.
 
 **Errors.** With EXP weights a layer pixel is ``SCI = sum(w_i d_i) / sum(w_i)``, ``d_i`` the
@@ -84,6 +84,7 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS, FITSFixedWarning
 
 from mvmflow.catalogs import DETECTOR_FWHM, CatalogParams, find_sources
+from mvmflow.psfmodel import encircled_energy, model_psf_name
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -105,7 +106,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LAYERCAT_VERSION = 1
+LAYERCAT_VERSION = 2
 """Layout version of the layer catalogues (metadata ``layercat_version``)."""
 
 DETECTOR_PIXEL = {
@@ -150,7 +151,10 @@ class LayerCatParams:
     annulus : tuple of float
         Sky annulus radii in units of the aperture radius.
     apcorr_radius : float
-        Radius (arcsec) the aperture correction extrapolates to (taken as total).
+        Radius (arcsec) the aperture correction extrapolates to.
+    total : bool
+        Add the light beyond ``apcorr_radius`` from the detector's model PSF
+        (:func:`mvmflow.psfmodel.encircled_energy`); False keeps the flux within it.
     apcorr_annulus : tuple of float
         Sky annulus (arcsec) of the aperture-correction measurement.
     apcorr_snr : float
@@ -164,6 +168,7 @@ class LayerCatParams:
     aperture: float | None = None
     annulus: tuple[float, float] = (3.0, 5.0)
     apcorr_radius: float = 1.5
+    total: bool = True
     apcorr_annulus: tuple[float, float] = (2.0, 2.6)
     apcorr_snr: float = 30.0
     low_weight: float = 0.5
@@ -408,8 +413,14 @@ def layer_catalog(path: str | os.PathLike, params: LayerCatParams | None = None)
     ra, dec = wcs.pixel_to_world_values(out["x"], out["y"]) if len(table) else ([], [])
     out["ra"] = np.asarray(ra, dtype=np.float64)
     out["dec"] = np.asarray(dec, dtype=np.float64)
-    flux = np.asarray(table["flux_aper"], dtype=np.float64) * apcorr
-    flux_err = np.asarray(table["flux_aper_err"], dtype=np.float64) * apcorr
+    filt = str(prim.get("FILTER", prim.get("FILTER1", ""))).strip()
+    ee_model = (model_psf_name(instrument, detector, filt, photplam) if p.total else None)
+    ee = encircled_energy(ee_model, p.apcorr_radius) if ee_model else 1.0
+    if p.total and ee_model is None:
+        log.warning("%s: no model PSF for %s %s %s: fluxes are those within %.1f arcsec",
+                    path.name, instrument, detector, filt, p.apcorr_radius)
+    flux = np.asarray(table["flux_aper"], dtype=np.float64) * apcorr / ee
+    flux_err = np.asarray(table["flux_aper_err"], dtype=np.float64) * apcorr / ee
     out["flux"] = flux
     out["flux_err"] = flux_err
     out["flux_aper"] = np.asarray(table["flux_aper"], dtype=np.float64)
@@ -432,7 +443,7 @@ def layer_catalog(path: str | os.PathLike, params: LayerCatParams | None = None)
         "layer": path.name,
         "instrument": instrument,
         "detector": detector,
-        "filter": str(prim.get("FILTER", prim.get("FILTER1", ""))).strip(),
+        "filter": filt,
         "scale_arcsec": round(scale, 6),
         "photflam": photflam,
         "photplam": photplam,
@@ -447,6 +458,8 @@ def layer_catalog(path: str | os.PathLike, params: LayerCatParams | None = None)
         "apcorr_err": round(apcorr_err, 6) if math.isfinite(apcorr_err) else None,
         "apcorr_nstars": int(ratios.size),
         "apcorr_source": apcorr_source,
+        "ee_model": ee_model or "",
+        "ee_apcorr_radius": round(ee, 6),
         "noise_factor": round(rfac, 6),
         "medwht": medwht,
         "flag_bits": {str(k): v for k, v in _FLAG_TEXT.items()},

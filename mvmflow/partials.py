@@ -44,8 +44,11 @@ plane is stored raw as one contiguous stream, read with plain ``pread`` at the v
   bytes, codec (0 raw, 1 zlib);
 - FLUX, WEIGHT, NCHIPS: uint8 1-D images, the pieces of each array's stream.
 
-No date or checksum is written, so two writes of one partial are the same bytes
-(zlib's output depends only on its input, level and library version).
+No date is written, so two writes of one partial are the same bytes (zlib's output
+depends only on its input, level and library version). The primary header's ``MVMSIZE`` and
+``MVMCRC`` record the file's size and CRC-32 (:mod:`mvmflow.integrity`, which depend on the
+content only): :meth:`PartialFile.open` checks them once per process and file, so a partial
+damaged after it was written is refused (and removed, to be made again), never summed.
 
 **Measured** (``.venv/bin/python benchmarks/partials.py``: one simulated full-frame ACS/WFC
 F814W exposure, 2 x 2048 x 4096 = 16.8 Mpx, position angle 40 degrees, drizzled onto sky
@@ -84,6 +87,7 @@ import numpy as np
 from astropy.io import fits
 
 from mvmflow.grid import Frame
+from mvmflow.integrity import DamagedFile, seal, seal_cards, verify
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -423,7 +427,9 @@ def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
     arrays = _checked_arrays(partial)
     spans = _spans(arrays)
     nvalues = int(spans[:, 1].sum())
-    hdus = [fits.PrimaryHDU(header=_primary_header(partial, nvalues)),
+    primary = _primary_header(partial, nvalues)
+    primary.extend(seal_cards())  # size and checksum, filled in by seal (mvmflow.integrity)
+    hdus = [fits.PrimaryHDU(header=primary),
             fits.ImageHDU(spans if spans.size else None, name="SPANS")]
     chunk_rows, data_hdus = [], []
     for aid, (name, a) in enumerate(zip(ARRAYS, arrays, strict=True)):
@@ -441,6 +447,7 @@ def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
     hdus += data_hdus
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="exception")
+        seal(tmp)
     return path
 
 
@@ -548,7 +555,9 @@ class PartialFile:
         ------
         ValueError
             Naming the file, if it is not an mvmflow partial, has another layout version, or
-            is truncated or corrupt.
+            is truncated or corrupt; or if its size or checksum differs from the ones
+            recorded when it was written (the file is then removed, so that the next run
+            makes it again).
         """
         path = Path(path)
         try:
@@ -568,15 +577,21 @@ class PartialFile:
                                       int(info["datSpan"])))
                     if len(hdul) != len(_HDUS):
                         raise ValueError(f"{len(hdul)} HDUs, expected {len(_HDUS)}")
-            return cls._from_headers(path, header, infos, stat)
+            pf = cls._from_headers(path, header, infos, stat)
+            verify(path)  # once per process and file version (mvmflow.integrity)
+            return pf
         except FileNotFoundError:
             raise
+        except DamagedFile as exc:
+            raise ValueError(f"{path.name}: corrupt partial file: {exc}") from None
         except ValueError as exc:
             if str(exc).startswith(path.name):
-                raise
-            raise ValueError(f"{path.name} is not a readable mvmflow partial: {exc}") from exc
-        except (OSError, KeyError, IndexError, TypeError, Warning) as exc:
-            raise ValueError(f"{path.name} is not a readable mvmflow partial: {exc}") from exc
+                raise ValueError(f"{exc}{_damage(path)}") from exc
+            raise ValueError(f"{path.name} is not a readable mvmflow partial: {exc}"
+                             f"{_damage(path)}") from exc
+        except (OSError, KeyError, IndexError, TypeError, Warning, fits.VerifyError) as exc:
+            raise ValueError(f"{path.name} is not a readable mvmflow partial: {exc}"
+                             f"{_damage(path)}") from exc
 
     @classmethod
     def _from_headers(cls, path: Path, header: fits.Header, infos, stat) -> PartialFile:
@@ -840,6 +855,18 @@ class PartialFile:
                 planes[lo - a:hi - a, p] = self._chunk(fd, info, p, c)[lo - c * cv:hi - c * cv]
         values = planes.view(info.dtype.newbyteorder(">")).reshape(b - a)
         return values.astype(info.dtype)
+
+
+def _damage(path: Path) -> str:
+    """For an unreadable file: ``'; <why>'`` if its seal says it was damaged after it was
+    written (the file is then removed, to be made again), else ``''``."""
+    try:
+        verify(path)
+    except DamagedFile as exc:
+        return f"; {exc}"
+    except (OSError, ValueError):
+        pass
+    return ""
 
 
 def _blocks(todo: np.ndarray, first: np.ndarray, end: np.ndarray):

@@ -152,8 +152,12 @@ def _flat_dict(obj) -> dict:
 
 
 def exposure_key(filename: str) -> str:
-    """The input key of an exposure: its file name without ``.fits``."""
-    return filename[: -len(".fits")] if filename.endswith(".fits") else filename
+    """The input key of an exposure: its file name without ``.fits`` or ``.fits.gz`` (as
+    :func:`mvmflow.inputs.exposure_key`)."""
+    for ext in (".fits.gz", ".fits"):
+        if filename.endswith(ext):
+            return filename[: -len(ext)]
+    return filename
 
 
 def boxes_overlap(a: Sequence[int], b: Sequence[int]) -> bool:

@@ -71,6 +71,7 @@ __all__ = [
     "diagnostic",
     "match_catalogs",
     "neighbour_layers",
+    "visit_report",
     "wcs_value",
     "wcsname_report",
     "write_diagnostic",
@@ -471,7 +472,9 @@ def _overlap_size(path, other_path, step_max: int = 512) -> int:
 
 def crossmatch_report(layer_path: str | os.PathLike, catalog_path: str | os.PathLike,
                       neighbours: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
-                      visits: Sequence[str] = (), tolerance: float = MATCH_TOLERANCE) -> dict:
+                      visits: Sequence[str] = (), tolerance: float = MATCH_TOLERANCE, *,
+                      members: Sequence[tuple] = (),
+                      refcat: str | os.PathLike | Table | None = None) -> dict:
     """The overlap cross-match diagnostic of a layer.
 
     Parameters
@@ -484,6 +487,11 @@ def crossmatch_report(layer_path: str | os.PathLike, catalog_path: str | os.Path
         The layer's visits (reported).
     tolerance : float
         Match radius (arcsec).
+    members : sequence of (key, exposure path, catalogue path, solution or None)
+        The layer's inputs, for the visit-against-visit cross-match (:func:`visit_report`).
+    refcat : path or Table, optional
+        The alignment's reference catalogue: its proper motions carry stars between the
+        visits' epochs.
     """
     from mvmflow.layercat import read_layer_catalog
 
@@ -554,14 +562,88 @@ def crossmatch_report(layer_path: str | os.PathLike, catalog_path: str | os.Path
         summary.append(_summary_row(Path(other_layer).name, len(ir), dra, ddec, dmag, scale))
     note = ("" if neighbours else "no layer of the same instrument, detector and filter in a "
             "neighbouring sky cell overlaps this one: nothing to cross-match")
+    pairs, visit_note = visit_report(diag, layer_path, members, refcat, tolerance)
     add_item(diag, "summary", {"visits": sorted(set(visits)), "regions": summary,
-                               "note": note},
+                               "note": note, "visit pairs": pairs, "visit note": visit_note},
              {"visits": "the layer's visits (ipppss)",
               "regions": "per overlapping layer: matches, median and clipped scatter of the "
                          "differences (comparison - reference)",
-              "note": "why there is no region, when there is none"},
-             {"regions": "mas (positions), mag (magnitudes)"})
+              "note": "why there is no region, when there is none",
+              "visit pairs": "per pair of the layer's visits: stars matched, median and "
+                             "clipped scatter of the motion-corrected and the raw "
+                             "differences (later - earlier visit)",
+              "visit note": "why there is no visit pair, when there is none"},
+             {"regions": "mas (positions), mag (magnitudes)",
+              "visit pairs": "mas (positions), mag (magnitudes), yr (epochs)"})
     return diag
+
+
+def visit_report(diag: dict, layer_path: str | os.PathLike, members: Sequence[tuple],
+                 refcat=None, tolerance: float = MATCH_TOLERANCE) -> tuple[list, str]:
+    """Add the visit-against-visit items (``visit pair <n>``) to ``diag``
+    (:mod:`mvmflow.visitmatch`): per pair of the layer's visits, the stars both measured
+    where the layer has weight, matched after carrying them to one epoch with the reference
+    catalogue's proper motions.
+
+    Returns
+    -------
+    pairs : list of dict
+        The summary row of each pair.
+    note : str
+        Why there is no pair (one visit, or no member catalogues), else empty.
+    """
+    from mvmflow.refcat import read_refcat
+    from mvmflow.visitmatch import pair_statistics, visit_catalogs, visit_of
+
+    visits = sorted({visit_of(m[0]) for m in members})
+    if len(visits) < 2:
+        return [], (f"the layer has {len(visits)} visit{'s' if len(visits) != 1 else ''} "
+                    f"({', '.join(visits) or 'no member catalogues'}): no visit pair to "
+                    "cross-match")
+    ref = refcat if isinstance(refcat, Table) or refcat is None else read_refcat(refcat)
+    if ref is not None and (len(ref) == 0 or "pmra" not in ref.colnames):
+        ref = None
+    _, wcs, _ = _layer_wcs(layer_path)
+    cats = visit_catalogs(members)
+    cats = [c.select(_weight_at(layer_path, c.ra, c.dec) > 0) if len(c) else c for c in cats]
+    cats.sort(key=lambda c: (c.epoch, c.visit))
+    pairs = []
+    for i, a in enumerate(cats):
+        for b in cats[i + 1:]:
+            res = pair_statistics(a, b, ref, tolerance, wcs.world_to_pixel_values)
+            row = res["summary"]
+            pairs.append(row)
+            stats = {}
+            for title, unit, diff in (
+                    ("X-axis differences", "HAP pixels", res.get("dx", [])),
+                    ("Y-axis differences", "HAP pixels", res.get("dy", [])),
+                    ("On-sky separation (X-Y)", "HAP pixels",
+                     np.hypot(res.get("dx", []), res.get("dy", []))),
+                    ("On-sky separation (RA-Dec)", "Arcseconds",
+                     np.hypot(res["dra_pm"], res["ddec_pm"]) / 1000.0),
+                    ("Magnitude differences", "mag", res["dmag"])):
+                stats[title] = {**compute_stats(diff), "Units": unit}
+            table = {"X": res.get("x", np.zeros(0)), "Y": res.get("y", np.zeros(0)),
+                     "RA": a.ra[res["ia"]], "DEC": a.dec[res["ia"]],
+                     "dRA raw [mas]": res["dra"], "dDec raw [mas]": res["ddec"],
+                     "dmag": res["dmag"]}
+            add_item(diag, f"visit pair {len(pairs)}", {
+                **row, "exposures": [a.exposures, b.exposures],
+                "reference catalogue": (str(ref.meta.get("name", "")) if ref is not None
+                                        else "none: differences are not corrected for motion"),
+                "statistics": stats,
+                "data table": {k: _json_value(np.asarray(v, dtype=np.float64))
+                               for k, v in table.items()},
+            }, {"visits": "earlier, later visit (ipppss)",
+                "matched": f"mutual nearest within {tolerance} arcsec after the motion "
+                           "correction",
+                "matched with reference motion": "pairs whose stars are one reference star: "
+                                                 "the motion-corrected figures",
+                "statistics": "later - earlier visit, motion-corrected where the reference "
+                              "knows the star (X, Y), reference stars only (RA-Dec)",
+                "data table": "matched positions (earlier visit) and raw differences"},
+                {"statistics": "per block (Units)", "data table": "pixels, deg, mas, mag"})
+    return pairs, ""
 
 
 def _summary_row(name, n, dra, ddec, dmag, scale) -> dict:

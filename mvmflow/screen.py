@@ -5,10 +5,11 @@ stops at the first failure, whose message becomes ``ExposureRecord.reason``:
 
 1. **File**: exists, is a regular non-empty readable file (its ``size`` and ``sha256`` are
    recorded whenever it can be read).
-2. **FITS structure**: starts with a ``SIMPLE`` card, is not gzip-compressed, and walking
-   the HDUs by their size keywords ends exactly at the end of the file (shorter: truncated,
-   "truncated FITS file: N bytes, expected M"; longer with non-null bytes: damaged); then
-   astropy must read every header.
+2. **FITS structure**: starts with a ``SIMPLE`` card, and walking the HDUs by their size
+   keywords ends exactly at the end of the file (shorter: truncated, "truncated FITS file: N
+   bytes, expected M"; longer with non-null bytes: damaged); then astropy must read every
+   header. A gzip-compressed file (``_flc.fits.gz``) is checked the same way on its
+   decompressed bytes (a cut gzip stream is "truncated gzip file"); astropy reads it as is.
 3. **Origin**: ``TELESCOP`` is HST; the instrument/detector is ACS WFC/HRC/SBC or WFC3
    UVIS/IR (WFPC2, STIS, NICMOS, FOC, ... are "unsupported"); the file name is an exposure
    name (``<ipppssoot>_<flt|flc>.fits`` or an SVM name) whose rootname letter agrees with
@@ -25,11 +26,14 @@ stops at the first failure, whose message becomes ``ExposureRecord.reason``:
 5. **SCI data**: at least one SCI extension, no duplicate EXTVERs, both chips of a
    full-frame ACS/WFC or WFC3/UVIS exposure (this catches a file cut exactly at an HDU
    boundary), each a 2-D image with data (HST constant ``PIXVALUE`` images count); not every
-   array all zeros; not every array without a finite pixel.
+   array all zeros; not every array without a finite pixel; not every pixel of every chip
+   flagged in DQ (no pixel with DQ 0: nothing to drizzle; one such chip is a warning).
 6. **Bad guiding in the image**: the sources of the first usable chip must not be trailed
    in one common direction (:func:`detect_trails`; ``check_trails=False`` skips it).
 7. **WCS** of every chip: a celestial ``CTYPE``, a CD (or PC/CDELT) matrix that is not
-   singular, a pixel scale between 0.01 and 0.5 arcsec, and a footprint through the full
+   singular, a finite ``CRVAL`` with ``|CRVAL2| <= 90``, every SIP coefficient up to
+   ``A_ORDER``/``B_ORDER`` present (HST headers write them all; a missing one is damage, not
+   a zero), a pixel scale between 0.01 and 0.5 arcsec, and a footprint through the full
    distortion model (SIP + NPOL + D2IM) that evaluates to finite positions.
 
 Warnings (the exposure is still accepted): gyro/coarse ``FGSLOCK``; one chip all zeros or
@@ -57,8 +61,10 @@ Differences from the reference
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -198,6 +204,7 @@ def collect_records(
     records: Iterable[ExposureRecord | str | os.PathLike],
     accepted_path: str | os.PathLike,
     rejected_path: str | os.PathLike,
+    skipped: Iterable[tuple[str, str]] = (),
 ) -> tuple[Table, Table]:
     """Write ``accepted.ecsv`` and ``rejected.ecsv`` from screening records, atomically.
 
@@ -208,6 +215,10 @@ def collect_records(
     accepted_path, rejected_path : str or os.PathLike
         Output ECSV files. Rows are sorted by ``file``; see :data:`ACCEPTED_COLUMNS` and
         :data:`REJECTED_COLUMNS`. ``warnings`` is the record's warnings joined by ``"; "``.
+    skipped : iterable of (str, str)
+        ``(file, reason)`` of inputs never screened (:func:`mvmflow.inputs.resolve_inputs`:
+        a directory or dangling link the glob matched, a second file of one name): rows of
+        the rejected table.
 
     Returns
     -------
@@ -217,7 +228,8 @@ def collect_records(
     loaded = [r if isinstance(r, ExposureRecord) else read_record(r) for r in records]
     loaded.sort(key=lambda r: r.file)
     accepted = _table([_accepted_row(r) for r in loaded if r.accepted], ACCEPTED_COLUMNS)
-    rejected = _table([(r.file, r.reason) for r in loaded if not r.accepted], REJECTED_COLUMNS)
+    rows = [(r.file, r.reason) for r in loaded if not r.accepted] + [tuple(s) for s in skipped]
+    rejected = _table(sorted(rows), REJECTED_COLUMNS)
     for table, path in ((accepted, accepted_path), (rejected, rejected_path)):
         with atomic_path(path) as tmp:
             table.write(tmp, format="ascii.ecsv", overwrite=True)
@@ -248,6 +260,8 @@ def _screen(path: Path, record: ExposureRecord, check_trails: bool) -> None:
 
 def _check_file(path: Path) -> tuple[int, str]:
     """Reject a missing, empty or unreadable file; return its size and SHA-256."""
+    if path.is_symlink() and not path.exists():
+        raise Rejected(f"dangling symbolic link: its target {os.readlink(path)} does not exist")
     if not path.exists():
         raise Rejected(f"file not found: {path}")
     if not path.is_file():
@@ -302,14 +316,16 @@ def _read_header_cards(f, number: int, start: int, size: int) -> tuple[dict, int
                 cards[key] = fits.Card.fromstring(image).value
 
 
-def _walk_hdus(path: Path, size: int) -> list[str]:
+def _walk_hdus(path: Path, size: int, opener=open) -> list[str]:
     """Walk the file HDU by HDU from the size keywords alone; return warnings.
 
     Rejects a file that ends inside a header or data unit (truncated) and one whose bytes
-    after an HDU are neither a new extension nor null padding (damaged).
+    after an HDU are neither a new extension nor null padding (damaged). ``opener`` opens
+    the file for reading bytes (``gzip.open`` for a compressed file, ``size`` then being
+    the decompressed size).
     """
     number, position = 0, 0
-    with open(path, "rb") as f:
+    with opener(path, "rb") as f:
         while position < size:
             f.seek(position)
             start = f.read(8)
@@ -335,14 +351,24 @@ def _walk_hdus(path: Path, size: int) -> list[str]:
 
 
 def _check_fits_structure(path: Path, size: int) -> list[str]:
-    """Reject non-FITS, compressed, corrupt or truncated files; return warnings."""
+    """Reject non-FITS, corrupt or truncated files (compressed or not); return warnings."""
     with open(path, "rb") as f:
         head = f.read(BLOCK)
     if head[:2] == b"\x1f\x8b":
-        raise Rejected("gzip-compressed file: decompress it to a plain .fits file first")
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(BLOCK)
+                size = f.seek(0, os.SEEK_END)  # the decompressed size
+            opener = gzip.open
+        except (OSError, EOFError, ValueError) as err:
+            raise Rejected(f"truncated gzip file: {err}" if isinstance(err, EOFError)
+                           else f"damaged gzip file: {err}") from None
+        what = "gzip-compressed file holds no FITS file:"
+    else:
+        opener, what = open, "not a FITS file:"
     if not head.startswith(b"SIMPLE  =") or head[9:30].strip() != b"T":
-        raise Rejected("not a FITS file: it does not begin with 'SIMPLE  =                    T'")
-    return _walk_hdus(path, size)
+        raise Rejected(f"{what} it does not begin with 'SIMPLE  =                    T'")
+    return _walk_hdus(path, size, opener)
 
 
 def _check_nextend(exposure: Exposure) -> list[str]:
@@ -528,7 +554,7 @@ def _check_sci(exposure: Exposure) -> list[str]:
     if len(set(extvers)) != len(extvers):
         raise Rejected(f"duplicate SCI extensions (EXTVERs {extvers})")
     _check_chip_count(exposure, len(extvers))
-    found, zero, nonfinite = [], [], []
+    found, zero, nonfinite, flagged = [], [], [], []
     for extver in extvers:
         data = _sci_data(exposure, extver)
         finite = np.isfinite(data)
@@ -540,6 +566,11 @@ def _check_sci(exposure: Exposure) -> list[str]:
             found.append(f"SCI,{extver} is all zeros")
         if not exposure.has_extension("DQ", extver):
             found.append(f"no DQ,{extver} extension")
+        elif not np.any(np.asarray(exposure.dq(extver)) == 0):
+            flagged.append(extver)
+            found.append(f"DQ,{extver} flags every pixel")
+    if len(flagged) == len(extvers):
+        raise Rejected("every pixel is flagged in DQ (no pixel with DQ 0 in any chip)")
     if len(zero) == len(extvers):
         raise Rejected("every SCI array is all zeros")
     if len(nonfinite) == len(extvers):
@@ -597,16 +628,60 @@ def _chip_record(exposure: Exposure, extver: int) -> ChipRecord:
         raise Rejected(f"{where} has no celestial WCS (CTYPE1={ctypes[0]!r}, CTYPE2={ctypes[1]!r})")
     if not any(k in header for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2", "CDELT1", "CDELT2")):
         raise Rejected(f"{where} has no CD matrix (CD1_1 ... CD2_2)")
+    _check_crval(where, header, ctypes)
+    _check_sip(where, header)
     try:
         wcs = exposure.chip_wcs(extver)
         footprint = exposure.footprint(extver, FOOTPRINT_SAMPLES)
     except Exception as err:  # noqa: BLE001 - wcslib and astropy raise many types
-        raise Rejected(f"{where} WCS is unusable: {' '.join(str(err).split())}") from None
+        raise Rejected(f"{where} WCS is unusable: {_wcslib_text(err)}") from None
     _check_scale(where, header, wcs)
     if not np.all(np.isfinite(footprint)):
         raise Rejected(f"{where} WCS does not evaluate: non-finite sky positions on the chip edges")
     shape = exposure.chip_shape(extver)
     return ChipRecord(extver=extver, shape=list(shape), footprint=footprint.tolist())
+
+
+_WCSLIB_PLACE = re.compile(r"ERROR \d+ in \w+\(\) at line \d+ of file \S+:\s*")
+
+
+def _wcslib_text(err: Exception) -> str:
+    """An astropy/wcslib error in one line, without wcslib's source file and line."""
+    return _WCSLIB_PLACE.sub("", " ".join(str(err).split())).strip("'\" ")
+
+
+def _check_crval(where: str, header: fits.Header, ctypes: list[str]) -> None:
+    """Reject a CRVAL that is not a finite number or a declination beyond the poles."""
+    for axis, ctype in zip((1, 2), ctypes, strict=True):
+        key = f"CRVAL{axis}"
+        try:
+            value = float(header.get(key, 0.0))
+        except (TypeError, ValueError):
+            raise Rejected(f"{where} {key} is {header[key]!r}, not a number") from None
+        if not np.isfinite(value):
+            raise Rejected(f"{where} {key} is {value}, not finite")
+        if ctype.startswith("DEC-") and abs(value) > 90:
+            raise Rejected(f"{where} {key} is {value:g}, not a declination (-90 to 90)")
+
+
+def _check_sip(where: str, header: fits.Header) -> None:
+    """Reject SIP polynomials with missing coefficients (``A_p_q``, ``2 <= p+q <= order``)."""
+    for name in ("A", "B"):
+        order = header.get(f"{name}_ORDER")
+        if order is None:
+            continue
+        try:
+            order = int(order)
+        except (TypeError, ValueError):
+            raise Rejected(f"{where} SIP {name}_ORDER is {order!r}, not an integer") from None
+        missing = [f"{name}_{p}_{q}" for p in range(order + 1) for q in range(order + 1 - p)
+                   if p + q >= 2 and f"{name}_{p}_{q}" not in header]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more"
+                                                if len(missing) > 4 else "")
+            raise Rejected(f"{where} SIP {name}_ORDER is {order} but {shown} "
+                           f"{'is' if len(missing) == 1 else 'are'} missing: a damaged "
+                           "distortion header")
 
 
 def _check_scale(where: str, header: fits.Header, wcs) -> None:

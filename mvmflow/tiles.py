@@ -44,6 +44,7 @@ from astropy.io import fits
 
 from mvmflow.combine import LayerArrays, combine_partials, context_planes
 from mvmflow.grid import Frame
+from mvmflow.integrity import seal, seal_cards, verify
 from mvmflow.names import LayerName
 from mvmflow.partials import PartialFile, empty_partial
 from mvmflow.products import LayerSummary, layer_headers
@@ -126,6 +127,8 @@ def write_tile(path: str | os.PathLike, arrays: LayerArrays, box: Sequence[int])
     with its planes), INPUTS (``FILE``, ``USED``: every input of the layer in layer order
     and whether it has weight in the tile), NEXPHIST and EXPTHIST (``VALUE``, ``COUNT``:
     histograms over the covered pixels of the chips and of the exposure time per pixel).
+    The primary header's ``MVMSIZE`` and ``MVMCRC`` record the file's size and checksum
+    (:mod:`mvmflow.integrity`); :class:`TileFile` checks them before the tile is used.
     """
     ncov, nexp_hist, expt_hist = _tile_histograms(arrays)
     primary = fits.PrimaryHDU()
@@ -134,6 +137,7 @@ def write_tile(path: str | os.PathLike, arrays: LayerArrays, box: Sequence[int])
     for key, v in zip(("TILEX0", "TILEY0", "TILENX", "TILENY"), box, strict=True):
         primary.header[key] = int(v)
     primary.header["NCOV"] = (ncov, "pixels covered by a chip footprint")
+    primary.header.extend(seal_cards())  # size and checksum (mvmflow.integrity)
     used = fits.BinTableHDU.from_columns([
         fits.Column("FILE", "A200", array=np.array(arrays.files, dtype="U200")),
         fits.Column("USED", "L", array=np.array(arrays.used, dtype=bool)),
@@ -147,6 +151,7 @@ def write_tile(path: str | os.PathLike, arrays: LayerArrays, box: Sequence[int])
     ])
     with atomic_path(Path(path)) as tmp:
         hdul.writeto(tmp, overwrite=True)
+        seal(tmp)
     return Path(path)
 
 
@@ -155,6 +160,7 @@ class TileFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        verify(self.path)  # damaged since written: refused and removed (mvmflow.integrity)
         header = fits.getheader(self.path, 0)
         if header.get("MVMTYPE") != "TILE" or header.get("TILEVER") != TILE_VERSION:
             raise ValueError(f"{self.path.name} is not an mvmflow tile of layout version "

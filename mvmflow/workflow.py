@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -71,6 +72,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if _disk_full(exc, tmp.parent):
+            raise OSError(errno.ENOSPC, f"No space left on device writing {path} (nothing "
+                          "was left under that name: free space and run again)") from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _disk_full(exc: BaseException, directory: Path) -> bool:
+    """Whether a write failed for lack of space: ENOSPC or EDQUOT anywhere in the exception's
+    chain, or a short write (astropy and numpy report one without its errno) on a file
+    system with no space left."""
+    seen = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)

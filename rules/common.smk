@@ -798,6 +798,22 @@ def qa_align_dirs(wildcards):
 
 
 @planned(list)
+def qa_member_keys(wildcards):
+    return list(run_plan().member_keys(_qa_layer(wildcards).name))
+
+
+@planned(list)
+def qa_member_exposures(wildcards):
+    table = input_table()
+    return [table[k] for k in qa_member_keys(wildcards)]
+
+
+@planned(list)
+def qa_member_catalogs(wildcards):
+    return [f"{OUT}/catalogs/{k}.ecsv" for k in qa_member_keys(wildcards)]
+
+
+@planned(list)
 def qa_dropped(wildcards):
     return [d.to_dict() for d in _qa_layer(wildcards).dropped]
 

@@ -62,6 +62,10 @@ rule qa_crossmatch:
         catalog=f"{OUT}/skycells/{{skycell}}/{{root}}_point-cat.ecsv",
         neighbours=qa_neighbour_products,
         neighbour_catalogs=qa_neighbour_catalogs,
+        exposures=qa_member_exposures,
+        catalogs=qa_member_catalogs,
+        align=qa_align_dirs,
+        refcat=align_reference_file,
         plan=PLAN_INPUT,
     output:
         f"{OUT}/skycells/{{skycell}}/{{root}}_mvm_overlap_crossmatch.json",
@@ -69,6 +73,7 @@ rule qa_crossmatch:
         root=LAYER_ROOT,
     params:
         visits=qa_visits,
+        members=qa_member_keys,
     log:
         f"{LOGS}/quality/{{skycell}}/{{root}}_mvm_overlap_crossmatch.log",
     benchmark:
@@ -77,7 +82,7 @@ rule qa_crossmatch:
         "../envs/mvmflow.yaml"
     threads: 1
     resources:
-        # catalogues, and the weights read at sampled positions
+        # catalogues, the weights read at sampled positions, one chip WCS at a time
         mem_mb=by_attempt(1000),
     run:
         run_job(rule, "quality_crossmatch", input, output, params, wildcards, threads,

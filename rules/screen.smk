@@ -25,7 +25,9 @@ rule screen:
 
 rule screen_report:
     input:
-        screen_records,
+        records=screen_records,
+        # with the glob matches that are not files and second files of one name
+        inputs=f"{OUT}/inputs.tsv",
     output:
         accepted=f"{OUT}/screen/accepted.ecsv",
         rejected=f"{OUT}/screen/rejected.ecsv",

@@ -1,6 +1,7 @@
 """Rule cutouts: cut every layer product overlapping one configured box."""
 
 import logging
+import shutil
 from pathlib import Path
 
 from mvmflow.cutouts import make_cutouts
@@ -10,7 +11,11 @@ with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
     box = snakemake.params.box
     out = Path(snakemake.output[0])
-    out.mkdir(parents=True, exist_ok=True)
+    # built beside its final name and renamed whole: a killed job leaves no partial directory
+    # that a resumed run would take as done (docs/conventions.md, "Files written")
+    final, out = out, out.with_name(f".{out.name}.part")
+    shutil.rmtree(out, ignore_errors=True)  # a killed run's leftovers
+    out.mkdir(parents=True)
     written, failed = make_cutouts(snakemake.input.products, box["ra"], box["dec"],
                                    box["size"], out)
     for path in written:
@@ -20,3 +25,4 @@ with rule_logging(snakemake.log[0]):
     log.info("%d cutouts at RA %.6f Dec %.6f (%s arcsec) from %d products, %d failed",
              len(written), box["ra"], box["dec"], box["size"], len(snakemake.input.products),
              len(failed))
+    out.rename(final)

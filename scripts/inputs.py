@@ -9,6 +9,7 @@ from mvmflow.workflow import rule_logging
 with rule_logging(snakemake.log[0]):
     log = logging.getLogger("mvmflow")
     spec = snakemake.params.spec
+    skipped = []
     if is_archive_spec(spec):
         from mvmflow.archive.table import read_table, write_missing
         from mvmflow.inputs import inputs_from_records
@@ -27,6 +28,8 @@ with rule_logging(snakemake.log[0]):
                              f"arrived (see {snakemake.output.missing})")
     else:
         demo_truth = snakemake.input[0] if spec == "demo" else None
-        table = resolve_inputs(spec, demo_truth=demo_truth)
-    write_input_table(table, snakemake.output[0])
+        table = resolve_inputs(spec, demo_truth=demo_truth, skipped=skipped)
+    for name, reason in skipped:
+        log.warning("not processed: %s: %s", name, reason)
+    write_input_table(table, snakemake.output[0], skipped)
     log.info("%d input exposures", len(table))

@@ -2,12 +2,14 @@
 
 import logging
 
+from mvmflow.inputs import read_skipped
 from mvmflow.screen import collect_records
 from mvmflow.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
     accepted, rejected = collect_records(
-        list(snakemake.input), snakemake.output.accepted, snakemake.output.rejected
+        list(snakemake.input.records), snakemake.output.accepted, snakemake.output.rejected,
+        skipped=read_skipped(snakemake.input.inputs),
     )
     log = logging.getLogger("mvmflow")
     log.info("%d exposures accepted, %d rejected", len(accepted), len(rejected))

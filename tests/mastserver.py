@@ -56,6 +56,10 @@ _REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidd
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 
+LAST_MODIFIED = "Tue, 14 May 2019 08:30:00 GMT"
+"""The ``Last-Modified`` of every file served (the archive's files carry their own)."""
+
+
 class _Headers(dict):
     """Request headers; lookups ignore case, as HTTP does."""
 
@@ -365,7 +369,8 @@ class MastServer:
             return 404, {"Content-Type": "text/plain"}, f"file not found: {uri}".encode()
         data, total = entry.data, len(entry.data)
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                   "Content-Disposition": f'attachment; filename="{entry.filename}"'}
+                   "Content-Disposition": f'attachment; filename="{entry.filename}"',
+                   "Last-Modified": LAST_MODIFIED}
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", (request.headers.get("Range") or "").strip())
         if match and self.honor_ranges and any(match.groups()):
             first, last = match.groups()

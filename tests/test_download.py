@@ -439,3 +439,26 @@ def test_two_fetches_of_one_file_take_turns(mast_server, tmp_path):
     assert dest.read_bytes() == data
     assert len(ranges(mast_server, uri)) == 2  # the stalled transfer and its resume, only
     assert leftovers(tmp_path) == [".ib0006g1q_flc.fits.verified", "ib0006g1q_flc.fits"]
+
+
+def test_the_file_keeps_the_servers_modification_time(mast_server, tmp_path):
+    """A file fetched again (say, after a user deleted it from a shared mirror) gets the
+    time it had, the server's Last-Modified, so other runs that used it redo nothing."""
+    from email.utils import parsedate_to_datetime
+
+    from mastserver import LAST_MODIFIED
+
+    data = fits_bytes()
+    uri = serve(mast_server, "ib0001a1q_flc.fits", data)
+    dest = tmp_path / "ib0001a1q_flc.fits"
+    transfer = Transfer(file_url(mast_server.url, uri), dest, len(data), md5(data))
+    fetch(transfer, **FAST)
+    stamp = parsedate_to_datetime(LAST_MODIFIED).timestamp()
+    assert dest.stat().st_mtime == stamp
+    dest.unlink()
+    fetch(transfer, **FAST)
+    assert dest.stat().st_mtime == stamp
+    # the remembered verification is of this file and time: no request, no new fetch
+    before = len(mast_server.requests)
+    fetch(transfer, **FAST)
+    assert len(mast_server.requests) == before

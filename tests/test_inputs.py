@@ -92,3 +92,34 @@ def test_svm_poller(tmp_path):
     poller = tmp_path / "svm_input.out"
     poller.write_text(f"ib2v01abq_flt.fits,11360,B2V,01,602.937,F160W,IR,{a}")
     assert resolve_inputs(str(poller)) == {"ib2v01abq_flt": str(a.resolve())}
+
+
+def test_glob_matches_that_are_not_files_are_skipped_with_a_reason(tmp_path):
+    """A directory or a dangling symbolic link the pattern matches, and a second file of one
+    name, are recorded as skipped (the first of a name is used; issue 17)."""
+    from mvmflow.inputs import check_inputs, read_input_table, read_skipped, write_input_table
+
+    a = touch(tmp_path / "a" / "ib2v01abq_flc.fits")
+    touch(tmp_path / "b" / "ib2v01abq_flc.fits")
+    (tmp_path / "a" / "ib2v01acq_flc.fits").mkdir()
+    (tmp_path / "a" / "ib2v01adq_flc.fits").symlink_to(tmp_path / "gone.fits")
+    pattern = str(tmp_path / "*" / "*_fl?.fits")
+    skipped = []
+    assert resolve_inputs(pattern, skipped=skipped) == {"ib2v01abq_flc": str(a.resolve())}
+    reasons = dict(skipped)
+    assert reasons == {
+        str(tmp_path / "a" / "ib2v01acq_flc.fits"): "not a regular file: a directory",
+        str(tmp_path / "a" / "ib2v01adq_flc.fits"):
+            f"dangling symbolic link: its target {tmp_path / 'gone.fits'} does not exist",
+        str((tmp_path / "b" / "ib2v01abq_flc.fits").resolve()):
+            f"same file name as {a.resolve()}, which is used (two inputs of one name would "
+            "be ambiguous)",
+    }
+    check_inputs(pattern)  # the run starts: nothing above stops it
+    # one table holds both: the inputs and, as rows without a key, the skipped names
+    table = resolve_inputs(pattern, skipped=[])
+    write_input_table(table, tmp_path / "inputs.tsv", skipped)
+    assert read_input_table(tmp_path / "inputs.tsv") == table
+    assert read_skipped(tmp_path / "inputs.tsv") == skipped
+    with pytest.raises(ValueError, match="matches no file"):  # only names that are not files
+        resolve_inputs(str(tmp_path / "a" / "ib2v01ac?_flc.fits"), skipped=[])

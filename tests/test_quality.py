@@ -235,6 +235,10 @@ def test_quality_run_writes_every_fine_layers_files(qa_run):
             if row["matched"] >= 3:
                 assert abs(row["median dRA cos(dec) [mas]"]) < 0.5, row
                 assert abs(row["median dDec [mas]"]) < 0.5, row
+        # every layer of the shared run has one visit: said, not skipped silently
+        summary = cross["data"]["summary"]["data"]
+        assert summary["visit pairs"] == [], lay.name
+        assert summary["visit note"].startswith("the layer has 1 visit ("), summary
         cat = read_layer_catalog(files[0])
         assert cat.meta["layer"] == lay.name
     assert LayerName.parse(fine[0].name).scale == "fine"

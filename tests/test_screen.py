@@ -216,12 +216,24 @@ def test_random_bytes(tmp_path):
 
 
 def test_gzip_file(tmp_path):
+    """A gzip-compressed exposure is screened on its decompressed bytes (issue 17)."""
     import gzip
 
     good = build(tmp_path, "ir")
-    path = tmp_path / "ib4606cpq_flt.fits.gz"
-    path.write_bytes(gzip.compress(good.read_bytes()))
-    rejected(path, "gzip-compressed")
+    path = tmp_path / "gz" / "ib4606cpq_flt.fits.gz"
+    path.parent.mkdir()
+    raw = good.read_bytes()
+    path.write_bytes(gzip.compress(raw))
+    record, plain = screen_exposure(path), screen_exposure(good)
+    assert record.accepted, record.reason
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record.chips == plain.chips and record.rootname == plain.rootname
+    path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    rejected(path, "truncated FITS file: ")
+    path.write_bytes(gzip.compress(raw)[:5000])
+    rejected(path, "truncated gzip file")
+    path.write_bytes(gzip.compress(b"hello " * 1000))
+    rejected(path, "gzip-compressed file holds no FITS file")
 
 
 def _hdr_locations(path):
@@ -526,7 +538,52 @@ def test_implausible_pixel_scale(tmp_path):
 
 
 def test_wcs_that_does_not_evaluate(tmp_path):
-    rejected(build(tmp_path, "ir", sci={"CRVAL2": 200.0}), "SCI,1 WCS")
+    # wcslib's message, without its source file and line
+    record = rejected(build(tmp_path, "ir", sci={"CTYPE1": "RA---TNA"}),
+                      "SCI,1 WCS is unusable: Unrecognized projection code (TNA in CTYPE1)")
+    assert "wcs.c" not in record.reason and "ERROR" not in record.reason
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (200.0, "SCI,1 CRVAL2 is 200, not a declination (-90 to 90)"),
+    (-90.5, "SCI,1 CRVAL2 is -90.5, not a declination"),
+    ("north", "SCI,1 CRVAL2 is 'north', not a number"),
+])
+def test_crval_out_of_range(tmp_path, value, fragment):
+    rejected(build(tmp_path, "ir", sci={"CRVAL2": value}), fragment)
+
+
+def test_sip_with_missing_coefficients(tmp_path):
+    def edit(hdul):
+        for key in ("A_1_1", "B_2_0"):
+            hdul["SCI", 1].header.remove(key, remove_all=True)
+
+    rejected(build(tmp_path, "ir", edit=edit), "SCI,1 SIP A_ORDER is", "A_1_1 is missing")
+
+
+def test_every_pixel_flagged_in_dq(tmp_path):
+    def flag(chips):
+        def edit(hdul):
+            for extver in chips:
+                hdul["DQ", extver].data[:] = 4
+        return edit
+
+    rejected(build(tmp_path, "uvis", edit=flag([1, 2])), "every pixel is flagged in DQ")
+    record = screen_exposure(build(tmp_path, "uvis", edit=flag([2])))
+    assert record.accepted and "DQ,2 flags every pixel" in record.warnings
+
+
+def test_garbage_date_obs_is_a_warning(tmp_path):
+    record = screen_exposure(build(tmp_path, "ir", primary={"DATE-OBS": "yesterday"}))
+    assert record.accepted, record.reason
+    assert any("DATE-OBS is 'yesterday'" in w for w in record.warnings), record.warnings
+    assert record.date_obs[:2] == "20" and record.date_obs[4] == "-"  # from EXPSTART
+
+
+def test_dangling_symlink(tmp_path):
+    link = tmp_path / "ib4606cpq_flt.fits"
+    link.symlink_to(tmp_path / "gone.fits")
+    rejected(link, "dangling symbolic link: its target", "gone.fits does not exist")
 
 
 def test_missing_lookup_table_extension(tmp_path):
@@ -823,3 +880,12 @@ def test_tiny_footprints_contain_the_true_stars(tiny_set):
             )
             total += int(on.sum())
     assert total > 0, "no true star falls on any simulated chip"
+
+
+def test_collect_records_lists_skipped_inputs_as_rejected(tmp_path):
+    good = screen_exposure(build(tmp_path, "ir"))
+    skipped = [(str(tmp_path / "d_flc.fits"), "not a regular file: a directory")]
+    accepted, rejected_table = collect_records([good], tmp_path / "a.ecsv", tmp_path / "r.ecsv",
+                                               skipped=skipped)
+    assert len(accepted) == 1
+    assert [tuple(r) for r in Table.read(tmp_path / "r.ecsv")] == skipped

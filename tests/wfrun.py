@@ -13,17 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_snakemake(workdir: Path, config: dict, *extra: str, popen: bool = False,
-                  check: bool = True, umask: int | None = None):
+                  check: bool = True, umask: int | None = None, prefix: tuple[str, ...] = ()):
     """Run the workflow in ``workdir`` with ``config`` (written to a config file) on 2 cores.
 
     Returns the CompletedProcess (asserting success when ``check``), or the Popen with
-    ``popen``. ``umask`` sets the file-mode mask of the run (default: the test's own).
+    ``popen``. ``umask`` sets the file-mode mask of the run (default: the test's own);
+    ``prefix`` is a command that runs it (e.g. ``setpriv ...`` to drop capabilities).
     """
     preexec = None if umask is None else (lambda: os.umask(umask))
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = workdir / "test_config.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=True))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+    cmd = [*prefix, sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile),
            *extra]
     if popen:

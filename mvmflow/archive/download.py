@@ -16,6 +16,7 @@ Bundles (many files as one ``tar.gz``) are checked and extracted safely
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import gzip
 import hashlib
 import json
@@ -350,15 +351,18 @@ def _locked_part(part: Path):
 
 def _transfer_once(session: requests.Session, transfer: Transfer, fd: int, timeout: float,
                    progress: Callable[[int, int | None], None] | None,
-                   cancel: threading.Event | None) -> None:
-    """One attempt: append to the part file from where it stops (or restart from 0)."""
+                   cancel: threading.Event | None) -> str | None:
+    """One attempt: append to the part file from where it stops (or restart from 0).
+
+    Returns the server's ``Last-Modified`` (None when it sent none or the part was already
+    complete)."""
     size = transfer.size
     offset = os.fstat(fd).st_size
     if size is not None and offset > size:
         os.ftruncate(fd, 0)
         offset = 0
     if size is not None and offset == size:
-        return  # a complete part from an earlier attempt: verify it
+        return None  # a complete part from an earlier attempt: verify it
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -408,6 +412,7 @@ def _transfer_once(session: requests.Session, transfer: Transfer, fd: int, timeo
                     progress(done, total)
             if expected is not None and done != expected:
                 raise _Retry(f"body ended at byte {done} of {expected}")
+            return r.headers.get("Last-Modified")
     except _NETWORK_ERRORS as exc:
         raise _network_retry(exc, timeout) from exc
 
@@ -484,7 +489,8 @@ def _fetch_file(transfer: Transfer, *, retries: int, backoff: float, timeout: fl
             if attempt:
                 _wait(attempt - 1, backoff, cancel)
             try:
-                _transfer_once(session, transfer, fd, timeout, progress, cancel)
+                last_modified = _transfer_once(session, transfer, fd, timeout, progress,
+                                               cancel)
             except _Fatal as exc:
                 part.unlink(missing_ok=True)
                 raise DownloadError(dest, str(exc), transfer.url) from None
@@ -500,6 +506,7 @@ def _fetch_file(transfer: Transfer, *, retries: int, backoff: float, timeout: fl
                                use_sidecar_of=dest)
             if problem is None:
                 os.replace(part, dest)
+                _keep_server_time(dest, last_modified)
                 if transfer.checksum is not None:
                     st = dest.stat()
                     _write_sidecar(dest, {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
@@ -512,6 +519,21 @@ def _fetch_file(transfer: Transfer, *, retries: int, backoff: float, timeout: fl
             part.unlink(missing_ok=True)
     attempts = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
     raise DownloadError(dest, f"{reason}, after {attempts}", transfer.url)
+
+
+def _keep_server_time(dest: Path, last_modified: str | None) -> None:
+    """Give ``dest`` the server's ``Last-Modified`` time (when it sent one): a file fetched
+    again into a shared mirror then keeps the time it had, so the runs that already used it
+    do not redo their jobs (Snakemake compares modification times; docs/archive.md)."""
+    if not last_modified:
+        return
+    try:
+        stamp = email.utils.parsedate_to_datetime(last_modified).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        log.debug("%s: unreadable Last-Modified %r", dest.name, last_modified)
+        return
+    if stamp < time.time():  # never a time in the future
+        os.utime(dest, (time.time(), stamp))
 
 
 def fetch(transfer: Transfer, *, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0,
