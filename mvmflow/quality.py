@@ -647,17 +647,7 @@ def visit_report(diag: dict, layer_path: str | os.PathLike, members: Sequence[tu
 
 
 def _summary_row(name, n, dra, ddec, dmag, scale) -> dict:
-    from astropy.stats import sigma_clipped_stats
-
-    def stat(v):
-        v = np.asarray(v, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return None, None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, med, sd = sigma_clipped_stats(v, sigma=3, maxiters=3)
-        return round(float(med), 4), round(float(sd), 4)
+    from mvmflow.visitmatch import clipped_median as stat
 
     mra, sra = stat(dra)
     mde, sde = stat(ddec)

@@ -41,6 +41,7 @@ __all__ = [
     "REF_TOLERANCE",
     "VISIT_TOLERANCE",
     "VisitCatalog",
+    "clipped_median",
     "exposure_sources",
     "pair_statistics",
     "visit_catalog",
@@ -256,7 +257,7 @@ def _reference_motion(cat: VisitCatalog, refcat: Table | None):
     return index
 
 
-def _clipped(values) -> tuple[float | None, float | None]:
+def clipped_median(values) -> tuple[float | None, float | None]:
     """3-sigma, 3-iteration clipped median and standard deviation (None when empty)."""
     from astropy.stats import sigma_clipped_stats
 
@@ -334,11 +335,11 @@ def pair_statistics(a: VisitCatalog, b: VisitCatalog, refcat: Table | None = Non
         out["x"], out["y"] = np.asarray(xa), np.asarray(ya)
         out["dx"] = np.asarray(xb) - np.asarray(xa)
         out["dy"] = np.asarray(yb) - np.asarray(ya)
-    mra, sra = _clipped(out["dra_pm"])
-    mde, sde = _clipped(out["ddec_pm"])
-    rra, rsra = _clipped(out["dra"])
-    rde, rsde = _clipped(out["ddec"])
-    mmag, smag = _clipped(out["dmag"])
+    mra, sra = clipped_median(out["dra_pm"])
+    mde, sde = clipped_median(out["ddec_pm"])
+    rra, rsra = clipped_median(out["dra"])
+    rde, rsde = clipped_median(out["ddec"])
+    mmag, smag = clipped_median(out["dmag"])
     out["summary"] = {
         "visits": [a.visit, b.visit],
         "epochs [yr]": [round(a.epoch, 4), round(b.epoch, 4)],
