@@ -303,6 +303,7 @@ def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD) -> No
         except Exception:  # a job that needs it will say why
             pass
     listener = socket.socket(fileno=listen_fd)
+    address = listener.getsockname()
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(alive_fd, selectors.EVENT_READ)
@@ -310,6 +311,10 @@ def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD) -> No
         for key, _ in selector.select(timeout=1.0):
             if key.fileobj == alive_fd:  # the Snakemake process ended
                 _reap(wait=1.0)
+                # its socket's private directory too: a caller killed with SIGKILL cannot
+                # remove it (a normal end removes it in _Server.stop as well)
+                if isinstance(address, str) and address:
+                    shutil.rmtree(os.path.dirname(address), ignore_errors=True)
                 os._exit(0)
             try:
                 conn, _ = listener.accept()

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -201,10 +202,12 @@ def test_a_killed_caller_leaves_no_server_and_no_job_behind(tmp_path):
         from mvmflow import runner
         from mvmflow.runner import Job, run_script
         server = runner.start_server(("json",))
-        print(server.process.pid, flush=True)
+        print(server.process.pid, server.dir, flush=True)
         run_script({str(job_script)!r}, Job(rule="sleepy"))
     """)], stdout=subprocess.PIPE, text=True)
-    server_pid = int(caller.stdout.readline())
+    server_pid, socket_dir = caller.stdout.readline().split(maxsplit=1)
+    server_pid, socket_dir = int(server_pid), Path(socket_dir.strip())
+    assert socket_dir.is_dir()
     pid_file = tmp_path / "job.pid"
     deadline = time.monotonic() + 30
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
@@ -215,3 +218,4 @@ def test_a_killed_caller_leaves_no_server_and_no_job_behind(tmp_path):
     assert _gone(server_pid), "the fork server outlived its caller"
     assert _gone(job_pid), "the job outlived its caller"
     assert not (tmp_path / "late.txt").exists()
+    assert not socket_dir.exists(), "the server's socket directory outlived its caller"
