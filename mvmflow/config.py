@@ -352,7 +352,7 @@ def _free_key_problems(config: Mapping, detectors_file: str | os.PathLike | None
                     path = ("align", dotted.split(".")[1], key)
                     lines.append(_unknown_key(path, valid, {}, _source(path, sources)))
     if config.get("detectors") and detectors_file is not None:
-        from mvmflow.params import _SET_KEYS, load_defaults
+        from mvmflow.params import SET_KEYS, load_defaults
 
         table = load_defaults(detectors_file)["detectors"]
         for det, sets in config["detectors"].items():
@@ -366,9 +366,9 @@ def _free_key_problems(config: Mapping, detectors_file: str | os.PathLike | None
                 if name not in valid:
                     lines.append(_unknown_key(path, valid, {}, _source(path, sources)))
                     continue
-                lines += [_unknown_key(path + (k,), sorted(_SET_KEYS), {},
+                lines += [_unknown_key(path + (k,), sorted(SET_KEYS), {},
                                        _source(path + (k,), sources))
-                          for k in values if k not in _SET_KEYS]
+                          for k in values if k not in SET_KEYS]
     return lines
 
 

@@ -39,8 +39,8 @@ __all__ = [
 SBC_BLUE_FILTERS = ("f115lp", "f122m")
 """ACS/SBC filters with their own parameter sets in the reference."""
 
-_SET_KEYS = {"pixfrac", "final_bits", "skysub", "skystat", "sky_bits", "static_mask",
-             "resetbits", "cr"}
+SET_KEYS = {"pixfrac", "final_bits", "skysub", "skystat", "sky_bits", "static_mask",
+            "resetbits", "cr"}
 
 
 def load_defaults(path: str | os.PathLike) -> dict:
@@ -74,11 +74,11 @@ def _check_table(table: Mapping, where: str) -> None:
                 continue
             if not isinstance(values, Mapping):
                 raise ValueError(f"{where}: detectors.{det}.{name} must be a mapping")
-            unknown = set(values) - _SET_KEYS
+            unknown = set(values) - SET_KEYS
             if unknown:
                 raise ValueError(
                     f"{where}: detectors.{det}.{name} has unknown keys {sorted(unknown)}; "
-                    f"allowed: {sorted(_SET_KEYS)}"
+                    f"allowed: {sorted(SET_KEYS)}"
                 )
 
 

@@ -409,24 +409,15 @@ def compute_stats(values) -> dict:
 
 def match_catalogs(ref: Table, comp: Table, tolerance: float = MATCH_TOLERANCE):
     """Mutual nearest neighbours of two catalogues (``ra``, ``dec``) within ``tolerance``
-    arcsec: index arrays into ``ref`` and ``comp``."""
-    from scipy.spatial import cKDTree
+    arcsec: index arrays into ``ref`` and ``comp`` (:func:`mvmflow.visitmatch.mutual_nearest`
+    on a plane at the median of ``ref``)."""
+    from mvmflow.visitmatch import mutual_nearest, sky_plane
 
     if len(ref) == 0 or len(comp) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    dec0 = float(np.median(ref["dec"]))
-    ra0 = float(np.median(ref["ra"]))
-
-    def plane(t):
-        return np.column_stack([(np.asarray(t["ra"]) - ra0) * np.cos(np.radians(dec0)),
-                                np.asarray(t["dec"]) - dec0]) * 3600.0
-
-    pr, pc = plane(ref), plane(comp)
-    d1, j = cKDTree(pc).query(pr, distance_upper_bound=tolerance)
-    d2, i = cKDTree(pr).query(pc, distance_upper_bound=tolerance)
-    ir = np.flatnonzero(np.isfinite(d1))
-    ir = ir[i[j[ir]] == ir]
-    return ir, j[ir]
+    ra0, dec0 = float(np.median(ref["ra"])), float(np.median(ref["dec"]))
+    return mutual_nearest(sky_plane(ref["ra"], ref["dec"], ra0, dec0),
+                          sky_plane(comp["ra"], comp["dec"], ra0, dec0), tolerance)
 
 
 _BAD_FLAGS = 1 | 4  # edge, masked core (mvmflow.layercat)
@@ -562,7 +553,7 @@ def crossmatch_report(layer_path: str | os.PathLike, catalog_path: str | os.Path
         summary.append(_summary_row(Path(other_layer).name, len(ir), dra, ddec, dmag, scale))
     note = ("" if neighbours else "no layer of the same instrument, detector and filter in a "
             "neighbouring sky cell overlaps this one: nothing to cross-match")
-    pairs, visit_note = visit_report(diag, layer_path, members, refcat, tolerance)
+    pairs, visit_note = visit_report(diag, layer_path, members, refcat, tolerance, wcs=wcs)
     add_item(diag, "summary", {"visits": sorted(set(visits)), "regions": summary,
                                "note": note, "visit pairs": pairs, "visit note": visit_note},
              {"visits": "the layer's visits (ipppss)",
@@ -579,7 +570,8 @@ def crossmatch_report(layer_path: str | os.PathLike, catalog_path: str | os.Path
 
 
 def visit_report(diag: dict, layer_path: str | os.PathLike, members: Sequence[tuple],
-                 refcat=None, tolerance: float = MATCH_TOLERANCE) -> tuple[list, str]:
+                 refcat=None, tolerance: float = MATCH_TOLERANCE,
+                 wcs: WCS | None = None) -> tuple[list, str]:
     """Add the visit-against-visit items (``visit pair <n>``) to ``diag``
     (:mod:`mvmflow.visitmatch`): per pair of the layer's visits, the stars both measured
     where the layer has weight, matched after carrying them to one epoch with the reference
@@ -603,7 +595,8 @@ def visit_report(diag: dict, layer_path: str | os.PathLike, members: Sequence[tu
     ref = refcat if isinstance(refcat, Table) or refcat is None else read_refcat(refcat)
     if ref is not None and (len(ref) == 0 or "pmra" not in ref.colnames):
         ref = None
-    _, wcs, _ = _layer_wcs(layer_path)
+    if wcs is None:
+        _, wcs, _ = _layer_wcs(layer_path)
     cats = visit_catalogs(members)
     cats = [c.select(_weight_at(layer_path, c.ra, c.dec) > 0) if len(c) else c for c in cats]
     cats.sort(key=lambda c: (c.epoch, c.visit))

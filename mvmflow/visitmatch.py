@@ -43,7 +43,9 @@ __all__ = [
     "VisitCatalog",
     "clipped_median",
     "exposure_sources",
+    "mutual_nearest",
     "pair_statistics",
+    "sky_plane",
     "visit_catalog",
     "visit_catalogs",
     "visit_of",
@@ -157,14 +159,14 @@ def exposure_sources(exposure_path: str | os.PathLike, catalog: str | os.PathLik
     return out
 
 
-def _plane(ra, dec, ra0: float, dec0: float) -> np.ndarray:
+def sky_plane(ra, dec, ra0: float, dec0: float) -> np.ndarray:
     """Offsets (arcsec) on a local plane at (ra0, dec0), RA wrapped."""
     dra = (np.asarray(ra, dtype=np.float64) - ra0 + 180.0) % 360.0 - 180.0
     return np.column_stack([dra * np.cos(np.radians(dec0)),
                             np.asarray(dec, dtype=np.float64) - dec0]) * 3600.0
 
 
-def _mutual(a: np.ndarray, b: np.ndarray, tolerance: float):
+def mutual_nearest(a: np.ndarray, b: np.ndarray, tolerance: float):
     """Mutual nearest neighbours (rows of ``a``, rows of ``b``) within ``tolerance``."""
     from scipy.spatial import cKDTree
 
@@ -202,10 +204,10 @@ def visit_catalog(visit: str, sources: Sequence[Table],
     msum = np.zeros(0)
     n = np.zeros(0, int)
     for s in rows:
-        p = _plane(s["ra"], s["dec"], ra0, dec0)
+        p = sky_plane(s["ra"], s["dec"], ra0, dec0)
         w = 1.0 / np.asarray(s["err"], dtype=np.float64) ** 2
         mean = sw / wsum[:, None] if wsum.size else np.zeros((0, 2))
-        ia, ib = _mutual(mean, p, tolerance)
+        ia, ib = mutual_nearest(mean, p, tolerance)
         new = np.setdiff1d(np.arange(len(p)), ib)
         sw[ia] += w[ib, None] * p[ib]
         wsum[ia] += w[ib]
@@ -251,7 +253,8 @@ def _reference_motion(cat: VisitCatalog, refcat: Table | None):
     rra, rdec, _ = positions_at(refcat, cat.epoch)
     dec0 = float(np.median(cat.dec))
     ra0 = float(cat.ra[0])
-    ia, ib = _mutual(_plane(cat.ra, cat.dec, ra0, dec0), _plane(rra, rdec, ra0, dec0),
+    ia, ib = mutual_nearest(sky_plane(cat.ra, cat.dec, ra0, dec0),
+                            sky_plane(rra, rdec, ra0, dec0),
                      REF_TOLERANCE)
     index[ia] = ib
     return index
@@ -303,19 +306,19 @@ def pair_statistics(a: VisitCatalog, b: VisitCatalog, refcat: Table | None = Non
     ib_ref = _reference_motion(b, refcat)
     ra0 = float(a.ra[0]) if len(a) else 0.0
     dec0 = float(np.median(a.dec)) if len(a) else 0.0
-    pa = _plane(a.ra, a.dec, ra0, dec0)
-    pb = _plane(b.ra, b.dec, ra0, dec0)
+    pa = sky_plane(a.ra, a.dec, ra0, dec0)
+    pb = sky_plane(b.ra, b.dec, ra0, dec0)
     shift_a = np.zeros_like(pa)
     shift_b = np.zeros_like(pb)
     if refcat is not None and len(refcat):
         ref_epoch = float(np.median(np.asarray(refcat["epoch"], dtype=np.float64)))
-        r0 = _plane(*positions_at(refcat, ref_epoch)[:2], ra0, dec0)
+        r0 = sky_plane(*positions_at(refcat, ref_epoch)[:2], ra0, dec0)
         for cat, idx, shift in ((a, ia_ref, shift_a), (b, ib_ref, shift_b)):
             has = idx >= 0
             if has.any() and np.isfinite(cat.epoch):
-                rt = _plane(*positions_at(refcat[idx[has]], cat.epoch)[:2], ra0, dec0)
+                rt = sky_plane(*positions_at(refcat[idx[has]], cat.epoch)[:2], ra0, dec0)
                 shift[has] = rt - r0[idx[has]]  # the reference's motion epoch -> visit
-    ia, ib = _mutual(pa - shift_a, pb - shift_b, tolerance)
+    ia, ib = mutual_nearest(pa - shift_a, pb - shift_b, tolerance)
     d_raw = (pb[ib] - pa[ia]) * 1000.0
     both = (ia_ref[ia] >= 0) & (ia_ref[ia] == ib_ref[ib])
     d_pm = ((pb[ib] - shift_b[ib]) - (pa[ia] - shift_a[ia]))[both] * 1000.0
