@@ -14,6 +14,7 @@ from snakemake.utils import min_version
 from mvmflow.config import ConfigError, check_config
 from mvmflow.integrity import OutdirError, hold_outdir, remove_leftovers, sweep
 from mvmflow.names import custom_prefix
+from mvmflow.runner import cancel_timers, start_server
 from mvmflow.switches import resolve_switches
 
 min_version("9.0")
@@ -62,6 +63,10 @@ if workflow.is_main_process and not workflow.output_settings.dryrun:
     for damaged in sweep(config["outdir"]):
         print(f"mvmflow: {damaged} was damaged after it was written (its size differs): "
               "removed, made again in this run", file=sys.stderr)
+    # the jobs' fork server imports its libraries while Snakemake builds the DAG, not at the
+    # first job (mvmflow.runner; docs/speed.md, "Job start-up"); a conda run starts its own
+    if "conda" not in str(workflow.deployment_settings.deployment_method).lower():
+        start_server(reuse_memory=config["reuse_memory"])
 
 
 include: "rules/common.smk"
@@ -123,7 +128,13 @@ rule all:
 onsuccess:
     from snakemake.exceptions import IncompleteCheckpointException
 
+    cancel_timers()  # the scheduler's last 1 s timer would hold the exit (mvmflow.runner)
+
     try:
         print(summary_message())
     except IncompleteCheckpointException:  # a run of targets that need no plan (e.g. psf)
         pass
+
+
+onerror:
+    cancel_timers()

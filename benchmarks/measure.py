@@ -2,16 +2,27 @@
 
 ``WRAPPER`` runs in a small fresh process (``python -c WRAPPER STATS CMD...``), runs ``CMD``
 and writes to ``STATS`` its return code, wall time, and the peak RSS, user and system time
-of its descendants (``RUSAGE_CHILDREN``). Measuring from the benchmark's own process would
+of its descendants (``RUSAGE_CHILDREN``; the wrapper is a child subreaper, so the workflow's
+job server, which its launcher leaves orphaned, is among them). Measuring from the benchmark's own process would
 be wrong: a child forked from a large process inherits its RSS high-water mark at exec,
 which ``ru_maxrss`` then reports.
 """
 
 WRAPPER = """
-import json, resource, subprocess, sys, time
+import ctypes, json, os, resource, subprocess, sys, time
+# a child subreaper: the workflow's job server (mvmflow.runner), which leaves Snakemake's
+# process tree, is reparented here and waited for, so its jobs' peaks count below
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 start = time.perf_counter()
 rc = subprocess.call(sys.argv[2:])
 wall = time.perf_counter() - start
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        if os.waitpid(-1, os.WNOHANG) == (0, 0):
+            time.sleep(0.02)
+    except ChildProcessError:
+        break
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as f:
     json.dump({"returncode": rc, "wall_s": wall, "maxrss_kb": usage.ru_maxrss,

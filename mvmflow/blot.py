@@ -39,7 +39,8 @@ from mvmflow.grid import Frame
 from mvmflow.median import median_frame, read_median
 from mvmflow.resample import DEFAULT_STEP, Chip, chip_box, input_units, nominal_scale, pixmap
 
-__all__ = ["Blot", "ChipBlotter", "INTERP_HALF_WIDTH", "blot_median", "derivative"]
+__all__ = ["Blot", "ChipBlotter", "INTERP_HALF_WIDTH", "blot_median", "bool_filter3",
+           "derivative", "filter3"]
 
 INTERP_HALF_WIDTH = {"nearest": 1, "linear": 1, "poly3": 2, "poly5": 3, "lanczos3": 3,
                      "lanczos5": 5}
@@ -112,7 +113,12 @@ class ChipBlotter:
             ix = np.rint(pm[..., 0])
             iy = np.rint(pm[..., 1])
             inside = (ix >= 0) & (iy >= 0) & (ix < self.box.nx) & (iy < self.box.ny)
-            self._index = (inside, iy[inside].astype(np.int32), ix[inside].astype(np.int32))
+            # the box pixel under each chip pixel's centre, as a flat index (one gather of a
+            # flat mask is about twice as fast as a 2-d fancy index, docs/speed.md)
+            flat = iy[inside].astype(np.int64) * self.box.nx + ix[inside].astype(np.int64)
+            self._index = (None if inside.all() else inside,
+                           flat.astype(np.int32 if self.box.nx * self.box.ny < 2**31
+                                       else np.int64))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -131,12 +137,15 @@ class ChipBlotter:
     def defined(self, image: np.ndarray) -> np.ndarray:
         """Where a blot of ``image`` is defined (:attr:`Blot.valid`), without blotting: the
         chip pixels whose centre falls on a finite pixel of ``image`` (over :attr:`box`)."""
-        valid = np.zeros(self.shape, dtype=bool)
         if self.box is None:
-            return valid
+            return np.zeros(self.shape, dtype=bool)
         self._check(image)
-        inside, iy, ix = self._index
-        valid[inside] = np.isfinite(image[iy, ix])
+        inside, flat = self._index
+        finite = np.isfinite(image).ravel().take(flat)
+        if inside is None:
+            return finite.reshape(self.shape)
+        valid = np.zeros(self.shape, dtype=bool)
+        valid[inside] = finite
         return valid
 
     def _check(self, image: np.ndarray) -> None:
@@ -145,7 +154,8 @@ class ChipBlotter:
                              f"({self.box.ny}, {self.box.nx})")
 
     def blot(self, image: np.ndarray, *, sky: float = 0.0, interp: str = "poly5",
-             undefined: float | None = None, where: np.ndarray | None = None) -> Blot:
+             undefined: float | None = None, where: np.ndarray | None = None,
+             valid: np.ndarray | None = None) -> Blot:
         """Blot an image over :attr:`box` (e-/s per frame pixel, NaN where undefined).
 
         Parameters
@@ -164,6 +174,8 @@ class ChipBlotter:
             the same values, to the bit, as a blot of the whole chip (``blot_image`` computes
             each pixel from its own pixel-map position alone); :attr:`Blot.valid` is for
             every pixel. Default: every pixel.
+        valid : numpy.ndarray, optional
+            ``defined(image)``, when the caller has it already.
 
         Returns
         -------
@@ -195,7 +207,8 @@ class ChipBlotter:
             if ys.size:
                 out[ys, xs] = blot_image(data, np.ascontiguousarray(self._pm[ys, xs][None]),
                                          fillval=0.0, iscale=self.iscale, interp=interp)[0]
-        valid = self.defined(image)
+        if valid is None:
+            valid = self.defined(image)
         out = np.where(valid, out, np.float32(0.0)).astype(np.float32, copy=False)
         return Blot(out, valid, self.conversion)
 
@@ -218,6 +231,26 @@ class ChipBlotter:
         if xb > xa and yb > ya:
             out[ya:yb, xa:xb] = image[ya - y0:yb - y0, xa - x0:xb - x0]
         return out
+
+
+def bool_filter3(mask: np.ndarray, combine) -> np.ndarray:
+    """A 3x3 minimum (``combine=np.logical_and``) or maximum (``np.logical_or``) filter of a
+    boolean image, edges reflected: ``scipy.ndimage.minimum_filter``/``maximum_filter`` with
+    ``size=3, mode="reflect"``, by slicing (about 5 times faster on a chip)."""
+    return filter3(np.asarray(mask, dtype=bool), combine)
+
+
+def filter3(image: np.ndarray, combine) -> np.ndarray:
+    """A 3x3 filter of any array by a binary, associative ``combine`` ufunc (e.g.
+    ``np.fmax``: ``scipy.ndimage.maximum_filter(size=3, mode="reflect")`` of a finite image),
+    edges reflected (a pixel outside is its edge neighbour, which the box holds already)."""
+    rows = image.copy()
+    combine(rows[1:], image[:-1], out=rows[1:])
+    combine(rows[:-1], image[1:], out=rows[:-1])
+    out = rows.copy()
+    combine(out[:, 1:], rows[:, :-1], out=out[:, 1:])
+    combine(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    return out
 
 
 _RING_STRIP = 512  # rows per strip of the distance transform in _rings (bounded memory)

@@ -229,14 +229,17 @@ def windowed_centroids(image: np.ndarray, x, y, sigma: float = 2.0, max_iter: in
         a = np.flatnonzero(active)
         dx = gx[a] - x[a, None]
         dy = gy[a] - y[a, None]
-        # the Gaussian window is separable: two small exponentials, not one per pixel
-        w = (np.exp(-dy * dy * inv2s2)[:, :, None] * np.exp(-dx * dx * inv2s2)[:, None, :]
-             * stamps[a])
-        total = w.sum(axis=(1, 2))
+        # the Gaussian window is separable: sum(wy wx I) = wy . (I wx), so each stamp is
+        # contracted with two small vectors (batched matrix products), not multiplied by a
+        # full window (docs/speed.md, "Catalogues")
+        wx = np.exp(-dx * dx * inv2s2)
+        wy = np.exp(-dy * dy * inv2s2)
+        rows = np.matmul(stamps[a], np.stack((wx, wx * dx), axis=2))  # (n, size, 2)
+        total = np.einsum("ny,ny->n", wy, rows[:, :, 0])
         ok = total > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            sx = 2.0 * (w * dx[:, None, :]).sum(axis=(1, 2)) / total
-            sy = 2.0 * (w * dy[:, :, None]).sum(axis=(1, 2)) / total
+            sx = 2.0 * np.einsum("ny,ny->n", wy, rows[:, :, 1]) / total
+            sy = 2.0 * np.einsum("ny,ny->n", wy * dy, rows[:, :, 0]) / total
         bad = ~ok | ~np.isfinite(sx) | ~np.isfinite(sy) | (np.abs(sx) > 2) | (np.abs(sy) > 2)
         sx[bad] = 0.0
         sy[bad] = 0.0
@@ -248,13 +251,14 @@ def windowed_centroids(image: np.ndarray, x, y, sigma: float = 2.0, max_iter: in
     # windowed second moment about the centroid
     dx = gx - x[:, None]
     dy = gy - y[:, None]
-    w = (np.exp(-dy * dy * inv2s2)[:, :, None] * np.exp(-dx * dx * inv2s2)[:, None, :]
-         * stamps)
-    total = w.sum(axis=(1, 2))
+    wx = np.exp(-dx * dx * inv2s2)
+    wy = np.exp(-dy * dy * inv2s2)
+    rows = np.matmul(stamps, np.stack((wx, wx * dx, wx * dx * dx), axis=2))  # (n, size, 3)
+    total = np.einsum("ny,ny->n", wy, rows[:, :, 0])
     with np.errstate(invalid="ignore", divide="ignore"):
-        mxx = (w * dx[:, None, :] ** 2).sum(axis=(1, 2)) / total
-        myy = (w * dy[:, :, None] ** 2).sum(axis=(1, 2)) / total
-        mxy = (w * dx[:, None, :] * dy[:, :, None]).sum(axis=(1, 2)) / total
+        mxx = np.einsum("ny,ny->n", wy, rows[:, :, 2]) / total
+        myy = np.einsum("ny,ny->n", wy * dy * dy, rows[:, :, 0]) / total
+        mxy = np.einsum("ny,ny->n", wy * dy, rows[:, :, 1]) / total
         m = 0.5 * (mxx + myy)
         s2 = m * sigma**2 / (sigma**2 - m)
         fwhm = np.where((m > 0) & (s2 > 0), 2.0 * np.sqrt(2.0 * np.log(2.0) * s2), np.nan)
@@ -370,8 +374,10 @@ def find_sources(data: np.ndarray, dq: np.ndarray | None = None, err: np.ndarray
         rms = np.asarray(bkg.background_rms, dtype=np.float64)
     sub = data - background
     sub[bad] = 0.0
-    rms_floor = float(np.nanmedian(rms[~bad])) if (~bad).any() else 1.0
-    rms = np.where(np.isfinite(rms) & (rms > 0), rms, rms_floor)
+    usable = np.isfinite(rms) & (rms > 0)
+    if not usable.all():  # the floor (a median of 8 M values, 0.5 s) only where it is used
+        rms_floor = float(np.nanmedian(rms[~bad])) if (~bad).any() else 1.0
+        rms = np.where(usable, rms, rms_floor)
     finder = DAOStarFinder(threshold=(p.nsigma * rms).astype(np.float32), fwhm=p.fwhm,
                            exclude_border=True, sharpness_range=tuple(p.sharpness_range),
                            roundness_range=tuple(p.roundness_range))

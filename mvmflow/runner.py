@@ -22,6 +22,7 @@ plain lists and dicts.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import pickle
@@ -42,51 +43,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Modules the fork server imports once, before it forks any job: what the rule scripts
-#: import, and what the library imports lazily inside functions (the pixel map's spline,
-#: drizzle, photutils, tweakwcs: 0.1-0.5 s per job otherwise); 1-2 s once, about 125 MB
-#: of shared memory.
-PRELOAD = (
+#: Modules the fork server imports before it serves its first job: what the first jobs of a
+#: run (inputs, screening) import (docs/speed.md, "Job start-up").
+PRELOAD_FIRST = (
     "numpy",
     "astropy.io.fits",
     "astropy.table",
     "astropy.wcs",
+    "mvmflow.workflow",
+    "mvmflow.inputs",
+    "mvmflow.records",
+    "mvmflow.headers",
+    "mvmflow.screen",
+)
+
+#: Modules the fork server imports once: :data:`PRELOAD_FIRST`, then, between jobs while no
+#: job is waiting to start, the rest of what the rule scripts import and what the library
+#: imports lazily inside functions (the pixel map's spline, drizzle, photutils, tweakwcs:
+#: 0.1-0.5 s per job otherwise), roughly in the order a run needs them; 1-2 s once, about
+#: 125 MB of shared memory. A job forked before a module is in imports it itself.
+PRELOAD = PRELOAD_FIRST + (
     "astropy.units",
     "astropy.coordinates",
-    "scipy.interpolate",
-    "scipy.ndimage",
-    "scipy.special",
-    "drizzle.resample",
-    "photutils.background",
-    "photutils.detection",
-    "tweakwcs.correctors",
-    "tweakwcs.linearfit",
-    "mvmflow.exposure",
-    "mvmflow.masks",
-    "mvmflow.fitting",
-    "mvmflow.workflow",
+    "mvmflow.plan",
+    "mvmflow.mosaic",
+    "mvmflow.params",
+    "mvmflow.runplan",
     "mvmflow.grid",
     "mvmflow.names",
     "mvmflow.aligned",
     "mvmflow.solution",
+    "scipy.interpolate",
+    "scipy.ndimage",
+    "scipy.special",
+    "drizzle.resample",
+    "mvmflow.exposure",
+    "mvmflow.masks",
     "mvmflow.resample",
     "mvmflow.partials",
-    "mvmflow.records",
-    "mvmflow.screen",
     "mvmflow.skygroup",
     "mvmflow.tiles",
     "mvmflow.products",
-    "mvmflow.headers",
     "mvmflow.provenance",
+    "mvmflow.crreject",
+    "mvmflow.median",
+    "photutils.background",
+    "photutils.detection",
+    "tweakwcs.correctors",
+    "tweakwcs.linearfit",
+    "mvmflow.fitting",
+    "mvmflow.catalogs",
+    "mvmflow.align",
     # the previews (rules/report.smk): matplotlib and WCSAxes take 1.3 s to import
     "matplotlib.figure",
     "matplotlib.backends.backend_agg",
     "astropy.visualization.wcsaxes",
     "mvmflow.preview",
-    "mvmflow.crreject",
-    "mvmflow.median",
-    "mvmflow.catalogs",
-    "mvmflow.align",
 )
 
 #: glibc's allocator settings for the jobs with ``reuse_memory`` (a user's own MALLOC_*
@@ -291,24 +303,53 @@ def _supervise(conn: socket.socket) -> None:
         os._exit(0)
 
 
-def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD) -> None:
-    """The fork server's main loop (``python -m mvmflow.runner LISTEN_FD ALIVE_FD``)."""
+def _launch(argv: list[str]) -> None:
+    """The launcher (``python -c``, started by :class:`_Server`): fork the server, tell the
+    caller its PID on the ``done`` pipe and exit at once. The server is then nobody's child
+    in the caller's process tree (docs/speed.md, "Job start-up": Snakemake's ``benchmark:``
+    sampling walks that tree every half second per running job)."""
+    listen_fd, alive_fd, done_fd, first = (int(v) for v in argv[:4])
+    pid = os.fork()
+    if pid:
+        os.write(done_fd, struct.pack("!Q", pid))
+        os._exit(0)
+    serve(listen_fd, alive_fd, argv[4:], first, done_fd=done_fd)
+
+
+def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD,
+          first: int | None = None, done_fd: int | None = None) -> None:
+    """The fork server's main loop.
+
+    ``alive_fd``: the read end of a pipe the caller holds open while it lives; ``done_fd``
+    (optional): the write end of a pipe the server holds open while it lives (its jobs do
+    not), so the caller sees the server's end as end-of-file.
+
+    The first ``first`` modules of ``preload`` (default: all) are imported before any job is
+    served; the others one at a time while no job is waiting to start. The server is single
+    threaded, so a job is never forked in the middle of an import.
+    """
+    import gc
     import importlib
     import selectors
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs, not the server
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except Exception:  # a job that needs it will say why
-            pass
+    pending = list(preload)
+    first = len(pending) if first is None else first
     listener = socket.socket(fileno=listen_fd)
     address = listener.getsockname()
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(alive_fd, selectors.EVENT_READ)
     while True:
-        for key, _ in selector.select(timeout=1.0):
+        if pending and (first > 0 or not selector.select(timeout=0)):
+            first -= 1
+            try:
+                importlib.import_module(pending.pop(0))
+            except Exception:  # a job that needs it will say why
+                pass
+            if not _closed(alive_fd):
+                continue
+        for key, _ in selector.select(timeout=0 if pending else 1.0):
             if key.fileobj == alive_fd:  # the Snakemake process ended
                 _reap(wait=1.0)
                 # its socket's private directory too: a caller killed with SIGKILL cannot
@@ -320,13 +361,26 @@ def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD) -> No
                 conn, _ = listener.accept()
             except OSError:
                 continue
+            # the preloaded objects out of the cyclic collector's sight: otherwise each full
+            # collection in a job walks them all and copies their pages (copy-on-write),
+            # 0.1 s or more per job (docs/speed.md, "Job start-up")
+            gc.freeze()
             if os.fork() == 0:
                 selector.close()
                 listener.close()
                 os.close(alive_fd)
+                if done_fd is not None:
+                    os.close(done_fd)
                 _supervise(conn)
             conn.close()
         _reap()
+
+
+def _closed(fd: int) -> bool:
+    """Whether the other end of the pipe ``fd`` is closed (it never writes: readable = EOF)."""
+    import select
+
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _reap(wait: float = 0.0) -> None:
@@ -346,26 +400,53 @@ def _reap(wait: float = 0.0) -> None:
 
 
 class _Server:
-    """The caller's handle on a running fork server."""
+    """The caller's handle on a running fork server.
 
-    def __init__(self, python: str, preload: Iterable[str], reuse_memory: bool = True):
+    The server is started through a launcher that forks it and exits, so it is not a
+    descendant of the caller: Snakemake's ``benchmark:`` records of ``run:`` jobs sample
+    the memory of the Snakemake process and all its descendants twice a second per running
+    job, and walking the jobs' large address spaces (``smaps_rollup``) took 8 s of the
+    Snakemake process's CPU time in a 66 s full-frame run (docs/speed.md, "Job start-up").
+    Its lifetime is tied to the caller by the "alive" pipe, as before; the caller sees the
+    server's end on the "done" pipe.
+    """
+
+    def __init__(self, python: str, preload: Iterable[str], reuse_memory: bool = True,
+                 first: int | None = None):
         self.dir = tempfile.mkdtemp(prefix="mvmflow-jobs-")
         self.address = os.path.join(self.dir, "socket")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.address)
         listener.listen(64)
         alive_r, self.alive_w = os.pipe()
-        code = ("import sys; from mvmflow.runner import serve; "
-                "serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])")
-        self.process = subprocess.Popen(
-            [python, "-c", code, str(listener.fileno()), str(alive_r), *preload],
-            pass_fds=(listener.fileno(), alive_r), stdin=subprocess.DEVNULL,
-            env={**(MALLOC_ENV if reuse_memory else {}), **os.environ})
-        listener.close()
-        os.close(alive_r)
+        done_r, done_w = os.pipe()
+        preload = list(preload)
+        code = "import sys; from mvmflow.runner import _launch; _launch(sys.argv[1:])"
+        try:
+            launcher = subprocess.Popen(
+                [python, "-c", code, str(listener.fileno()), str(alive_r), str(done_w),
+                 str(len(preload) if first is None else first), *preload],
+                pass_fds=(listener.fileno(), alive_r, done_w), stdin=subprocess.DEVNULL,
+                env={**(MALLOC_ENV if reuse_memory else {}), **os.environ})
+        finally:
+            listener.close()
+            os.close(alive_r)
+            os.close(done_w)
+        self.done = done_r
+        try:
+            head = _read_exactly(done_r, 8)
+        finally:
+            launcher.wait()
+        if len(head) != 8:
+            self.stop()
+            raise RuntimeError(f"the job server did not start ({python} exited with "
+                               f"{launcher.returncode})")
+        self.pid = struct.unpack("!Q", head)[0]
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        import select
+
+        return not select.select([self.done], [], [], 0)[0]  # readable: end of file
 
     def connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -373,36 +454,80 @@ class _Server:
         return sock
 
     def stop(self) -> None:
+        import select
+
         try:
             os.close(self.alive_w)
         except OSError:
             pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        done = getattr(self, "done", None)
+        if done is not None:
+            try:
+                if not select.select([done], [], [], 10)[0] and getattr(self, "pid", None):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.pid, signal.SIGKILL)
+                os.close(done)
+            except OSError:
+                pass
+            self.done = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _read_exactly(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd`` (fewer at end of file)."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def start_server(preload: Iterable[str] = PRELOAD, python: str | None = None,
-                 reuse_memory: bool = True) -> _Server:
+                 reuse_memory: bool = True, first: int | None = None) -> _Server:
     """Start this process's fork server for ``python`` (default: this interpreter) now; it
-    imports ``preload`` while the caller goes on. :func:`run_script` otherwise starts it at
-    the first job. ``reuse_memory``: the jobs get :data:`MALLOC_ENV`."""
-    return _get_server(python or sys.executable, reuse_memory, preload)
+    imports ``preload`` while the caller goes on (the workflow starts it while Snakemake
+    builds its DAG). :func:`run_script` otherwise starts it at the first job.
+    ``reuse_memory``: the jobs get :data:`MALLOC_ENV`. ``first``: how many of ``preload``
+    are imported before the first job is served (default: all; for :data:`PRELOAD`,
+    :data:`PRELOAD_FIRST`), the rest between jobs."""
+    if first is None and tuple(preload) == PRELOAD:
+        first = len(PRELOAD_FIRST)
+    return _get_server(python or sys.executable, reuse_memory, preload, first)
 
 
-def _get_server(python: str, reuse_memory: bool = True,
-                preload: Iterable[str] = PRELOAD) -> _Server:
+def _get_server(python: str, reuse_memory: bool = True, preload: Iterable[str] = PRELOAD,
+                first: int | None = len(PRELOAD_FIRST)) -> _Server:
     key = (python, bool(reuse_memory))
     with _server_lock:
         server = _servers.get(key)
         if server is None or not server.alive():
             if server is not None:  # died (killed?): a new one
                 server.stop()
-            server = _servers[key] = _Server(python, list(preload), reuse_memory)
+            server = _servers[key] = _Server(python, list(preload), reuse_memory, first)
             atexit.register(server.stop)
         return server
+
+
+def cancel_timers(module_prefix: str = "snakemake.") -> int:
+    """Cancel the waiting :class:`threading.Timer` threads of this process whose function
+    comes from a module under ``module_prefix``; return how many.
+
+    Snakemake's scheduler arms a 1 s timer to look again for jobs after every pass (its job
+    rate limit, ``--max-jobs-per-timespan``), in a non-daemon thread, so the interpreter
+    waits up to a second for the last one before it exits. The workflow cancels them once
+    the run has ended (``onsuccess``/``onerror``: nothing is scheduled any more), which
+    saves that second per run (docs/speed.md, "Job start-up").
+    """
+    n = 0
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and \
+                getattr(function, "__module__", "").startswith(module_prefix):
+            thread.cancel()
+            n += 1
+    return n
 
 
 def run_script(script: str | os.PathLike, job: Job, *, isolate: bool = True,

@@ -488,11 +488,12 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
                  members: Sequence[tuple[str, float]],
                  partials: Mapping[str, str | os.PathLike], layer_name, records: Iterable,
                  params: Mapping, sky_offsets: Mapping[str, float] | None = None,
-                 provenance=None, *, input_headers=None) -> Path:
-    """Reduce and write a whole layer product in this process, one tile at a time.
+                 provenance=None, *, input_headers=None, threads: int = 1) -> Path:
+    """Reduce and write a whole layer product in this process, tile by tile.
 
     The tiles are written to a temporary directory beside ``path`` (removed afterwards), so
-    memory is bounded by a tile and the product is the same file as with tile jobs.
+    memory is bounded by ``threads`` tiles and the product is the same file as with tile
+    jobs.
 
     Parameters
     ----------
@@ -506,17 +507,29 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
         As :func:`reduce_tile`.
     layer_name, records, params, provenance, input_headers
         As :func:`write_tiled_layer`.
+    threads : int
+        Tiles reduced at once, each in a thread (numpy, zlib and the file writes release
+        the interpreter lock; docs/speed.md, "Threads"). The product does not depend on it.
     """
     path = Path(path)
     sky_offsets = dict(sky_offsets or {})
     files = [name for name, _ in members]
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tiles-", dir=path.parent))
+
+    def reduce_one(item):
+        i, box = item
+        arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
+        return list(box), write_tile(tmpdir / f"t{i:04d}.fits", arrays, box)
+
     try:
-        written = []
-        for i, box in enumerate(tiles):
-            arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
-            written.append((list(box), write_tile(tmpdir / f"t{i:04d}.fits", arrays, box)))
-            del arrays
+        threads = max(1, min(int(threads), len(tiles)))
+        if threads == 1:
+            written = [reduce_one(item) for item in enumerate(tiles)]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                written = list(pool.map(reduce_one, enumerate(tiles)))
         return write_tiled_layer(path, frame, written, layer_name, records, params,
                                  [t for _, t in members],
                                  [sky_offsets.get(f, 0.0) for f in files], files, provenance,

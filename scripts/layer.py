@@ -38,6 +38,7 @@ with rule_logging(snakemake.log[0]):
     else:
         partials = {Path(p).name: p for p in snakemake.input.partials}  # <exposure file>
         reduce_layer(snakemake.output[0], frame, layer["tiles"], members, partials, name,
-                     records, params, offsets, input_headers=headers)
+                     records, params, offsets, input_headers=headers,
+                     threads=snakemake.threads)
     log.info("wrote %s (%d x %d, %d inputs, %d tiles)", layer["name"], frame.nx, frame.ny,
              len(files), len(layer["tiles"]))

@@ -951,6 +951,7 @@ def test_ring_fill_equals_one_dilation_per_ring(monkeypatch, shape, strip):
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (57, 33)])
 def test_bool_filter3_equals_scipy(shape):
+    from mvmflow.blot import filter3
     from mvmflow.crreject import bool_filter3
 
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
@@ -960,3 +961,8 @@ def test_bool_filter3_equals_scipy(shape):
                               ndimage.minimum_filter(mask, size=3, mode="reflect"))
         assert np.array_equal(bool_filter3(mask, np.logical_or),
                               ndimage.maximum_filter(mask, size=3, mode="reflect"))
+    # the float maximum of the sampling test's peak search (driz_cr)
+    image = rng.normal(size=shape).astype(np.float32)
+    image[rng.random(shape) < 0.3] = 0.0  # ties
+    assert np.array_equal(filter3(image, np.fmax),
+                          ndimage.maximum_filter(image, size=3, mode="reflect"))

@@ -202,7 +202,7 @@ def test_a_killed_caller_leaves_no_server_and_no_job_behind(tmp_path):
         from mvmflow import runner
         from mvmflow.runner import Job, run_script
         server = runner.start_server(("json",))
-        print(server.process.pid, server.dir, flush=True)
+        print(server.pid, server.dir, flush=True)
         run_script({str(job_script)!r}, Job(rule="sleepy"))
     """)], stdout=subprocess.PIPE, text=True)
     server_pid, socket_dir = caller.stdout.readline().split(maxsplit=1)
@@ -219,3 +219,87 @@ def test_a_killed_caller_leaves_no_server_and_no_job_behind(tmp_path):
     assert _gone(job_pid), "the job outlived its caller"
     assert not (tmp_path / "late.txt").exists()
     assert not socket_dir.exists(), "the server's socket directory outlived its caller"
+
+
+def test_jobs_start_with_the_preloaded_objects_frozen(script, tmp_path):
+    """The server freezes its objects before it forks (gc.freeze): a job's full collections
+    then skip them instead of walking (and copying) the whole preloaded heap."""
+    path = script(f"""
+        import gc
+        open({str(tmp_path / 'frozen.txt')!r}, 'w').write(str(gc.get_freeze_count()))
+    """)
+    run_script(path, Job(rule="screen"))
+    # numpy, astropy and the library at least: hundreds of thousands of objects
+    assert int((tmp_path / "frozen.txt").read_text()) > 50_000
+
+
+def test_the_server_serves_before_its_later_modules_are_imported(tmp_path):
+    """Only the first modules of the preload list hold the first job back; the others are
+    imported between jobs and are there for the jobs forked after."""
+    (tmp_path / "slowmod.py").write_text("import time\ntime.sleep(3)\n")
+    job_script = tmp_path / "job.py"
+    job_script.write_text(textwrap.dedent(f"""
+        import sys
+        with open({str(tmp_path / 'seen.txt')!r}, 'a') as f:
+            f.write(str('slowmod' in sys.modules) + ' ' + str('json' in sys.modules) + '\\n')
+    """))
+    caller = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from mvmflow import runner
+        from mvmflow.runner import Job, run_script
+        start = time.monotonic()
+        runner.start_server(("json", "slowmod"), first=1)
+        run_script({str(job_script)!r}, Job(rule="first"))
+        print(time.monotonic() - start, flush=True)
+        time.sleep(4)  # slowmod is imported by now
+        run_script({str(job_script)!r}, Job(rule="later"))
+    """)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    assert caller.returncode == 0, caller.stderr
+    assert float(caller.stdout.split()[0]) < 2.5  # not held back by slowmod's 3 s
+    assert (tmp_path / "seen.txt").read_text().split("\n")[:2] == ["False True",
+                                                                   "True True"]
+
+
+def test_cancel_timers_ends_snakemakes_waiting_timers_only():
+    from mvmflow.runner import cancel_timers
+
+    def rescheduled():
+        pass
+
+    def other():
+        pass
+
+    rescheduled.__module__ = "snakemake.scheduling.job_scheduler"
+    theirs, ours = threading.Timer(30, rescheduled), threading.Timer(30, other)
+    theirs.start()
+    ours.start()
+    try:
+        assert cancel_timers() == 1
+        theirs.join(timeout=5)
+        assert not theirs.is_alive() and ours.is_alive()
+    finally:
+        ours.cancel()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_server_is_not_a_descendant_of_its_caller(script, tmp_path):
+    """Snakemake's benchmark sampling walks its own process tree: the jobs are not in it."""
+    from mvmflow import runner
+
+    path = script(f"""
+        import os
+        open({str(tmp_path / 'parent.txt')!r}, 'w').write(str(os.getppid()))
+    """)
+    run_script(path, Job(rule="screen"))
+    server = runner.start_server()
+    assert server.alive()
+
+    def parent(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[1])
+
+    assert parent(server.pid) != os.getpid()
+    supervisor = int((tmp_path / "parent.txt").read_text())
+    assert parent(supervisor) == server.pid or not os.path.exists(f"/proc/{supervisor}")

@@ -112,16 +112,17 @@ def test_tiles_must_cover_the_frame(tmp_path):
 def test_reduce_layer_in_one_process_equals_tile_jobs_for_any_tile_size(tmp_path):
     """The sky-cell path (all tiles in one job, tile files in a temporary directory that is
     removed) writes the very bytes of the tile-job path, for tile sizes that cut the frame
-    into 1, 6 and 12 tiles, and leaves nothing but the product."""
+    into 1, 6 and 12 tiles and with tiles reduced in 1, 2 or 3 threads, and leaves nothing
+    but the product."""
     members, paths = _partials(tmp_path)
     jobs = _tiled(tmp_path, members, paths, 4096, "jobs")
     recs = [make_record(k, 100.0 + k) for k in range(N_INPUTS)]
-    for size in (4096, 100, 64):
-        out = tmp_path / f"one-{size}" / LAYER.filename
+    for size, threads in ((4096, 1), (100, 1), (64, 1), (100, 2), (64, 3)):
+        out = tmp_path / f"one-{size}-{threads}" / LAYER.filename
         out.parent.mkdir()
         reduce_layer(out, FRAME, tile_boxes(FRAME.nx, FRAME.ny, size), members, paths, LAYER,
-                     recs, PARAMS, {members[3][0]: 0.25})
-        assert out.read_bytes() == jobs.read_bytes(), size
+                     recs, PARAMS, {members[3][0]: 0.25}, threads=threads)
+        assert out.read_bytes() == jobs.read_bytes(), (size, threads)
         assert list(out.parent.iterdir()) == [out]
 
 
