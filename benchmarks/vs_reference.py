@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -160,6 +161,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="per workload, N rounds of the reference and every mode, alternately; "
                         "report the fastest wall time of each and the largest memory peaks "
                         "(default 1)")
+    p.add_argument("--pss-interval", type=float, default=PSS_INTERVAL, metavar="S",
+                   help="seconds between samples of the whole run's PSS (default "
+                        f"{PSS_INTERVAL:g}; each sample reads every process's smaps_rollup, "
+                        "CPU the measured runs lose: 0.1 s slowed our full-frame run by "
+                        "5-11 s)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where the temporary working directory goes (default: the system's "
                         "temporary directory; fullframe needs about 5 GB)")
@@ -208,11 +214,16 @@ def _tree_memory(wrappers: list[psutil.Process]) -> float:
     return total
 
 
+PSS_INTERVAL = 1.0
+"""Seconds between samples of the whole run's PSS (``--pss-interval``)."""
+
+
 def run_measured(jobs: list[tuple[list[str], Path, Path]], parallel: int) -> dict:
     """Run ``(argv, cwd, logfile)`` jobs, ``parallel`` at a time; time and measure them."""
     pending, running, results = list(jobs), [], []
     peak_tree = 0.0
     t0 = time.perf_counter()
+    sampled = -math.inf
     while pending or running:
         while pending and len(running) < parallel:
             argv, cwd, logfile = pending.pop(0)
@@ -221,7 +232,9 @@ def run_measured(jobs: list[tuple[list[str], Path, Path]], parallel: int) -> dic
                 proc = subprocess.Popen([sys.executable, "-c", WRAPPER, str(stats), *argv],
                                         cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
             running.append((proc, psutil.Process(proc.pid), time.perf_counter(), cwd, stats))
-        peak_tree = max(peak_tree, _tree_memory([r[1] for r in running]))
+        if time.perf_counter() - sampled >= PSS_INTERVAL:  # reading smaps costs CPU
+            sampled = time.perf_counter()
+            peak_tree = max(peak_tree, _tree_memory([r[1] for r in running]))
         for item in list(running):
             proc, _, start, cwd, stats = item
             if proc.poll() is None:
@@ -632,7 +645,9 @@ def print_report(res: dict) -> None:
 
 
 def main(argv=None) -> int:
+    global PSS_INTERVAL
     args = parse_args(argv)
+    PSS_INTERVAL = args.pss_interval
     try:
         import drizzlepac  # noqa: F401
     except ImportError:
@@ -644,7 +659,8 @@ def main(argv=None) -> int:
     names = [w.name for w in args.workloads]
     res = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": args.cores,
            "cpus": os.cpu_count(), "reference_sky": args.reference_sky,
-           "repeat": args.repeat, "modes": {m: MODES[m] for m in args.modes},
+           "repeat": args.repeat, "pss_interval_s": args.pss_interval,
+           "modes": {m: MODES[m] for m in args.modes},
            "versions": versions(("mvmflow", "drizzlepac", "drizzle", "snakemake",
                                  "stsci.skypac", "spherical_geometry", "numpy", "astropy",
                                  "psutil")),

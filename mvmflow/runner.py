@@ -105,7 +105,11 @@ PRELOAD = PRELOAD_FIRST + (
 #: variables win): large arrays come from the heap and go back to it, not to the kernel, so
 #: a job reuses its memory instead of having the kernel zero fresh pages for every
 #: temporary array (docs/speed.md, "Memory allocation").
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
+              # one heap for all of a job's threads: memory one thread frees is reused by
+              # the others (the full-frame layer job's peak in two threads: 1.36-1.49 GB
+              # with a heap per thread, 1.22 GB with one; docs/speed.md, "Threads")
+              "MALLOC_ARENA_MAX": "1"}
 
 _PR_SET_PDEATHSIG = 1
 

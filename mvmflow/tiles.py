@@ -484,6 +484,14 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
     return path
 
 
+def _row_strips(box: Sequence[int], n: int) -> list[list[int]]:
+    """``box`` ``[x0, y0, nx, ny]`` cut into up to ``n`` strips of whole rows, in order."""
+    x0, y0, nx, ny = (int(v) for v in box)
+    n = max(1, min(n, ny))
+    edges = [y0 + (ny * k) // n for k in range(n + 1)]
+    return [[x0, a, nx, b - a] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence[int]],
                  members: Sequence[tuple[str, float]],
                  partials: Mapping[str, str | os.PathLike], layer_name, records: Iterable,
@@ -492,8 +500,7 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
     """Reduce and write a whole layer product in this process, tile by tile.
 
     The tiles are written to a temporary directory beside ``path`` (removed afterwards), so
-    memory is bounded by ``threads`` tiles and the product is the same file as with tile
-    jobs.
+    memory is bounded by a tile and the product is the same file as with tile jobs.
 
     Parameters
     ----------
@@ -508,8 +515,9 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
     layer_name, records, params, provenance, input_headers
         As :func:`write_tiled_layer`.
     threads : int
-        Tiles reduced at once, each in a thread (numpy, zlib and the file writes release
-        the interpreter lock; docs/speed.md, "Threads"). The product does not depend on it.
+        Threads (numpy, zlib and the file writes release the interpreter lock; docs/speed.md,
+        "Threads"). Each tile is cut into ``threads`` strips of rows, reduced at once, so
+        memory stays that of one tile. The product does not depend on it.
     """
     path = Path(path)
     sky_offsets = dict(sky_offsets or {})
@@ -522,14 +530,15 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
         return list(box), write_tile(tmpdir / f"t{i:04d}.fits", arrays, box)
 
     try:
-        threads = max(1, min(int(threads), len(tiles)))
+        threads = max(1, int(threads))
         if threads == 1:
             written = [reduce_one(item) for item in enumerate(tiles)]
         else:
             from concurrent.futures import ThreadPoolExecutor
 
+            strips = [strip for box in tiles for strip in _row_strips(box, threads)]
             with ThreadPoolExecutor(threads) as pool:
-                written = list(pool.map(reduce_one, enumerate(tiles)))
+                written = list(pool.map(reduce_one, enumerate(strips)))
         return write_tiled_layer(path, frame, written, layer_name, records, params,
                                  [t for _, t in members],
                                  [sky_offsets.get(f, 0.0) for f in files], files, provenance,

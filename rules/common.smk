@@ -315,19 +315,14 @@ def layer_partials(wildcards):
     return run_plan().partials(_layer(wildcards), OUT, final=True)
 
 
-#: Threads of a layer job with several tiles (tiles reduced at once; docs/speed.md,
-#: "Threads": the job that ends a sky cell often runs alone, and a second core would idle).
+#: Threads of a layer job (each tile reduced in strips at once; docs/speed.md, "Threads":
+#: the job that ends a sky cell often runs alone, and a second core would idle).
 LAYER_THREADS = 2
-
-
-@planned(1)
-def layer_threads(wildcards):
-    return min(LAYER_THREADS, len(run_plan().tiles(_layer(wildcards))))
 
 
 @planned(1000)
 def layer_tile_mem(wildcards):
-    return run_plan().tile_mem_mb(_layer(wildcards)) * layer_threads(wildcards)
+    return run_plan().tile_mem_mb(_layer(wildcards))
 
 
 @planned(list)

@@ -26,10 +26,10 @@ rule layer:
         f"{LOGS}/benchmarks/layer/{{skycell}}/{{root}}_{{ptype}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
-    # two tiles at once when the layer has several (docs/speed.md, "Threads")
-    threads: layer_threads
+    # each tile in strips reduced at once (docs/speed.md, "Threads")
+    threads: LAYER_THREADS
     resources:
-        # one tile's sums per thread (docs/data_path.md)
+        # one tile's sums at a time (docs/data_path.md)
         mem_mb=by_attempt(layer_tile_mem),
     run:
         run_job(rule, "layer", input, output, params, wildcards, threads, resources, log,
