@@ -222,6 +222,8 @@ def run_measured(jobs: list[tuple[list[str], Path, Path]], parallel: int) -> dic
     """Run ``(argv, cwd, logfile)`` jobs, ``parallel`` at a time; time and measure them."""
     pending, running, results = list(jobs), [], []
     peak_tree = 0.0
+    # the files the previous run wrote go to disk first, not during this run (untimed)
+    os.sync()
     t0 = time.perf_counter()
     sampled = -math.inf
     while pending or running:

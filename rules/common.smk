@@ -315,9 +315,15 @@ def layer_partials(wildcards):
     return run_plan().partials(_layer(wildcards), OUT, final=True)
 
 
-#: Threads of a layer job (each tile reduced in strips at once; docs/speed.md, "Threads":
-#: the job that ends a sky cell often runs alone, and a second core would idle).
+#: Threads of a layer job of several tiles (each tile reduced in strips at once;
+#: docs/speed.md, "Threads": the job that ends a sky cell often runs alone, and a second
+#: core would idle). A one-tile layer keeps one: small layers run beside other jobs.
 LAYER_THREADS = 2
+
+
+@planned(1)
+def layer_threads(wildcards):
+    return LAYER_THREADS if len(run_plan().tiles(_layer(wildcards))) > 1 else 1
 
 
 @planned(1000)

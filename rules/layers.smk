@@ -26,8 +26,8 @@ rule layer:
         f"{LOGS}/benchmarks/layer/{{skycell}}/{{root}}_{{ptype}}.tsv"
     conda:
         "../envs/mvmflow.yaml"
-    # each tile in strips reduced at once (docs/speed.md, "Threads")
-    threads: LAYER_THREADS
+    # a layer of several tiles: each tile in strips reduced at once (docs/speed.md, "Threads")
+    threads: layer_threads
     resources:
         # one tile's sums at a time (docs/data_path.md)
         mem_mb=by_attempt(layer_tile_mem),
