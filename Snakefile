@@ -9,6 +9,7 @@
 import os
 import sys
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version
 
 from mvmflow.config import ConfigError, check_config
@@ -65,7 +66,7 @@ if workflow.is_main_process and not workflow.output_settings.dryrun:
               "removed, made again in this run", file=sys.stderr)
     # the jobs' fork server imports its libraries while Snakemake builds the DAG, not at the
     # first job (mvmflow.runner; docs/speed.md, "Job start-up"); a conda run starts its own
-    if "conda" not in str(workflow.deployment_settings.deployment_method).lower():
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         start_server(reuse_memory=config["reuse_memory"])
 
 

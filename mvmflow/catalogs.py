@@ -167,6 +167,19 @@ class CatalogParams:
 # centroids
 
 
+def _window_rows(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray, inv2s2: float,
+                 powers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian window's row factor ``wy`` (n, size) and each stamp's rows contracted
+    with the column factor times ``dx**k`` for ``k < powers`` (n, size, powers): the window
+    is separable, so ``sum(wy wx dx**k I) = wy . (I (wx dx**k))`` (batched matrix products,
+    not a full window per stamp; docs/speed.md, "Catalogues")."""
+    wx = np.exp(-dx * dx * inv2s2)
+    columns = [wx]
+    for _ in range(1, powers):
+        columns.append(columns[-1] * dx)
+    return np.exp(-dy * dy * inv2s2), np.matmul(stamps, np.stack(columns, axis=2))
+
+
 def windowed_centroids(image: np.ndarray, x, y, sigma: float = 2.0, max_iter: int = 50,
                        tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian-windowed centroids (SExtractor ``XWIN``) of many sources at once.
@@ -232,9 +245,7 @@ def windowed_centroids(image: np.ndarray, x, y, sigma: float = 2.0, max_iter: in
         # the Gaussian window is separable: sum(wy wx I) = wy . (I wx), so each stamp is
         # contracted with two small vectors (batched matrix products), not multiplied by a
         # full window (docs/speed.md, "Catalogues")
-        wx = np.exp(-dx * dx * inv2s2)
-        wy = np.exp(-dy * dy * inv2s2)
-        rows = np.matmul(stamps[a], np.stack((wx, wx * dx), axis=2))  # (n, size, 2)
+        wy, rows = _window_rows(stamps[a], dx, dy, inv2s2, 2)
         total = np.einsum("ny,ny->n", wy, rows[:, :, 0])
         ok = total > 0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -251,9 +262,7 @@ def windowed_centroids(image: np.ndarray, x, y, sigma: float = 2.0, max_iter: in
     # windowed second moment about the centroid
     dx = gx - x[:, None]
     dy = gy - y[:, None]
-    wx = np.exp(-dx * dx * inv2s2)
-    wy = np.exp(-dy * dy * inv2s2)
-    rows = np.matmul(stamps, np.stack((wx, wx * dx, wx * dx * dx), axis=2))  # (n, size, 3)
+    wy, rows = _window_rows(stamps, dx, dy, inv2s2, 3)
     total = np.einsum("ny,ny->n", wy, rows[:, :, 0])
     with np.errstate(invalid="ignore", divide="ignore"):
         mxx = np.einsum("ny,ny->n", wy, rows[:, :, 2]) / total

@@ -380,11 +380,12 @@ def serve(listen_fd: int, alive_fd: int, preload: Iterable[str] = PRELOAD,
         _reap()
 
 
-def _closed(fd: int) -> bool:
-    """Whether the other end of the pipe ``fd`` is closed (it never writes: readable = EOF)."""
+def _closed(fd: int, wait: float = 0.0) -> bool:
+    """Whether the other end of the pipe ``fd`` is closed, waiting up to ``wait`` seconds (it
+    never writes after what was read: readable means end of file)."""
     import select
 
-    return bool(select.select([fd], [], [], 0)[0])
+    return bool(select.select([fd], [], [], wait)[0])
 
 
 def _reap(wait: float = 0.0) -> None:
@@ -437,8 +438,9 @@ class _Server:
             os.close(alive_r)
             os.close(done_w)
         self.done = done_r
-        try:
-            head = _read_exactly(done_r, 8)
+        try:  # the launcher writes the server's PID, then exits
+            with os.fdopen(done_r, "rb", closefd=False) as pipe:
+                head = pipe.read(8)
         finally:
             launcher.wait()
         if len(head) != 8:
@@ -448,9 +450,7 @@ class _Server:
         self.pid = struct.unpack("!Q", head)[0]
 
     def alive(self) -> bool:
-        import select
-
-        return not select.select([self.done], [], [], 0)[0]  # readable: end of file
+        return not _closed(self.done)
 
     def connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -458,8 +458,6 @@ class _Server:
         return sock
 
     def stop(self) -> None:
-        import select
-
         try:
             os.close(self.alive_w)
         except OSError:
@@ -467,7 +465,7 @@ class _Server:
         done = getattr(self, "done", None)
         if done is not None:
             try:
-                if not select.select([done], [], [], 10)[0] and getattr(self, "pid", None):
+                if not _closed(done, wait=10) and getattr(self, "pid", None):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(self.pid, signal.SIGKILL)
                 os.close(done)
@@ -475,17 +473,6 @@ class _Server:
                 pass
             self.done = None
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    """Up to ``size`` bytes from ``fd`` (fewer at end of file)."""
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def start_server(preload: Iterable[str] = PRELOAD, python: str | None = None,
@@ -496,20 +483,21 @@ def start_server(preload: Iterable[str] = PRELOAD, python: str | None = None,
     ``reuse_memory``: the jobs get :data:`MALLOC_ENV`. ``first``: how many of ``preload``
     are imported before the first job is served (default: all; for :data:`PRELOAD`,
     :data:`PRELOAD_FIRST`), the rest between jobs."""
-    if first is None and tuple(preload) == PRELOAD:
-        first = len(PRELOAD_FIRST)
     return _get_server(python or sys.executable, reuse_memory, preload, first)
 
 
 def _get_server(python: str, reuse_memory: bool = True, preload: Iterable[str] = PRELOAD,
-                first: int | None = len(PRELOAD_FIRST)) -> _Server:
+                first: int | None = None) -> _Server:
+    preload = list(preload)
+    if first is None and tuple(preload) == PRELOAD:
+        first = len(PRELOAD_FIRST)
     key = (python, bool(reuse_memory))
     with _server_lock:
         server = _servers.get(key)
         if server is None or not server.alive():
             if server is not None:  # died (killed?): a new one
                 server.stop()
-            server = _servers[key] = _Server(python, list(preload), reuse_memory, first)
+            server = _servers[key] = _Server(python, preload, reuse_memory, first)
             atexit.register(server.stop)
         return server
 

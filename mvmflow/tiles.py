@@ -531,14 +531,14 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
 
     try:
         threads = max(1, int(threads))
+        strips = list(enumerate(strip for box in tiles for strip in _row_strips(box, threads)))
         if threads == 1:
-            written = [reduce_one(item) for item in enumerate(tiles)]
+            written = [reduce_one(item) for item in strips]
         else:
             from concurrent.futures import ThreadPoolExecutor
 
-            strips = [strip for box in tiles for strip in _row_strips(box, threads)]
             with ThreadPoolExecutor(threads) as pool:
-                written = list(pool.map(reduce_one, enumerate(strips)))
+                written = list(pool.map(reduce_one, strips))
         return write_tiled_layer(path, frame, written, layer_name, records, params,
                                  [t for _, t in members],
                                  [sky_offsets.get(f, 0.0) for f in files], files, provenance,
