@@ -84,6 +84,7 @@ from mvmflow.resample import (
     DEFAULT_STEP,
     MAP_QUANTUM,
     Chip,
+    MapSpline,
     _chip_inputs,
     _det2im_offsets,
     _map_points,
@@ -94,6 +95,8 @@ from mvmflow.resample import (
     input_units,
     nominal_scale,
     pixmap,
+    quantize_map,
+    shift_map,
 )
 
 __all__ = ["TOLERANCE", "KeptMap", "drizzle_pixels", "pixmap_at", "subtract_masked"]
@@ -148,35 +151,13 @@ def pixmap_at(chip_wcs, frame: Frame, shape: tuple[int, int], rows: np.ndarray,
     bound = max(float(np.max(np.abs(fx))), float(np.max(np.abs(fy))))
     if not bound < _EXACT_BOUND:  # NaN or huge: pixmap's rounding depends on the whole map
         return pixmap(chip_wcs, frame, shape, step=step, box=box)[rows, cols]
-    from scipy.interpolate import RectBivariateSpline
-
     offsets = _det2im_offsets(chip_wcs, (ny, nx))
-    x, y = cols.astype(np.float64), rows.astype(np.float64)
     out = np.empty((rows.size, 2), dtype=np.float64)
     for k, values in enumerate((fx, fy)):
-        spline = RectBivariateSpline(ys, xs, values, kx=3, ky=3, s=0)
-        v = spline(y, x, grid=False)
-        if offsets[0] is not None:
-            v += spline(y, x, dy=1, grid=False) * _at(offsets[0], rows, cols)
-        if offsets[1] is not None:
-            v += spline(y, x, dx=1, grid=False) * _at(offsets[1], rows, cols)
-        out[:, k] = v
-    out *= 1.0 / MAP_QUANTUM
-    np.rint(out, out=out)
-    out *= MAP_QUANTUM
-    dx, dy = frame.integer_offset_of(grid)
-    if box is not None:
-        dx, dy = dx - int(box.x0), dy - int(box.y0)
-    out[:, 0] += float(dx)
-    out[:, 1] += float(dy)
+        out[:, k] = MapSpline(xs, ys, values, (ny, nx), offsets).at(rows, cols)
+    quantize_map(out)
+    shift_map(out, frame, grid, box)
     return out
-
-
-def _at(offsets: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """A D2IM offset array (one row or column broadcast, or whole) at some pixels."""
-    r = rows if offsets.shape[0] > 1 else 0
-    c = cols if offsets.shape[1] > 1 else 0
-    return offsets[r, c]
 
 
 @dataclass
@@ -473,7 +454,8 @@ def subtract_masked(partial: Partial, chips: Sequence[Chip], frame: Frame, param
                                                     records, strict=True):
         if box is None or mask is None or not np.any(mask):
             continue
-        data, wmap, _, _ = _chip_inputs(chip, s, 0.0, None, static)
+        # the separate drizzle's static cut, when it recorded one (not computed again)
+        data, wmap, *_ = _chip_inputs(chip, s, 0.0, None, static, record.get("static_cut"))
         rows, cols = np.nonzero(np.asarray(mask, dtype=bool) & (wmap > 0))
         record["ngood"] = int(record["ngood"]) - int(rows.size)
         if rows.size == 0:

@@ -25,6 +25,7 @@ chip gets its own mask, which keeps the per-exposure drizzle (the map) independe
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Iterable, Sequence
@@ -139,15 +140,17 @@ def good_pixel_mask(dq: np.ndarray | None, final_bits, shape: tuple[int, int] | 
     return (flags & np.uint32(~bits & 0xFFFFFFFF)) == 0
 
 
-def _mean_std(values: np.ndarray, lo: float, hi: float):
-    """npix, mean, std (N-1) and min/max of ``values`` within ``[lo, hi]``."""
-    sel = values[(values >= lo) & (values <= hi)]
+def _moments(sel: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation (N-1) of float32 values, in float64: numpy's
+    ``mean(dtype=float64)`` and ``std(dtype=float64, ddof=1)`` to the bit, with one sum of
+    the values instead of two."""
     n = sel.size
-    if n == 0:
-        return 0, np.nan, np.nan, np.nan, np.nan
-    mean = float(sel.mean(dtype=np.float64))
-    std = float(sel.std(dtype=np.float64, ddof=1)) if n > 1 else 0.0
-    return n, mean, std, float(sel.min()), float(sel.max())
+    mean = np.add.reduce(sel, dtype=np.float64) / n
+    if n < 2:
+        return float(mean), 0.0
+    d = np.subtract(sel, mean, dtype=np.float64)
+    np.multiply(d, d, out=d)
+    return float(mean), float(np.sqrt(np.add.reduce(d) / (n - 1)))
 
 
 def _histogram_mode(values: np.ndarray, vmin: float, vmax: float, hwidth: float) -> float:
@@ -199,29 +202,54 @@ def clipped_mode_stats(data: np.ndarray, nclip: int = 3, lsig: float = 3.0, usig
         NaN if there is no finite pixel.
     """
     values = np.asarray(data, dtype=np.float32).ravel()
-    values = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
+    del finite
     if values.size == 0:
         return float("nan"), float("nan")
     lower, upper = float(values.min()), float(values.max())
     lo, hi = lower, upper
+    # sel: the values within [slo, shi]; a narrower range is selected from it (the same
+    # values in the same order as from all of them), a wider one from all values
+    sel, slo, shi = values, lower, upper
     for it in range(nclip + 1):
-        n, mean, std, vmin, vmax = _mean_std(values, lo, hi)
-        if n == 0:
+        if slo <= lo and hi <= shi:
+            if (slo, shi) != (lo, hi):
+                sel = sel[(sel >= lo) & (sel <= hi)]
+        else:
+            sel = values[(values >= lo) & (values <= hi)]
+        slo, shi = lo, hi
+        if sel.size == 0:
             return float("nan"), float("nan")
+        mean, std = _moments(sel)
         if it < nclip:
             lo = max(lower, mean - lsig * std)
             hi = min(upper, mean + usig * std)
+    vmin, vmax = float(sel.min()), float(sel.max())
     # As ImageStats, the histogram is filled from every pixel (its range is that of the
     # clipped set, plus one bin).
     mode = _histogram_mode(values, vmin, vmax, binwidth * std)
     return float(mode), float(std)
 
 
-def static_mask(sci: np.ndarray, nsigma: float = 4.0) -> np.ndarray:
+def static_cut(sci: np.ndarray, nsigma: float = 4.0) -> float:
+    """The static mask's cut of one chip: ``mode - nsigma * stddev`` of its clipped
+    statistics (:func:`clipped_mode_stats`), NaN when they are not finite (then only
+    non-finite pixels are masked). :func:`static_mask` rejects the pixels below it."""
+    if isinstance(nsigma, bool) or not isinstance(nsigma, numbers.Real) or not nsigma > 0:
+        raise ValueError(f"static mask nsigma must be a positive number, got {nsigma!r}")
+    mode, std = clipped_mode_stats(sci)
+    if not np.isfinite(mode) or not np.isfinite(std):
+        return float("nan")
+    return float(mode - nsigma * std)
+
+
+def static_mask(sci: np.ndarray, nsigma: float = 4.0, cut: float | None = None) -> np.ndarray:
     """AstroDrizzle's static mask of one chip (True = good).
 
     A pixel is rejected when its value is below ``mode - nsigma * stddev`` of the chip's
-    clipped statistics (:func:`clipped_mode_stats`); such pixels are typically dark-current
+    clipped statistics (:func:`static_cut`); such pixels are typically dark-current
     over-subtractions. The statistics use every finite pixel of the chip, whatever its DQ
     flags, as the reference does; non-finite pixels are rejected.
 
@@ -231,21 +259,23 @@ def static_mask(sci: np.ndarray, nsigma: float = 4.0) -> np.ndarray:
         The chip's SCI array (any unit; the test is scale-free).
     nsigma : float
         ``static_sig`` (4 for every MVM layer).
+    cut : float, optional
+        The chip's :func:`static_cut`, when already known (a partial records it): the
+        statistics are then not computed again.
 
     Returns
     -------
     numpy.ndarray of bool
         True where the pixel is kept.
     """
-    if isinstance(nsigma, bool) or not isinstance(nsigma, numbers.Real) or not nsigma > 0:
-        raise ValueError(f"static mask nsigma must be a positive number, got {nsigma!r}")
     sci = np.asarray(sci)
-    mode, std = clipped_mode_stats(sci)
+    if cut is None:
+        cut = static_cut(sci, nsigma)
     finite = np.isfinite(sci)
-    if not np.isfinite(mode) or not np.isfinite(std):
+    if math.isnan(cut):
         return finite
     with np.errstate(invalid="ignore"):
-        return finite & ~(sci < mode - nsigma * std)
+        return finite & ~(sci < cut)
 
 
 def combine_static_masks(masks: Iterable[np.ndarray]) -> np.ndarray:

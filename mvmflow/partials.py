@@ -33,7 +33,9 @@ plane is stored raw as one contiguous stream, read with plain ``pread`` at the v
   BOXNX BOXNY`` in the frame, ``ABSOLUTE`` and ``PLANEX0 PLANEY0`` (the box origin on the
   projection-cell plane, when the frame sits at an integer offset on it), the drizzle
   settings (``KERNEL PIXFRAC FINLBITS RESETBIT STATMASK STATSIG WHTTYPE OUTUNITS PIXSTEP``),
-  per chip ``C<i>EXTV C<i>DRIZ C<i>UNIT C<i>SKY C<i>ISCL C<i>NGOD C<i>NSTA``, ``NCHIPIN``,
+  per chip ``C<i>EXTV C<i>DRIZ C<i>UNIT C<i>SKY C<i>ISCL C<i>NGOD C<i>NSTA`` (and
+  ``C<i>SCUT``, the static mask's cut as ``float.hex`` text, when one was computed),
+  ``NCHIPIN``,
   ``NVALUES`` (values per stream), ``CHUNKLEN`` (values per compressed chunk), ``PARAMS``
   (JSON), ``MVMVER``, ``DRIZVER``;
 - SPANS: int64 image ``(BOXNY, 3)``: per box row the first covered column (box
@@ -188,7 +190,8 @@ class Partial:
     chips : list of dict
         Per chip: ``extver``, ``drizzled`` (reaches the frame), ``in_units``, ``sky``,
         ``iscale``, ``ngood`` (input pixels with weight > 0), ``nstatic`` (pixels removed by
-        the static mask).
+        the static mask) and, when a static mask was computed, ``static_cut``
+        (:func:`mvmflow.masks.static_cut`, reused by the cosmic-ray subtraction).
     """
 
     flux: np.ndarray
@@ -329,6 +332,9 @@ def _primary_header(p: Partial, nvalues: int) -> fits.Header:
             (f"C{i}NGOD", c["ngood"], f"chip {i}: input pixels with weight > 0"),
             (f"C{i}NSTA", c["nstatic"], f"chip {i}: pixels removed by the static mask"),
         ]
+        if c.get("static_cut") is not None:  # exact: float.hex (a float card is rounded)
+            cards.append((f"C{i}SCUT", float(c["static_cut"]).hex(),
+                          f"chip {i}: static mask cut (float.hex)"))
     header = fits.Header(cards)
     header["PARAMS"] = json.dumps(p.params, sort_keys=True, default=str)
     return header
@@ -531,6 +537,9 @@ class PartialFile:
             "iscale": header[f"C{i}ISCL"], "ngood": header[f"C{i}NGOD"],
             "nstatic": header[f"C{i}NSTA"],
         } for i in range(1, int(header["NCHIPIN"]) + 1)]
+        for i, chip in enumerate(self.chips, start=1):
+            if f"C{i}SCUT" in header:
+                chip["static_cut"] = _float_hex(path, header, f"C{i}SCUT")
         self.nvalues = int(header["NVALUES"])
         self.chunk_values = int(header["CHUNKLEN"])
         self.bytes_read = 0
@@ -888,6 +897,14 @@ def _blocks(todo: np.ndarray, first: np.ndarray, end: np.ndarray):
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _float_hex(path: Path, header: fits.Header, key: str) -> float:
+    try:
+        return float.fromhex(str(header[key]))
+    except ValueError:
+        raise ValueError(f"{path.name}: corrupt partial file: {key} = {header[key]!r} "
+                         "is not a float.hex number") from None
 
 
 def _image_shape(header: fits.Header) -> tuple[int, ...]:

@@ -73,7 +73,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from mvmflow.grid import Frame
-from mvmflow.masks import good_pixel_mask, parse_bits, static_mask
+from mvmflow.masks import good_pixel_mask, parse_bits, static_cut, static_mask
 from mvmflow.partials import Box, Partial, empty_partial
 
 __all__ = [
@@ -337,19 +337,29 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     grid = target.grid_frame()
     pm = _pixmap(chip_wcs, grid.wcs, shape, step)
     # (no |pm| temporary: 134 MB for a full ACS/WFC chip)
-    exact = max(np.nanmax(pm, initial=0.0), -np.nanmin(pm, initial=0.0)) < 2.0 ** 21
-    if exact:
-        pm *= 1.0 / MAP_QUANTUM
-        np.rint(pm, out=pm)
-        pm *= MAP_QUANTUM
-    dx, dy = target.integer_offset_of(grid)
+    if max(np.nanmax(pm, initial=0.0), -np.nanmin(pm, initial=0.0)) < 2.0 ** 21:
+        quantize_map(pm)
+    shift_map(pm, target, grid, box)
+    return pm
+
+
+def quantize_map(pm: np.ndarray) -> None:
+    """Round map values (in place) to multiples of :data:`MAP_QUANTUM`."""
+    pm *= 1.0 / MAP_QUANTUM
+    np.rint(pm, out=pm)
+    pm *= MAP_QUANTUM
+
+
+def shift_map(pm: np.ndarray, frame: Frame, grid: Frame, box: Box | None = None) -> None:
+    """Shift a map onto ``grid`` (last axis ``x, y``) by integers onto ``frame`` (and
+    ``box`` of it), in place: exact for quantized values below 2**21 px."""
+    dx, dy = frame.integer_offset_of(grid)
     if box is not None:
         dx, dy = dx - int(box.x0), dy - int(box.y0)
     if dx:
         pm[..., 0] += float(dx)
     if dy:
         pm[..., 1] += float(dy)
-    return pm
 
 
 MAP_QUANTUM = 2.0 ** -30
@@ -368,34 +378,142 @@ def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     xs, ys = _samples(nx, int(step)), _samples(ny, int(step))
     gx, gy = np.meshgrid(xs, ys)
     fx, fy = _map_points(_without_det2im(chip_wcs), target_wcs, gx, gy)
-    kx, ky = min(3, xs.size - 1), min(3, ys.size - 1)
     x, y = np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64)
-    offsets = _det2im_offsets(chip_wcs, (ny, nx))
     out = np.empty((ny, nx, 2), dtype=np.float64)
+    if xs.size == 1 or ys.size == 1:
+        # a single row or column of samples: evaluate exactly
+        out[..., 0], out[..., 1] = _map_points(chip_wcs, target_wcs, *np.meshgrid(x, y))
+        return out
+    offsets = _det2im_offsets(chip_wcs, (ny, nx))
     for k, values in enumerate((fx, fy)):
-        if xs.size == 1 or ys.size == 1:
-            # a single row or column: evaluate exactly
-            gx1, gy1 = np.meshgrid(x, y)
-            out[..., k] = _map_points(chip_wcs, target_wcs, gx1, gy1)[k]
-            continue
-        from scipy.interpolate import RectBivariateSpline  # lazy: 0.8 s to import
-
-        spline = RectBivariateSpline(ys, xs, values, kx=ky, ky=kx, s=0)
-        # by strips of rows: the same values (the spline is evaluated point by point), with
-        # temporaries of a strip, not of the chip (docs/speed.md, "Memory allocation")
+        spline = MapSpline(xs, ys, values, (ny, nx), offsets)
+        # by strips of rows: temporaries of a strip, not of the chip (docs/speed.md,
+        # "Memory allocation")
         for r0 in range(0, ny, _MAP_STRIP):
             r1 = min(r0 + _MAP_STRIP, ny)
-            ry = y[r0:r1]
-            strip = spline(ry, x)
-            if offsets[0] is not None:
-                strip += spline(ry, x, dy=1) * _rows(offsets[0], r0, r1)
-            if offsets[1] is not None:
-                strip += spline(ry, x, dx=1) * _rows(offsets[1], r0, r1)
-            out[r0:r1, :, k] = strip
+            out[r0:r1, :, k] = spline.rows(r0, r1)
     return out
 
 
 _MAP_STRIP = 256  # rows of a chip per spline evaluation in _pixmap
+
+
+class MapSpline:
+    """One target coordinate of a chip's pixel map between its exact grid samples: the
+    interpolating (bi)cubic spline plus the first-order D2IM term (:func:`pixmap`).
+
+    The spline is FITPACK's (``scipy.interpolate.RectBivariateSpline``, ``s=0``), evaluated
+    here as a tensor product, ``v(r, c) = sum_m wy[r, m] table[iy[r] + m, c]``: the row
+    basis ``wy`` (B-splines, non-zero from ``iy``) against ``table = C Bx^T``, the
+    coefficients contracted once with the column basis. A one-row D2IM ``x`` table (ACS)
+    is folded into ``table`` (``+ (C' Bx'^T) * ox``, the ``x`` derivative's coefficients
+    ``C'``); other D2IM tables add their derivative term. :meth:`rows` and :meth:`at` do
+    the same operations in the same order, so a map computed at some pixels is the whole
+    map's to the bit (:func:`mvmflow.crsubtract.pixmap_at`). About 4 times faster than
+    FITPACK's own evaluation with its derivatives (docs/speed.md, "Pixel maps").
+
+    Parameters
+    ----------
+    xs, ys : numpy.ndarray
+        Sample columns and rows (at least 2 each, increasing).
+    values : numpy.ndarray
+        ``(ys.size, xs.size)`` exact target coordinate at the samples.
+    shape : tuple of int
+        ``(ny, nx)`` of the chip.
+    offsets : list
+        The D2IM offsets per axis (:func:`_det2im_offsets`), or None.
+    """
+
+    def __init__(self, xs, ys, values, shape, offsets):
+        from scipy.interpolate import RectBivariateSpline  # lazy: 0.8 s to import
+
+        ny, nx = shape
+        kx, ky = min(3, xs.size - 1), min(3, ys.size - 1)
+        spline = RectBivariateSpline(ys, xs, values, kx=ky, ky=kx, s=0)
+        ty, tx, c = spline.tck
+        coef = c.reshape(ty.size - ky - 1, tx.size - kx - 1)
+        x, y = np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64)
+        wx, ix = _basis(x, tx, kx)
+        self._wy, self._iy = _basis(y, ty, ky)
+        self._table = _contract(coef, wx, ix)
+        self._terms = []  # (row basis, index, table, offsets) of the D2IM terms not folded
+        ox, oy = offsets
+        if ox is not None:
+            dx = _contract(_derivative(coef, tx, kx, 1), *_basis(x, tx[1:-1], kx - 1))
+            if ox.shape[0] == 1:
+                self._table += dx * ox
+            else:
+                self._terms.append((self._wy, self._iy, dx, ox))
+        if oy is not None:
+            dy = _contract(_derivative(coef, ty, ky, 0), wx, ix)
+            self._terms.append((*_basis(y, ty[1:-1], ky - 1), dy, oy))
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """``(r1 - r0, nx)`` the values on chip rows ``r0:r1``."""
+        out = _rows_of(self._table, self._wy, self._iy, r0, r1)
+        for w, i, table, off in self._terms:
+            out += _rows_of(table, w, i, r0, r1) * _rows(off, r0, r1)
+        return out
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The values at chip pixels ``(rows, cols)`` (1-D integer arrays)."""
+        out = _points_of(self._table, self._wy, self._iy, rows, cols)
+        for w, i, table, off in self._terms:
+            r = rows if off.shape[0] > 1 else 0
+            c = cols if off.shape[1] > 1 else 0
+            out += _points_of(table, w, i, rows, cols) * off[r, c]
+        return out
+
+
+def _basis(x: np.ndarray, t: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """B-spline basis of degree ``k`` on knots ``t`` at ``x``: ``(n, k + 1)`` values and the
+    index of the first non-zero B-spline of each point."""
+    from scipy.interpolate import BSpline
+
+    m = BSpline.design_matrix(x, t, k)
+    if not np.array_equal(m.indptr, np.arange(x.size + 1) * (k + 1)):
+        raise RuntimeError("unexpected B-spline design matrix layout")  # scipy changed
+    return m.data.reshape(-1, k + 1), m.indices.reshape(-1, k + 1)[:, 0].copy()
+
+
+def _contract(coef: np.ndarray, w: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """``coef`` contracted with a column basis: ``t[:, c] = sum_m w[c, m] coef[:, i[c] + m]``."""
+    table = coef[:, i] * w[:, 0]
+    for m in range(1, w.shape[1]):
+        table += coef[:, i + m] * w[:, m]
+    return table
+
+
+def _derivative(coef: np.ndarray, t: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Coefficients of a spline's derivative along ``axis`` (degree ``k - 1`` on knots
+    ``t[1:-1]``): ``k (c[j+1] - c[j]) / (t[j+k+1] - t[j+1])``."""
+    shape = [1, 1]
+    shape[axis] = -1
+    return k * np.diff(coef, axis=axis) / (t[k + 1:-1] - t[1:-k - 1]).reshape(shape)
+
+
+def _rows_of(table, w, i, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of ``sum_m w[r, m] table[i[r] + m]`` (rows of one knot interval
+    at once)."""
+    out = np.empty((r1 - r0, table.shape[1]), dtype=np.float64)
+    ii, ww = i[r0:r1], w[r0:r1]
+    cuts = np.flatnonzero(ii[1:] != ii[:-1]) + 1
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, r1 - r0], strict=True):
+        j, block = int(ii[a]), out[a:b]
+        np.multiply(ww[a:b, :1], table[j], out=block)
+        for m in range(1, w.shape[1]):
+            block += ww[a:b, m:m + 1] * table[j + m]
+    return out
+
+
+def _points_of(table, w, i, rows, cols) -> np.ndarray:
+    """``sum_m w[r, m] table[i[r] + m, c]`` at points ``(rows, cols)``: :func:`_rows_of`'s
+    operations, in its order."""
+    ii, ww = i[rows], w[rows]
+    out = ww[:, 0] * table[ii, cols]
+    for m in range(1, w.shape[1]):
+        out += ww[:, m] * table[ii + m, cols]
+    return out
 
 
 def _rows(offsets: np.ndarray, r0: int, r1: int) -> np.ndarray:
@@ -515,8 +633,10 @@ def _per_chip(value, n: int, what: str) -> list:
     return values
 
 
-def _chip_inputs(chip: Chip, s: _Settings, sky, cr_mask, static) -> tuple:
-    """Data (float32, sky-subtracted, finite) and EXP weight map of one chip, with counts."""
+def _chip_inputs(chip: Chip, s: _Settings, sky, cr_mask, static, cut=None) -> tuple:
+    """Data (float32, sky-subtracted, finite) and EXP weight map of one chip, with counts
+    and the static mask's cut (:func:`mvmflow.masks.static_cut`; given as ``cut``, it is
+    not computed again; None without a computed static mask)."""
     data = np.array(chip.data, dtype=np.float32)  # a copy we may modify
     dq = None
     if chip.dq is not None:
@@ -526,11 +646,13 @@ def _chip_inputs(chip: Chip, s: _Settings, sky, cr_mask, static) -> tuple:
     good = good_pixel_mask(dq, s.final_bits, shape=data.shape)
     nstatic = 0
     if static is not None:
-        keep = np.asarray(static, dtype=bool)
+        keep, cut = np.asarray(static, dtype=bool), None
     elif s.static:
-        keep = static_mask(data, s.static_sig)
+        if cut is None:
+            cut = static_cut(data, s.static_sig)
+        keep = static_mask(data, s.static_sig, cut)
     else:
-        keep = None
+        keep, cut = None, None
     if keep is not None:
         nstatic = int(np.count_nonzero(good & ~keep))
         good &= keep
@@ -544,7 +666,7 @@ def _chip_inputs(chip: Chip, s: _Settings, sky, cr_mask, static) -> tuple:
         data -= np.float32(sky)
     weight = good.astype(np.float32)
     weight *= np.float32(chip.exptime)
-    return data, weight, int(np.count_nonzero(good)), nstatic
+    return data, weight, int(np.count_nonzero(good)), nstatic, cut
 
 
 def _accumulate(flux, weight, nchips, box: Box, sci, wht) -> None:
@@ -554,13 +676,14 @@ def _accumulate(flux, weight, nchips, box: Box, sci, wht) -> None:
         r1 = min(r0 + _ROW_BLOCK, box.ny)
         w = wht[r0:r1]
         covered = w > 0
-        product = sci[r0:r1].astype(np.float64)
-        product *= w
+        # float32 x float32 is exact in float64, so this single-rounded float32 product is
+        # the float64 product rounded to float32, to the bit
+        product = np.multiply(sci[r0:r1], w, dtype=np.float32)
         product[~covered] = 0.0
         rows = slice(sy.start + r0, sy.start + r1)
-        flux[rows, sx] += product.astype(np.float32)
+        flux[rows, sx] += product
         weight[rows, sx] += w
-        nchips[rows, sx] += covered.astype(np.uint8)
+        nchips[rows, sx] += covered.view(np.uint8)
 
 
 def _drizzle_chip(chip: Chip, frame: Frame, box: Box, s: _Settings, inputs) -> tuple:
@@ -659,7 +782,7 @@ def drizzle_exposure(chips: Sequence[Chip], frame: Frame, params: dict, sky=0.0,
         if box is None:
             record.update(ngood=0, nstatic=0, iscale=0.0, drizzled=False)
             continue
-        data, wmap, ngood, nstatic = _chip_inputs(chip, s, sky_c, cr, st)
+        data, wmap, ngood, nstatic, scut = _chip_inputs(chip, s, sky_c, cr, st)
         # Drizzle onto the chip's whole (unclipped) box, then keep the part on the frame:
         # drizzle clips input lines against its output array with an approximate outline,
         # which would weigh chip-edge pixels differently in frames that cut a chip
@@ -673,6 +796,8 @@ def drizzle_exposure(chips: Sequence[Chip], frame: Frame, params: dict, sky=0.0,
         local = Box(box.x0 - ebox.x0, box.y0 - ebox.y0, box.nx, box.ny)
         _accumulate(flux, weight, nchips, local, sci, wht)
         record.update(ngood=ngood, nstatic=nstatic, iscale=iscale, drizzled=True)
+        if scut is not None:
+            record["static_cut"] = scut
         log.info("%s[SCI,%d]: %d good pixels (%d static-masked), box %dx%d at (%d, %d)",
                  filename, chip.extver, ngood, nstatic, box.nx, box.ny, box.x0, box.y0)
     return Partial(flux, weight, nchips, frame, ebox.x0, ebox.y0, filename, ipppssoo,

@@ -5,6 +5,7 @@ re-drizzle without them within float32 rounding of the masked flux."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_packed_drizzle_is_the_chip_drizzle_of_those_pixels(kernel, pixfrac):
     frame = frame_for([chip])
     params = {**PARAMS, "kernel": kernel, "pixfrac": pixfrac}
     s = _settings(params)
-    data, weight, _, _ = _chip_inputs(chip, s, 0.0, None, None)
+    data, weight, *_ = _chip_inputs(chip, s, 0.0, None, None)
     chosen = cosmic_rays(chip) & (weight > 0)
     rows, cols = np.nonzero(chosen)
     full = chip_box(chip.wcs, frame, chip.shape, s.pixfrac, clip=False)
@@ -277,3 +278,28 @@ def test_unusable_separate_partial_is_refused():
     same = subtract_masked(separate, [chip], frame, PARAMS, [None])
     assert np.array_equal(same.flux, separate.flux) and np.array_equal(same.weight,
                                                                        separate.weight)
+
+
+def test_subtraction_reuses_the_separate_drizzles_static_cut():
+    """The separate partial records each chip's static-mask cut; the subtraction uses it
+    instead of computing the chip's statistics again, with the same result."""
+    chip = acs_chip(seed=5)
+    frame = frame_for([chip])
+    mask = cosmic_rays(chip, 9)
+    separate = drizzle_exposure([chip], frame, PARAMS)
+    cut = separate.chips[0]["static_cut"]
+    assert np.isfinite(cut)
+    forgot = dataclasses.replace(separate, chips=[{k: v for k, v in c.items()
+                                                   if k != "static_cut"}
+                                                  for c in separate.chips])
+    a = subtract_masked(separate, [chip], frame, PARAMS, [mask])
+    b = subtract_masked(forgot, [chip], frame, PARAMS, [mask])
+    for name in ("flux", "weight", "nchips"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert a.chips[0]["static_cut"] == cut and a.chips[0]["ngood"] == b.chips[0]["ngood"]
+    # a recorded cut is what decides: one above every cosmic-ray pixel masks them all
+    above = dataclasses.replace(separate, chips=[dict(separate.chips[0],
+                                                      static_cut=float(np.nanmax(chip.data)) + 1)])
+    c = subtract_masked(above, [chip], frame, PARAMS, [mask])
+    assert c.chips[0]["ngood"] == separate.chips[0]["ngood"]  # nothing left to subtract
+    assert a.chips[0]["ngood"] < separate.chips[0]["ngood"]

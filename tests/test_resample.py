@@ -31,6 +31,7 @@ from mvmflow.masks import (
     combine_static_masks,
     good_pixel_mask,
     parse_bits,
+    static_cut,
     static_mask,
 )
 from mvmflow.partials import PartialFile, write_partial
@@ -180,6 +181,68 @@ def test_clipped_mode_matches_imagestats():
     assert mode == pytest.approx(ref.mode, abs=0.02 * std)
 
 
+def _clipped_stats_plainly(values, nclip, lsig, usig):
+    """The clipping of clipped_mode_stats written plainly: every round selects from all
+    values, numpy's own mean and std. Also: whether a round took in values the round
+    before had left out. None when a round keeps fewer than 2 values."""
+    values = values[np.isfinite(values)]
+    lower, upper = float(values.min()), float(values.max())
+    lo, hi, sel, widened = lower, upper, values, False
+    for it in range(nclip + 1):
+        prev, sel = sel, values[(values >= lo) & (values <= hi)]
+        widened |= sel.size > np.count_nonzero((prev >= lo) & (prev <= hi))
+        if sel.size < 2:
+            return None, widened
+        mean = float(sel.mean(dtype=np.float64))
+        std = float(sel.std(dtype=np.float64, ddof=1))
+        if it < nclip:
+            lo, hi = max(lower, mean - lsig * std), min(upper, mean + usig * std)
+    return std, widened
+
+
+def test_clipped_stats_are_numpys_to_the_bit():
+    """Narrower rounds select from the previous round's values and share one sum: the
+    standard deviation is numpy's to the bit, also when a round widens the range."""
+    rng = np.random.default_rng(0)
+    widened = 0
+    for trial in range(1000):
+        if trial < 10:  # outliers, clipped as in the static mask
+            values = rng.normal(0.0, 1.0, 2000 + 500 * trial).astype(np.float32)
+            values[rng.random(values.size) < 0.02] = np.nan
+            values[:3] = [np.inf, 40.0, -25.0]
+            lsig, usig = 3.0, 3.0
+        else:  # lopsided clipping of a skewed sample: a round may widen the range
+            values = rng.exponential(1.0, 200).astype(np.float32)
+            lsig, usig = rng.uniform(0.2, 3.0, 2)
+        want, wider = _clipped_stats_plainly(values, 3, lsig, usig)
+        if want is not None:
+            widened += wider
+            assert clipped_mode_stats(values, lsig=lsig, usig=usig)[1] == want
+    assert widened >= 3  # ranges that widen over values were met
+
+
+def test_static_cut_is_recorded_exactly_and_reused(tmp_path):
+    n = 100
+    data = _sky_image(n)
+    data[30, 70] = -50.0
+    cut = static_cut(data)
+    assert np.isfinite(cut)
+    assert np.array_equal(static_mask(data, cut=cut), static_mask(data))
+    assert not np.array_equal(static_mask(data, cut=cut + 3.0), static_mask(data))
+    chip = ir_chip(data)
+    frame = frame_at(chip.wcs, n)
+    partial = drizzle_exposure([chip], frame, dict(SQUARE, static_mask=True))
+    assert partial.chips[0]["static_cut"] == cut
+    assert "static_cut" not in drizzle_exposure([chip], frame, SQUARE).chips[0]
+    # the file keeps it to the bit (a float card would round it)
+    path = write_partial(partial, tmp_path / "p.fits")
+    assert PartialFile.open(path).chips[0]["static_cut"] == cut
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["C1SCUT"] = "a third"
+    with pytest.raises(ValueError, match=r"p\.fits: corrupt partial file: C1SCUT"):
+        PartialFile.open(path)
+
+
 def test_static_mask_flags_low_pixels_only():
     rng = np.random.default_rng(4)
     image = rng.normal(100.0, 5.0, (200, 200)).astype(np.float32)
@@ -288,6 +351,44 @@ def test_pixmap_across_ra_zero():
         frame = SkyCell.from_name(name).frame
         err = np.abs(pixmap(wcs, frame, (n, n)) - calc_pixmap(wcs, frame.wcs, shape=(n, n)))
         assert err.max() < 0.005
+
+
+@pytest.mark.parametrize("d2im", ["none", "row", "column", "both", "full"])
+@pytest.mark.parametrize("shape", [(2048, 4096), (37, 23), (4, 5)])
+def test_map_spline_is_fitpacks_spline_and_its_points_are_its_rows(d2im, shape):
+    """MapSpline evaluates FITPACK's interpolating spline (and the first-order D2IM term)
+    as a tensor product: FITPACK's values to float64 rounding, and the same bits at
+    scattered pixels as on whole rows."""
+    from scipy.interpolate import RectBivariateSpline
+
+    from mvmflow.resample import MapSpline, _samples
+
+    ny, nx = shape
+    rng = np.random.default_rng(7)
+    xs, ys = _samples(nx, 10), _samples(ny, 10)
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    # a distortion-like smooth map onto a far frame (values ~ 3e5 px, as on a sky cell's
+    # projection-cell plane)
+    values = 3.0e5 + 0.8 * gx - 0.3 * gy + 2e-6 * gx * gy + 1e-9 * gx ** 3 + np.sin(gy / 300)
+    row = 0.004 * np.sin(np.arange(nx) / 3.0)[None, :]
+    col = 0.003 * np.cos(np.arange(ny) / 5.0)[:, None]
+    offsets = {"none": [None, None], "row": [row, None], "column": [None, col],
+               "both": [row, col], "full": [row + 0.1 * col, None]}[d2im]
+    spline = MapSpline(xs, ys, values, shape, offsets)
+    got = np.concatenate([spline.rows(r0, min(r0 + 256, ny)) for r0 in range(0, ny, 256)])
+    ref = RectBivariateSpline(ys, xs, values, kx=min(3, ys.size - 1), ky=min(3, xs.size - 1),
+                              s=0)
+    y, x = np.arange(ny, dtype=float), np.arange(nx, dtype=float)
+    want = ref(y, x)
+    if offsets[0] is not None:
+        want += ref(y, x, dy=1) * offsets[0]
+    if offsets[1] is not None:
+        want += ref(y, x, dx=1) * offsets[1]
+    assert np.abs(got - want).max() < 64 * np.spacing(3.0e5)  # 4e-9 px
+    if d2im != "none":  # the D2IM term is there
+        assert np.abs(got - ref(y, x)).max() > 4e-4
+    r, c = rng.integers(0, ny, 5000), rng.integers(0, nx, 5000)
+    assert np.array_equal(spline.at(r, c), got[r, c])
 
 
 def test_pixmap_small_and_degenerate_shapes():
