@@ -101,15 +101,22 @@ PRELOAD = PRELOAD_FIRST + (
     "mvmflow.preview",
 )
 
-#: glibc's allocator settings for the jobs with ``reuse_memory`` (a user's own MALLOC_*
-#: variables win): large arrays come from the heap and go back to it, not to the kernel, so
-#: a job reuses its memory instead of having the kernel zero fresh pages for every
-#: temporary array (docs/speed.md, "Memory allocation").
+#: The jobs' memory settings with ``reuse_memory`` (a user's own variables win): glibc's
+#: allocator keeps large arrays on the heap, not returning them to the kernel, so a job
+#: reuses its memory instead of having the kernel zero fresh pages for every temporary
+#: array; and numpy's huge-page advice is off (docs/speed.md, "Memory allocation").
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
               # one heap for all of a job's threads: memory one thread frees is reused by
               # the others (the full-frame layer job's peak in two threads: 1.36-1.49 GB
               # with a heap per thread, 1.22 GB with one; docs/speed.md, "Threads")
-              "MALLOC_ARENA_MAX": "1"}
+              "MALLOC_ARENA_MAX": "1",
+              # numpy asks the kernel for huge pages for its large arrays
+              # (madvise(MADV_HUGEPAGE)); where the kernel then compacts memory on the page
+              # fault (transparent_hugepage/defrag "madvise", a common default) a job stalls
+              # for seconds once memory is fragmented by the files a run writes: the
+              # full-frame workload took 68-76 s with, 60 s without (docs/speed.md,
+              # "Memory allocation")
+              "NUMPY_MADVISE_HUGEPAGE": "0"}
 
 _PR_SET_PDEATHSIG = 1
 

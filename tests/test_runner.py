@@ -306,3 +306,20 @@ def test_the_server_is_not_a_descendant_of_its_caller(script, tmp_path):
     assert parent(server.pid) != os.getpid()
     supervisor = int((tmp_path / "parent.txt").read_text())
     assert parent(supervisor) == server.pid or not os.path.exists(f"/proc/{supervisor}")
+
+
+@pytest.mark.skipif("NUMPY_MADVISE_HUGEPAGE" in os.environ,
+                    reason="the user's own setting wins")
+def test_jobs_run_without_numpys_huge_page_advice(script, tmp_path):
+    """With reuse_memory (the default) the jobs' numpy does not ask for huge pages, whose
+    faults can stall on the kernel's memory compaction; without it, numpy's default."""
+    import numpy._core.multiarray as multiarray
+
+    path = script(f"""
+        import numpy._core.multiarray as m
+        open({str(tmp_path / 'advice.txt')!r}, 'a').write(str(m._get_madvise_hugepage()))
+    """)
+    run_script(path, Job(rule="screen"))
+    run_script(path, Job(rule="screen"), reuse_memory=False)
+    default = str(multiarray._get_madvise_hugepage())  # numpy's own, in this process
+    assert (tmp_path / "advice.txt").read_text() == "False" + default
