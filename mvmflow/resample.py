@@ -686,8 +686,15 @@ def _accumulate(flux, weight, nchips, box: Box, sci, wht) -> None:
         nchips[rows, sx] += covered.view(np.uint8)
 
 
-def _drizzle_chip(chip: Chip, frame: Frame, box: Box, s: _Settings, inputs) -> tuple:
+def _drizzle_chip(chip: Chip, frame: Frame, box: Box, s: _Settings, inputs,
+                  part: Box | None = None) -> tuple:
     """Drizzle one chip onto ``box`` of ``frame``; return (sci, wht, iscale).
+
+    ``part``: only the output pixels in this box of ``frame`` are wanted (the chip's box
+    clipped to the frame); drizzle is then given the input window of the chip pixels that
+    can reach it (:func:`_input_window`), and ``box`` keeps its other pixels' contributions
+    from the rest of the chip out of the wanted ones unchanged: every wanted pixel gets the
+    same contributions, in the same order, to the bit.
 
     drizzle 3.0.0's ``nmiss``/``nskip`` return values are not meaningful (nmiss is -ny for a
     fully contained chip), so they are not kept.
@@ -697,14 +704,47 @@ def _drizzle_chip(chip: Chip, frame: Frame, box: Box, s: _Settings, inputs) -> t
     data, wmap = inputs
     pm = pixmap(chip.wcs, frame, chip.shape, step=s.step, box=box)
     ratio = frame.scale / nominal_scale(chip)
+    window = {}
+    if part is not None and part != box:
+        window = _input_window(pm, Box(part.x0 - box.x0, part.y0 - box.y0, part.nx, part.ny),
+                               2.0 + 2.0 / ratio)
     driz = Drizzle(kernel=s.kernel, out_shape=(box.ny, box.nx), fillval="INDEF",
                    disable_ctx=True)
     driz.add_image(
         data, exptime=float(chip.exptime), pixmap=pm, weight_map=wmap,
         wht_scale=1.0, pixfrac=s.pixfrac, in_units=input_units(chip.bunit),
-        iscale=ratio * ratio, pixel_scale_ratio=ratio,
+        iscale=ratio * ratio, pixel_scale_ratio=ratio, **window,
     )
     return driz.out_img, driz.out_wht, ratio * ratio
+
+
+_WINDOW_PAD = 2  # input pixels around the ones that can reach the wanted output
+
+
+def _input_window(pm: np.ndarray, part: Box, reach: float) -> dict:
+    """``xmin, xmax, ymin, ymax`` (inclusive) for drizzle's ``add_image``: the chip pixels
+    whose mapped centre lies within ``reach`` output pixels of ``part`` (in the map's
+    coordinates), plus :data:`_WINDOW_PAD`; ``{}`` (the whole chip) when that is all of it.
+
+    ``reach`` bounds how far an input pixel's drizzle footprint extends from its centre
+    (half a pixfrac-shrunk input pixel, ``0.5 / ratio`` output pixels at most, with room for
+    the distortion); drizzle forms each pixel's footprint from the whole map, so a window
+    changes which pixels are drizzled, not how (docs/speed.md, "Pixel maps").
+    """
+    ny, nx = pm.shape[:2]
+    near = np.ones((ny, nx), dtype=bool)
+    for k, (lo, n) in enumerate(((part.x0, part.nx), (part.y0, part.ny))):
+        with np.errstate(invalid="ignore"):
+            near &= pm[..., k] >= lo - 0.5 - reach
+            near &= pm[..., k] <= lo + n - 0.5 + reach
+    rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
+    if rows.size == 0:
+        rows = cols = np.zeros(1, dtype=np.intp)  # nothing reaches it: a token window
+    x0, x1 = max(int(cols[0]) - _WINDOW_PAD, 0), min(int(cols[-1]) + _WINDOW_PAD, nx - 1)
+    y0, y1 = max(int(rows[0]) - _WINDOW_PAD, 0), min(int(rows[-1]) + _WINDOW_PAD, ny - 1)
+    if (x0, x1, y0, y1) == (0, nx - 1, 0, ny - 1) or x1 == 0 or y1 == 0:
+        return {}  # the whole chip (drizzle reads a zero maximum as "none")
+    return {"xmin": x0, "xmax": x1, "ymin": y0, "ymax": y1}
 
 
 def _exposure_identity(chips: Sequence[Chip]) -> tuple[str, str, float]:
@@ -788,7 +828,7 @@ def drizzle_exposure(chips: Sequence[Chip], frame: Frame, params: dict, sky=0.0,
         # which would weigh chip-edge pixels differently in frames that cut a chip
         # differently (neighbouring sky cells must agree in their overlap).
         full = chip_box(chip.wcs, frame, chip.shape, s.pixfrac, clip=False)
-        sci, wht, iscale = _drizzle_chip(chip, frame, full, s, (data, wmap))
+        sci, wht, iscale = _drizzle_chip(chip, frame, full, s, (data, wmap), box)
         del data, wmap
         cut = (slice(box.y0 - full.y0, box.y0 - full.y0 + box.ny),
                slice(box.x0 - full.x0, box.x0 - full.x0 + box.nx))

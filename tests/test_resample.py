@@ -605,6 +605,47 @@ def test_absolute_offsets_in_neighbouring_sky_cells():
         assert abs(cx + p.x0 - px) < 0.02 and abs(cy + p.y0 - py) < 0.02
 
 
+@pytest.mark.parametrize("kernel,pixfrac", [("square", 1.0), ("square", 0.7), ("turbo", 1.0)])
+def test_a_frame_that_cuts_a_chip_gets_its_pixels_to_the_bit(kernel, pixfrac):
+    """Onto a frame that holds part of a chip, only the chip pixels that can reach it are
+    drizzled (drizzle's input window), and the frame's pixels are those of a frame holding
+    the whole chip, to the bit."""
+    from mvmflow.resample import Box, _input_window
+
+    n = 300
+    data = _sky_image(n)
+    data[100:110, 140:150] += 400.0
+    chip = ir_chip(data)
+    params = dict(SQUARE, kernel=kernel, pixfrac=pixfrac)
+    cell = frame_at(chip.wcs, n)
+    whole = drizzle_exposure([chip], cell, params)
+    # windows of the sky cell that cut the chip: a corner, a strip, a sliver
+    for dx, dy, fx, fy in ((0.5, 0.5, 1.0, 1.0), (0.0, 0.3, 1.0, 0.2), (0.9, 0.0, 1.0, 1.0)):
+        x0 = whole.box_x0 + int(dx * whole.shape[1])
+        y0 = whole.box_y0 + int(dy * whole.shape[0])
+        frame = cell.window(x0, y0, max(1, int(fx * whole.shape[1] * (1 - dx))),
+                            max(1, int(fy * whole.shape[0])))
+        part = drizzle_exposure([chip], frame, params)
+        assert 0 < part.flux.size < whole.flux.size
+        ys = slice(part.box_y0 + y0 - whole.box_y0, part.box_y0 + y0 - whole.box_y0 + part.shape[0])
+        xs = slice(part.box_x0 + x0 - whole.box_x0, part.box_x0 + x0 - whole.box_x0 + part.shape[1])
+        for name in ("flux", "weight", "nchips"):
+            assert np.array_equal(getattr(part, name), getattr(whole, name)[ys, xs]), name
+    # the window: the chip pixels near the wanted box, not the whole chip
+    pm = pixmap(chip.wcs, cell, (n, n))
+    box = Box(int(pm[150, 150, 0]) - 20, int(pm[150, 150, 1]) - 15, 40, 30)
+    w = _input_window(pm, box, 4.0)
+    assert 0 < (w["xmax"] - w["xmin"] + 1) * (w["ymax"] - w["ymin"] + 1) < n * n / 4
+    inside = ((pm[..., 0] > box.x0 - 4) & (pm[..., 0] < box.x0 + box.nx + 4)
+              & (pm[..., 1] > box.y0 - 4) & (pm[..., 1] < box.y0 + box.ny + 4))
+    rows, cols = np.nonzero(inside)
+    assert w["ymin"] <= rows.min() and rows.max() <= w["ymax"]
+    assert w["xmin"] <= cols.min() and cols.max() <= w["xmax"]
+    lo = np.floor(np.nanmin(pm, axis=(0, 1))).astype(int) - 10
+    hi = np.ceil(np.nanmax(pm, axis=(0, 1))).astype(int) + 10
+    assert _input_window(pm, Box(lo[0], lo[1], *(hi - lo)), 4.0) == {}  # all of it
+
+
 def test_partials_reduce_to_the_weighted_mean_on_a_layer(tmp_path):
     """The reduce (mvmflow.combine.combine_partials) of two drizzled exposures: placed by
     frame and box, the same sums in either order, from files, clipped to a smaller frame."""
