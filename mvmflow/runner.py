@@ -63,6 +63,7 @@ PRELOAD_FIRST = (
 #: 0.1-0.5 s per job otherwise), roughly in the order a run needs them; 1-2 s once, about
 #: 125 MB of shared memory. A job forked before a module is in imports it itself.
 PRELOAD = PRELOAD_FIRST + (
+    "astropy.io.misc.yaml",  # ECSV tables (0.1 s)
     "astropy.units",
     "astropy.coordinates",
     "mvmflow.plan",
