@@ -108,6 +108,7 @@ class ChipBlotter:
                             clip=False)
         self._pm = None
         self._index = None
+        self._rings = []  # (reach, finite mask, its rings) of the last two images extended
         if self.box is not None:
             pm = self._pm = pixmap(chip.wcs, frame, chip.shape, step=step, box=self.box)
             ix = np.rint(pm[..., 0])
@@ -195,7 +196,15 @@ class ChipBlotter:
             if undefined is not None:
                 data = np.where(finite, data, np.float32(undefined))
             else:
-                data = _extend(data, finite, _half_width(interp) + 1)
+                reach = _half_width(interp) + 1
+                # images of one median share their undefined pixels: their rings are found
+                # once (docs/speed.md, "Cosmic-ray rejection")
+                rings = next((r for k, f, r in self._rings
+                              if k == reach and np.array_equal(f, finite)), None)
+                if rings is None:
+                    rings = _rings(finite, reach)
+                    self._rings = [(reach, finite, rings), *self._rings[:1]]
+                data = _extend(data, finite, reach, rings)
         if sky:
             data = data + np.float32(sky)
         data = np.ascontiguousarray(data, dtype=np.float32)
@@ -286,14 +295,15 @@ def _rings(finite: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.n
     return ys[order], xs[order], rings[order]
 
 
-def _extend(data: np.ndarray, finite: np.ndarray, reach: int) -> np.ndarray:
+def _extend(data: np.ndarray, finite: np.ndarray, reach: int, rings=None) -> np.ndarray:
     """Fill undefined pixels up to ``reach`` pixels from defined ones with the mean of their
-    defined 3x3 neighbours, ring by ring (the rest: 0)."""
+    defined 3x3 neighbours, ring by ring (the rest: 0); ``rings``: ``_rings(finite, reach)``
+    when already known."""
     out = np.where(finite, data, np.float32(0.0)).astype(np.float32, copy=False)
     filled = finite.copy()
     ny, nx = out.shape
     offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-    all_ys, all_xs, rings = _rings(finite, reach)
+    all_ys, all_xs, rings = _rings(finite, reach) if rings is None else rings
     bounds = np.searchsorted(rings, np.arange(1, reach + 2))
     for r in range(reach):
         ys, xs = all_ys[bounds[r]:bounds[r + 1]], all_xs[bounds[r]:bounds[r + 1]]

@@ -552,6 +552,32 @@ def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
         assert whole.data[~where].any()  # the comparison is not between zeros
 
 
+def test_images_with_the_same_holes_share_their_rings(run, monkeypatch):
+    """A blotter finds the rings of a set of undefined pixels once for the images that share
+    it (a median's MEDIAN and UPPER) and again for another set; every blot equals a fresh
+    blotter's."""
+    from mvmflow import blot
+
+    chip = load_chips(run["cr"][0])[0]
+    median = run["rejection"]["median"].path
+    calls = []
+    rings = blot._rings
+    monkeypatch.setattr(blot, "_rings", lambda f, r: calls.append(1) or rings(f, r))
+    shared = ChipBlotter(chip, run["frame"])
+    images = [shared.read(median, "MEDIAN"), shared.read(median, "UPPER")]
+    assert not np.isfinite(images[0]).all()
+    assert np.array_equal(np.isfinite(images[0]), np.isfinite(images[1]))
+    other = images[0].copy()
+    other[:, : other.shape[1] // 3] = np.nan  # other holes
+    images += [other, images[1] * 2]
+    got = [shared.blot(image) for image in images]
+    assert len(calls) == 2  # MEDIAN (UPPER and the last reuse it), the other holes
+    for image, blotted in zip(images, got, strict=True):
+        fresh = ChipBlotter(chip, run["frame"]).blot(image)
+        assert np.array_equal(blotted.data, fresh.data)
+        assert np.array_equal(blotted.valid, fresh.valid)
+
+
 def _sampling_mask_with_whole_blots(chip, median, params, own_part, readnoise):
     """The sampling test as it was written before the sparse blots: every image blotted
     over the whole chip (an independent oracle of chip_cr_mask)."""
