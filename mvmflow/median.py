@@ -704,9 +704,33 @@ def read_median(path: str | os.PathLike, box: tuple[int, int, int, int] | None =
         xa, xb = max(x0, 0), min(x0 + nx, frame.nx)
         ya, yb = max(y0, 0), min(y0 + ny, frame.ny)
         if xb > xa and yb > ya:
-            unscaled = hdu.header.get("BSCALE", 1) == 1 and hdu.header.get("BZERO", 0) == 0
-            # an unscaled image is read through the file's memory map (one copy of the
-            # box); astropy's section reads row by row: 0.1-1 s for a full-frame chip's box
-            source = hdu.data if unscaled else hdu.section
-            out[ya - y0:yb - y0, xa - x0:xb - x0] = source[ya:yb, xa:xb]
+            stored = _STORED.get(hdu.header["BITPIX"])
+            if hdu.header.get("BSCALE", 1) == 1 and hdu.header.get("BZERO", 0) == 0 and stored:
+                _read_rows(path, hdu.fileinfo()["datLoc"], np.dtype(stored), frame.nx,
+                           (ya, yb), (xa, xb), out[ya - y0:yb - y0, xa - x0:xb - x0])
+            else:
+                out[ya - y0:yb - y0, xa - x0:xb - x0] = hdu.section[ya:yb, xa:xb]
         return out
+
+
+_STORED = {8: "u1", 16: ">i2", 32: ">i4", -32: ">f4", -64: ">f8"}  # FITS BITPIX
+_READ_ROWS = 256
+
+
+def _read_rows(path, offset: int, stored: np.dtype, width: int, rows: tuple[int, int],
+               cols: tuple[int, int], out: np.ndarray) -> None:
+    """Columns ``cols`` of image rows ``rows`` into ``out``, read with ``pread`` in blocks of
+    whole rows through one small buffer: astropy's section reads row by row (0.1-1 s for a
+    full-frame chip's box, 0.03 s so), and a memory map would count the file's pages in
+    the job's peak memory."""
+    buf = np.empty((_READ_ROWS, width), dtype=stored)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for r0 in range(rows[0], rows[1], _READ_ROWS):
+            k = min(_READ_ROWS, rows[1] - r0)
+            view = memoryview(buf[:k]).cast("B")
+            if os.preadv(fd, [view], offset + r0 * width * stored.itemsize) != view.nbytes:
+                raise ValueError(f"{Path(path).name}: truncated median file")
+            out[r0 - rows[0]:r0 - rows[0] + k] = buf[:k, cols[0]:cols[1]]
+    finally:
+        os.close(fd)

@@ -369,7 +369,7 @@ def test_median_memory_is_bounded_by_strips(run, tmp_path):
     assert peak < 0.3 * full_stack
 
 
-def test_median_file_reads_by_box(run):
+def test_median_file_reads_by_box(run, monkeypatch):
     path = run["rejection"]["median"].path
     assert median_frame(path) == run["frame"]
     whole = read_median(path)
@@ -378,6 +378,23 @@ def test_median_file_reads_by_box(run):
     np.testing.assert_array_equal(box[:, 3:], whole[10:15, 0:17])
     nin = read_median(path, None, "NINPUT")
     assert nin.dtype.kind in "iu" and nin.max() == 4
+    # boxes of every image, across the frame's edges and in blocks of rows, equal the
+    # whole image's pixels (NaN or 0 outside)
+    import mvmflow.median as median_module
+
+    ny, nx = whole.shape
+    for extname in ("MEDIAN", "UPPER", "SPREAD", "NINPUT"):
+        full = read_median(path, None, extname)
+        for rows in (256, 3):
+            monkeypatch.setattr(median_module, "_READ_ROWS", rows)
+            for x0, y0, bx, by in ((-3, 10, 20, 5), (nx - 7, ny - 9, 12, 15), (2, 0, nx, ny),
+                                   (-5, -5, nx + 10, ny + 10)):
+                got = read_median(path, (x0, y0, bx, by), extname)
+                want = np.full((by, bx), np.nan if extname != "NINPUT" else 0, full.dtype)
+                ys, xs = slice(max(y0, 0), min(y0 + by, ny)), slice(max(x0, 0), min(x0 + bx, nx))
+                want[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = full[ys, xs]
+                assert got.dtype == want.dtype.newbyteorder("=")
+                assert np.array_equal(got, want, equal_nan=extname != "NINPUT"), extname
     # where all four exposures are valid the median follows the cosmic-ray-free layer
     four = (nin == 4) & run["ok"]
     diff = (whole - run["free_sci"])[four] / run["sigma"][four]
