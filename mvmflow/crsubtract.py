@@ -48,7 +48,8 @@ drizzle the packed pixels onto the chip's box.
 (:class:`KeptMap`) and shifted by integers onto the drizzle's box (maps onto frames of one
 grid differ by integers, :func:`mvmflow.resample.pixmap`), or :func:`pixmap_at`:
 ``pixmap``'s values at the pixels needed, computed there only (the same exact grid and
-spline, which FITPACK evaluates point by point, the same D2IM term, rounding and shift).
+spline evaluated by the same operations, :meth:`mvmflow.resample.MapSpline.at`, the same
+D2IM term, rounding and shift).
 Both are the drizzle's map to the bit.
 
 **Subtraction** (:func:`subtract_masked`), in float64 from the float32 stored sums, at

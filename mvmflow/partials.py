@@ -385,13 +385,17 @@ def _stream(a: np.ndarray, spans: np.ndarray) -> np.ndarray:
     return out.view(np.uint8).reshape(n, a.dtype.itemsize)
 
 
-def _encode(aid: int, name: str, planes: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
-    """The bytes of one array's HDU and its CHUNKS rows (module notes)."""
+def _encode(aid: int, name: str, planes: np.ndarray) -> tuple[list, list[tuple]]:
+    """One array's HDU data, as pieces in file order, and its CHUNKS rows (module notes).
+
+    A piece is ``bytes`` (a compressed chunk, or one stored raw) or an ``int``: a raw byte
+    plane, taken from ``planes`` only when it is written (no copy of every plane at once).
+    """
     n, itemsize = planes.shape
     pieces, rows, offset = [], [], 0
     for p in range(itemsize):
-        plane = np.ascontiguousarray(planes[:, p])
         if p in ZLIB_PLANES[name]:
+            plane = np.ascontiguousarray(planes[:, p])
             for c, c0 in enumerate(range(0, n, CHUNK_VALUES)):
                 raw = plane[c0:c0 + CHUNK_VALUES]
                 packed = zlib.compress(raw, _ZLIB_LEVEL)
@@ -399,17 +403,12 @@ def _encode(aid: int, name: str, planes: np.ndarray) -> tuple[np.ndarray, list[t
                 rows.append((aid, p, c, offset, len(piece), codec))
                 pieces.append(piece)
                 offset += len(piece)
+            del plane
         else:
             rows.append((aid, p, -1, offset, n, 0))
-            pieces.append(plane)
+            pieces.append(p)
             offset += n
-    data = np.empty(offset, dtype=np.uint8)
-    at = 0
-    for piece in pieces:
-        size = len(piece) if isinstance(piece, bytes) else piece.size
-        data[at:at + size] = np.frombuffer(piece, np.uint8) if isinstance(piece, bytes) else piece
-        at += size
-    return data, rows
+    return pieces, rows
 
 
 def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
@@ -417,6 +416,11 @@ def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
 
     Only the row spans of covered pixels are stored; reading the file back gives the same
     arrays bit for bit. Two writes of one partial give the same bytes.
+
+    The HDUs are written one after the other as each array is encoded (the CHUNKS table,
+    which precedes the data, is filled in last), so only one array's encoded bytes are
+    held at a time; the bytes are those of astropy's ``HDUList.writeto`` of the same HDUs
+    (tests/test_partials.py).
 
     Parameters
     ----------
@@ -435,26 +439,72 @@ def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
     nvalues = int(spans[:, 1].sum())
     primary = _primary_header(partial, nvalues)
     primary.extend(seal_cards())  # size and checksum, filled in by seal (mvmflow.integrity)
-    hdus = [fits.PrimaryHDU(header=primary),
-            fits.ImageHDU(spans if spans.size else None, name="SPANS")]
-    chunk_rows, data_hdus = [], []
-    for aid, (name, a) in enumerate(zip(ARRAYS, arrays, strict=True)):
-        data, rows = _encode(aid, name, _stream(a, spans))
-        chunk_rows += rows
-        hdu = fits.ImageHDU(data if data.size else None, name=_EXTNAMES[name])
-        hdu.header["DTYPE"] = (_DTYPES[name].name, "value type (stored big-endian)")
-        hdu.header["VALUNIT"] = (_UNITS[name], "unit of the values")
-        hdu.header["ZPLANES"] = (",".join(map(str, ZLIB_PLANES[name])),
-                                 "byte planes compressed (zlib chunks)")
-        data_hdus.append(hdu)
-        del data
-    table = np.array(chunk_rows, dtype=np.int64).reshape(-1, 6)
-    hdus.append(fits.ImageHDU(table if table.size else None, name="CHUNKS"))
-    hdus += data_hdus
+    nrows = sum(_piece_count(name, nvalues) for name in ARRAYS)
     with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="exception")
+        with open(tmp, "wb") as f:
+            head = fits.PrimaryHDU(header=primary).header
+            head.set("EXTEND", True, after="NAXIS")  # as HDUList.writeto adds it
+            _write_hdu(f, head, None)
+            _write_hdu(f, *_image_hdu("SPANS", spans if spans.size else None))
+            table_header, _ = _image_hdu("CHUNKS", np.zeros((nrows, 6), np.int64)
+                                         if nrows else None)
+            table_at = _write_hdu(f, table_header, np.zeros(nrows * 6, ">i8"))
+            chunk_rows = []
+            for aid, (name, a) in enumerate(zip(ARRAYS, arrays, strict=True)):
+                planes = _stream(a, spans)
+                pieces, rows = _encode(aid, name, planes)
+                chunk_rows += rows
+                size = sum(len(p) if isinstance(p, bytes) else len(planes) for p in pieces)
+                header, _ = _image_hdu(_EXTNAMES[name], np.zeros(1, np.uint8) if size else None,
+                                       size)
+                header["DTYPE"] = (_DTYPES[name].name, "value type (stored big-endian)")
+                header["VALUNIT"] = (_UNITS[name], "unit of the values")
+                header["ZPLANES"] = (",".join(map(str, ZLIB_PLANES[name])),
+                                     "byte planes compressed (zlib chunks)")
+                f.write(header.tostring().encode("ascii"))
+                for piece in pieces:
+                    f.write(piece if isinstance(piece, bytes)
+                            else np.ascontiguousarray(planes[:, piece]).data)
+                if -size % 2880:
+                    f.write(bytes(-size % 2880))
+                del planes, pieces
+            if len(chunk_rows) != nrows:
+                raise RuntimeError("partial writer: CHUNKS rows miscounted")  # a bug
+            if nrows:
+                f.seek(table_at)
+                f.write(np.array(chunk_rows, dtype=">i8").tobytes())
         seal(tmp)
     return path
+
+
+def _piece_count(name: str, nvalues: int) -> int:
+    """CHUNKS rows of one array: a row per compressed chunk, one per raw plane."""
+    chunks = -(-nvalues // CHUNK_VALUES)
+    zplanes = len(ZLIB_PLANES[name])
+    return zplanes * chunks + (_DTYPES[name].itemsize - zplanes)
+
+
+def _image_hdu(name: str, data: np.ndarray | None, length: int | None = None):
+    """The header of an image extension holding ``data`` (or, given ``length``, a 1-D byte
+    stream of that length, ``data`` a sample of its type), and the data."""
+    hdu = fits.ImageHDU(data, name=name)
+    if length is not None and data is not None:
+        hdu.header["NAXIS1"] = int(length)
+    return hdu.header, data
+
+
+def _write_hdu(f, header: fits.Header, data: np.ndarray | None) -> int:
+    """Write a header, its data (big-endian) and the FITS padding; return the data's file
+    offset."""
+    f.write(header.tostring().encode("ascii"))
+    at = f.tell()
+    if data is not None:
+        raw = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">"))
+        f.write(memoryview(raw).cast("B"))
+        pad = -raw.nbytes % 2880
+        if pad:
+            f.write(bytes(pad))
+    return at
 
 
 def bytes_per_input_pixel(path: str | os.PathLike, input_pixels: int) -> float:

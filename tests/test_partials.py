@@ -220,6 +220,56 @@ def test_two_writes_give_the_same_bytes(real, tmp_path):
     assert not [f for f in tmp_path.rglob("*") if f.name.endswith(".part")]  # atomic
 
 
+def _written_by_astropy(p: Partial, path):
+    """The partial file as astropy's HDUList.writeto writes the same HDUs, sealed (the
+    writer before the HDUs were streamed: the oracle of write_partial's bytes)."""
+    from mvmflow.integrity import seal, seal_cards
+
+    arrays = partials._checked_arrays(p)
+    spans = partials._spans(arrays)
+    primary = partials._primary_header(p, int(spans[:, 1].sum()))
+    primary.extend(seal_cards())
+    hdus = [fits.PrimaryHDU(header=primary),
+            fits.ImageHDU(spans if spans.size else None, name="SPANS")]
+    rows, data_hdus = [], []
+    for aid, (name, a) in enumerate(zip(ARRAYS, arrays, strict=True)):
+        planes = partials._stream(a, spans)
+        pieces, r = partials._encode(aid, name, planes)
+        data = np.concatenate([np.frombuffer(x, np.uint8) if isinstance(x, bytes)
+                               else planes[:, x] for x in pieces] or [np.zeros(0, np.uint8)])
+        rows += r
+        hdu = fits.ImageHDU(data if data.size else None, name=partials._EXTNAMES[name])
+        hdu.header["DTYPE"] = (partials._DTYPES[name].name, "value type (stored big-endian)")
+        hdu.header["VALUNIT"] = (partials._UNITS[name], "unit of the values")
+        hdu.header["ZPLANES"] = (",".join(map(str, partials.ZLIB_PLANES[name])),
+                                 "byte planes compressed (zlib chunks)")
+        data_hdus.append(hdu)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 6)
+    hdus.append(fits.ImageHDU(table if table.size else None, name="CHUNKS"))
+    fits.HDUList(hdus + data_hdus).writeto(path, output_verify="exception")
+    seal(path)
+    return path
+
+
+def test_streamed_writes_are_astropys_bytes(real, tmp_path, monkeypatch):
+    """write_partial writes its HDUs one by one, filling in the CHUNKS table last: the
+    same bytes as astropy's writeto of the whole HDU list, for a real partial (several
+    chunks), small chunks, an empty partial and an all-zero box."""
+    empty = drizzle_exposure([rotated_chip((1000.0, 1000.0))], CELL, PARAMS)
+    zeros = synthetic()
+    for name in ARRAYS:
+        getattr(zeros, name)[...] = 0
+    cases = [("real", real, None), ("small chunks", synthetic(), 1000), ("empty", empty, None),
+             ("zeros", zeros, None)]
+    for label, p, chunk in cases:
+        if chunk:
+            monkeypatch.setattr(partials, "CHUNK_VALUES", chunk)
+        ours = write_partial(p, tmp_path / "ours.fits").read_bytes()
+        theirs = _written_by_astropy(p, tmp_path / f"{len(ours)}.fits").read_bytes()
+        assert ours == theirs, label
+        monkeypatch.setattr(partials, "CHUNK_VALUES", 1 << 17)
+
+
 def test_compact_file_is_smaller_than_the_box_by_the_zero_corners(real, tmp_path,
                                                                   monkeypatch):
     zero = float(((real.weight == 0) & (real.flux == 0) & (real.nchips == 0)).mean())
