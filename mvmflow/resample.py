@@ -740,7 +740,7 @@ def _input_window(pm: np.ndarray, part: Box, reach: float) -> dict:
             near &= pm[..., k] <= lo + n - 0.5 + reach
     rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
     if rows.size == 0:
-        rows = cols = np.zeros(1, dtype=np.intp)  # nothing reaches it: a token window
+        return {}  # nothing seems to reach it (the box says otherwise): the whole chip
     x0, x1 = max(int(cols[0]) - _WINDOW_PAD, 0), min(int(cols[-1]) + _WINDOW_PAD, nx - 1)
     y0, y1 = max(int(rows[0]) - _WINDOW_PAD, 0), min(int(rows[-1]) + _WINDOW_PAD, ny - 1)
     if (x0, x1, y0, y1) == (0, nx - 1, 0, ny - 1) or x1 == 0 or y1 == 0:
