@@ -334,13 +334,19 @@ def pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     if not isinstance(target, Frame):
         if box is not None:
             raise ValueError("pixmap: a box is a window of a Frame target")
-        return _pixmap(chip_wcs, target, shape, step)
+        return _pixmap(chip_wcs, target, shape, step)[0]
     grid = target.grid_frame()
-    pm = _pixmap(chip_wcs, grid.wcs, shape, step)
-    # (no |pm| temporary: 134 MB for a full ACS/WFC chip)
-    if max(np.nanmax(pm, initial=0.0), -np.nanmin(pm, initial=0.0)) < 2.0 ** 21:
-        quantize_map(pm)
-    shift_map(pm, target, grid, box)
+
+    def finish(strip):  # rounded and shifted strip by strip, while in cache
+        quantize_map(strip)
+        shift_map(strip, target, grid, box)
+
+    pm, done = _pixmap(chip_wcs, grid.wcs, shape, step, finish)
+    if not done:  # samples beyond 2**20 px (or NaN): the whole map's range decides
+        # (no |pm| temporary: 134 MB for a full ACS/WFC chip)
+        if max(np.nanmax(pm, initial=0.0), -np.nanmin(pm, initial=0.0)) < 2.0 ** 21:
+            quantize_map(pm)
+        shift_map(pm, target, grid, box)
     return pm
 
 
@@ -369,9 +375,11 @@ MAP_QUANTUM = 2.0 ** -30
 
 
 def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
-            step: int = DEFAULT_STEP) -> np.ndarray:
+            step: int = DEFAULT_STEP, finish=None) -> tuple[np.ndarray, bool]:
     """:func:`pixmap` onto any celestial WCS ``target``: the exact mapping on the ``step``
-    grid, the spline between, D2IM to first order."""
+    grid, the spline between, D2IM to first order; and whether ``finish`` (a function of a
+    strip of rows of the map, in place) was applied, which it is when every exact sample is
+    below 2**20 px (the map then stays below 2**21 px, where :func:`pixmap` rounds it)."""
     if int(step) != step or step < 1:
         raise ValueError(f"pixmap step must be a positive integer, got {step!r}")
     ny, nx = _chip_shape(chip_wcs, shape)
@@ -384,16 +392,22 @@ def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     if xs.size == 1 or ys.size == 1:
         # a single row or column of samples: evaluate exactly
         out[..., 0], out[..., 1] = _map_points(chip_wcs, target_wcs, *np.meshgrid(x, y))
-        return out
+        return out, False
+    if finish is not None:
+        with np.errstate(invalid="ignore"):
+            if not max(np.abs(fx).max(), np.abs(fy).max()) < 2.0 ** 20:
+                finish = None
     offsets = _det2im_offsets(chip_wcs, (ny, nx))
-    for k, values in enumerate((fx, fy)):
-        spline = MapSpline(xs, ys, values, (ny, nx), offsets)
-        # by strips of rows: temporaries of a strip, not of the chip (docs/speed.md,
-        # "Memory allocation")
-        for r0 in range(0, ny, _MAP_STRIP):
-            r1 = min(r0 + _MAP_STRIP, ny)
+    splines = [MapSpline(xs, ys, values, (ny, nx), offsets) for values in (fx, fy)]
+    # by strips of rows: temporaries of a strip, not of the chip (docs/speed.md,
+    # "Memory allocation")
+    for r0 in range(0, ny, _MAP_STRIP):
+        r1 = min(r0 + _MAP_STRIP, ny)
+        for k, spline in enumerate(splines):
             out[r0:r1, :, k] = spline.rows(r0, r1)
-    return out
+        if finish is not None:
+            finish(out[r0:r1])
+    return out, finish is not None
 
 
 _MAP_STRIP = 256  # rows of a chip per spline evaluation in _pixmap
