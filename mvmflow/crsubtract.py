@@ -83,6 +83,7 @@ from mvmflow.grid import Frame
 from mvmflow.partials import Box, Partial
 from mvmflow.resample import (
     DEFAULT_STEP,
+    EXACT_SAMPLES,
     MAP_QUANTUM,
     Chip,
     MapSpline,
@@ -107,7 +108,6 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-5
 """Remaining weight, relative to the separate weight, at or below which a pixel is empty."""
 
-_EXACT_BOUND = 2.0 ** 20  # grid values below this: the whole map is below pixmap's 2**21
 
 
 # --------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def pixmap_at(chip_wcs, frame: Frame, shape: tuple[int, int], rows: np.ndarray,
     gx, gy = np.meshgrid(xs, ys)
     fx, fy = _map_points(_without_det2im(chip_wcs), grid.wcs, gx, gy)
     bound = max(float(np.max(np.abs(fx))), float(np.max(np.abs(fy))))
-    if not bound < _EXACT_BOUND:  # NaN or huge: pixmap's rounding depends on the whole map
+    if not bound < EXACT_SAMPLES:  # NaN or huge: pixmap's rounding depends on the whole map
         return pixmap(chip_wcs, frame, shape, step=step, box=box)[rows, cols]
     offsets = _det2im_offsets(chip_wcs, (ny, nx))
     out = np.empty((rows.size, 2), dtype=np.float64)
@@ -309,7 +309,7 @@ def drizzle_pixels(chip: Chip, data: np.ndarray, weight: np.ndarray, rows: np.nd
 def _quantized(values: np.ndarray) -> bool:
     """Whether map values are pixmap's exact ones (multiples of MAP_QUANTUM below 2**20)."""
     scaled = values * (1.0 / MAP_QUANTUM)
-    return bool(np.all(np.abs(values) < _EXACT_BOUND) and np.all(np.rint(scaled) == scaled))
+    return bool(np.all(np.abs(values) < EXACT_SAMPLES) and np.all(np.rint(scaled) == scaled))
 
 
 def _drizzle_packed(chip: Chip, data: np.ndarray, weight: np.ndarray, nb: np.ndarray,

@@ -445,8 +445,9 @@ def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
             head = fits.PrimaryHDU(header=primary).header
             head.set("EXTEND", True, after="NAXIS")  # as HDUList.writeto adds it
             _write_hdu(f, head, None)
-            _write_hdu(f, *_image_hdu("SPANS", spans if spans.size else None))
-            table_header, _ = _image_hdu("CHUNKS", np.zeros((nrows, 6), np.int64)
+            _write_hdu(f, _image_header("SPANS", spans if spans.size else None),
+                       spans if spans.size else None)
+            table_header = _image_header("CHUNKS", np.zeros((nrows, 6), np.int64)
                                          if nrows else None)
             table_at = _write_hdu(f, table_header, np.zeros(nrows * 6, ">i8"))
             chunk_rows = []
@@ -455,8 +456,8 @@ def write_partial(partial: Partial, path: str | os.PathLike) -> Path:
                 pieces, rows = _encode(aid, name, planes)
                 chunk_rows += rows
                 size = sum(len(p) if isinstance(p, bytes) else len(planes) for p in pieces)
-                header, _ = _image_hdu(_EXTNAMES[name], np.zeros(1, np.uint8) if size else None,
-                                       size)
+                header = _image_header(_EXTNAMES[name],
+                                       np.zeros(1, np.uint8) if size else None, size)
                 header["DTYPE"] = (_DTYPES[name].name, "value type (stored big-endian)")
                 header["VALUNIT"] = (_UNITS[name], "unit of the values")
                 header["ZPLANES"] = (",".join(map(str, ZLIB_PLANES[name])),
@@ -484,13 +485,13 @@ def _piece_count(name: str, nvalues: int) -> int:
     return zplanes * chunks + (_DTYPES[name].itemsize - zplanes)
 
 
-def _image_hdu(name: str, data: np.ndarray | None, length: int | None = None):
+def _image_header(name: str, data: np.ndarray | None, length: int | None = None):
     """The header of an image extension holding ``data`` (or, given ``length``, a 1-D byte
-    stream of that length, ``data`` a sample of its type), and the data."""
-    hdu = fits.ImageHDU(data, name=name)
+    stream of that length, ``data`` a sample of its type)."""
+    header = fits.ImageHDU(data, name=name).header
     if length is not None and data is not None:
-        hdu.header["NAXIS1"] = int(length)
-    return hdu.header, data
+        header["NAXIS1"] = int(length)
+    return header
 
 
 def _write_hdu(f, header: fits.Header, data: np.ndarray | None) -> int:

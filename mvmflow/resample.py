@@ -369,6 +369,10 @@ def shift_map(pm: np.ndarray, frame: Frame, grid: Frame, box: Box | None = None)
         pm[..., 1] += float(dy)
 
 
+EXACT_SAMPLES = 2.0 ** 20
+"""Exact map samples below this bound keep the whole map below the 2**21 px where
+:func:`pixmap` rounds it (the spline does not overshoot by 2**20 px)."""
+
 MAP_QUANTUM = 2.0 ** -30
 """Pixel maps onto frames are rounded to multiples of 2**-30 px (1e-9 px, far below their
 8e-4 px accuracy), so that shifting positions below 2**21 px by integers is exact."""
@@ -395,7 +399,7 @@ def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
         return out, False
     if finish is not None:
         with np.errstate(invalid="ignore"):
-            if not max(np.abs(fx).max(), np.abs(fy).max()) < 2.0 ** 20:
+            if not max(np.abs(fx).max(), np.abs(fy).max()) < EXACT_SAMPLES:
                 finish = None
     offsets = _det2im_offsets(chip_wcs, (ny, nx))
     splines = [MapSpline(xs, ys, values, (ny, nx), offsets) for values in (fx, fy)]
