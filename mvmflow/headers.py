@@ -75,6 +75,7 @@ __all__ = [
     "drizzle_cards",
     "exposure_values",
     "hdrtab",
+    "hdrtab_bytes",
     "headers_of_records",
     "iso_time",
     "load_input_headers",
@@ -706,45 +707,95 @@ def chip_rows(
     return rows
 
 
-def _column(name: str, vals: list) -> fits.Column:
+def _column(name: str, vals: list) -> tuple[str, np.ndarray]:
+    """The ``TFORM`` and the big-endian values of one HDRTAB column."""
     present = [v for v in vals if v is not _MISSING and v is not None]
     if present and all(isinstance(v, bool | np.bool_) for v in present) and len(present) == len(vals):
-        return fits.Column(name=name, format="L", array=np.array(vals, dtype=bool))
+        return "L", np.array([b"T" if v else b"F" for v in vals], dtype="S1")
     numeric = all(isinstance(v, int | float | np.integer | np.floating)
                   and not isinstance(v, bool | np.bool_) for v in present)
     if present and numeric:
         if len(present) == len(vals) and all(isinstance(v, int | np.integer) for v in present):
-            return fits.Column(name=name, format="K", array=np.array(vals, dtype=np.int64))
-        arr = np.array([float(v) if v is not _MISSING and v is not None else np.nan
-                        for v in vals], dtype=np.float64)
-        return fits.Column(name=name, format="D", array=arr)
-    text = ["" if v is _MISSING or v is None else str(v) for v in vals]
-    width = max([1, *(len(t.encode()) for t in text)])
-    return fits.Column(name=name, format=f"{width}A", array=np.array(text, dtype=f"U{width}"))
+            return "K", np.array(vals, dtype=">i8")
+        return "D", np.array([float(v) if v is not _MISSING and v is not None else np.nan
+                              for v in vals], dtype=">f8")
+    text = []
+    for v in vals:
+        t = "" if v is _MISSING or v is None else str(v)
+        try:
+            text.append(t.encode("ascii"))
+        except UnicodeEncodeError:
+            raise ValueError(f"HDRTAB column {name}: {t!r} is not ASCII text") from None
+    width = max([1, *(len(t) for t in text)])
+    # trailing blanks are written as NULs, all but a first character (astropy's
+    # _rstrip_inplace: the bytes astropy writes)
+    return f"{width}A", np.array([t[:1] + t[1:].rstrip(b" ") for t in text], dtype=f"S{width}")
 
 
-def hdrtab(rows: Sequence[ChipRow]) -> fits.BinTableHDU:
-    """The ``HDRTAB`` extension: one row per input chip.
+_FITS_BLOCK = 2880
+
+
+def _fits_card(key: str, value: str | int, comment: str = "") -> str:
+    """One 80-character header card, formatted as astropy formats it (fixed format)."""
+    if isinstance(value, str):
+        text = "'" + value.replace("'", "''").ljust(8) + "'"
+        field = f"{text:20s}"
+    else:
+        field = f"{int(value):>20d}"
+    card = f"{key:8s}= {field}" + (f" / {comment}" if comment else "")
+    if len(card.rstrip()) > 80:
+        raise ValueError(f"HDRTAB card {key} = {value!r} does not fit in 80 characters")
+    return card.ljust(80)
+
+
+def hdrtab_bytes(rows: Sequence[ChipRow]) -> bytes:
+    """The ``HDRTAB`` extension as it is written, header and data: one row per input chip.
 
     Columns ``SVMROOTNAME, GENDATE, ROOTNAME, EXTNAME, EXTVER, FILENAME``, then each of
     :data:`HDRTAB_KEYWORDS` that some input has (the required ones always), then
     ``MDRIZSKY, CTXBIT, INSHA256, WCSNAME, WCSTYPE, HAPEXPNAME`` and, for aligned inputs,
     ``RMS_RA, RMS_DEC, NMATCHES, FITGEOM, ALIGNST, REFCAT``. A value an input lacks is
     NaN in a numeric column and empty in a text column; so are the
-    :data:`ALIGNED_WCS_KEYWORDS` of an input whose alignment changed its WCS.
+    :data:`ALIGNED_WCS_KEYWORDS` of an input whose alignment changed its WCS. Formats:
+    ``L`` (every value a bool), ``K`` (every value an int), ``D`` (numbers), else ``<n>A``.
+
+    The bytes are those astropy writes for the same table (``BinTableHDU.from_columns``
+    with ``EXTNAME = 'HDRTAB'``, ``EXTVER = 1``; tests/test_products.py), made here
+    directly: through astropy's columns and header cards the table of a layer of a few
+    exposures (about 240 columns) took 0.3 s to build and write (docs/speed.md, "Layer
+    jobs").
     """
     head = ["SVMROOTNAME", "GENDATE", "ROOTNAME", "EXTNAME", "EXTVER", "FILENAME"]
     tail = ["MDRIZSKY", "CTXBIT", "INSHA256", "WCSNAME", "WCSTYPE", "HAPEXPNAME"]
     tail += [k for k in ALIGN_KEYWORDS if k != "WCSNAME" and any(k in r.values for r in rows)]
     middle = [k for k in HDRTAB_KEYWORDS
               if k in _ALWAYS or any(k in r.values for r in rows)]
-    cols = [
-        _column(name, [r.values.get(name, _MISSING) for r in rows])
-        for name in head + middle + tail
-    ]
-    hdu = fits.BinTableHDU.from_columns(cols, name="HDRTAB")
-    hdu.header["EXTVER"] = 1
-    return hdu
+    names = head + middle + tail
+    cols = [_column(name, [r.values.get(name, _MISSING) for r in rows]) for name in names]
+    data = np.empty(len(rows), dtype=[(f"c{i}", a.dtype) for i, (_, a) in enumerate(cols)])
+    for i, (_, values) in enumerate(cols):
+        data[f"c{i}"] = values
+    cards = [_fits_card("XTENSION", "BINTABLE", "binary table extension"),
+             _fits_card("BITPIX", 8, "array data type"),
+             _fits_card("NAXIS", 2, "number of array dimensions"),
+             _fits_card("NAXIS1", data.dtype.itemsize, "length of dimension 1"),
+             _fits_card("NAXIS2", len(rows), "length of dimension 2"),
+             _fits_card("PCOUNT", 0, "number of group parameters"),
+             _fits_card("GCOUNT", 1, "number of groups"),
+             _fits_card("TFIELDS", len(names), "number of table fields")]
+    for i, (name, (tform, _)) in enumerate(zip(names, cols, strict=True), start=1):
+        cards += [_fits_card(f"TTYPE{i}", name), _fits_card(f"TFORM{i}", tform)]
+    cards += [_fits_card("EXTNAME", "HDRTAB", "extension name"), _fits_card("EXTVER", 1),
+              "END".ljust(80)]
+    header = "".join(cards).encode("ascii")
+    body = data.tobytes()
+    return (header + b" " * (-len(header) % _FITS_BLOCK)
+            + body + b"\0" * (-len(body) % _FITS_BLOCK))
+
+
+def hdrtab(rows: Sequence[ChipRow]) -> fits.BinTableHDU:
+    """The ``HDRTAB`` extension (:func:`hdrtab_bytes`) as an astropy HDU."""
+    return fits.BinTableHDU.fromstring(hdrtab_bytes(rows))
 
 
 def drizzle_cards(

@@ -62,7 +62,7 @@ from mvmflow.headers import (
     chip_rows,
     drizzle_cards,
     exposure_values,
-    hdrtab,
+    hdrtab_bytes,
     headers_of_records,
     iso_time,
     merge_primary,
@@ -237,13 +237,14 @@ class LayerSummary:
 
 @dataclass
 class LayerHeaders:
-    """The headers of a layer product: primary, SCI, WHT, CTX cards and the HDRTAB HDU."""
+    """The headers of a layer product: primary, SCI, WHT, CTX cards and the HDRTAB
+    extension as written (:func:`mvmflow.headers.hdrtab_bytes`)."""
 
     primary: fits.Header
     sci: fits.Header
     wht: fits.Header
     ctx: fits.Header
-    hdrtab: fits.BinTableHDU
+    hdrtab: bytes
 
 
 def layer_headers(
@@ -348,7 +349,7 @@ def layer_headers(
         ("CTXNPLN", summary.nplanes, f"int32 planes of {CTX_BITS} inputs each"),
     ]
     return LayerHeaders(_header(cards), _header(sci_cards), _header(wht_cards),
-                        _header(ctx_cards), hdrtab(rows))
+                        _header(ctx_cards), hdrtab_bytes(rows))
 
 
 def write_layer(

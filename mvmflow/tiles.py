@@ -28,7 +28,6 @@ Memory is bounded by a tile: ``(40 + 4 * planes)`` bytes per tile pixel in the r
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import shutil
@@ -404,13 +403,6 @@ def _padded(nbytes: int) -> int:
     return -(-nbytes // _FITS_BLOCK) * _FITS_BLOCK
 
 
-def _table_bytes(hdu: fits.BinTableHDU) -> bytes:
-    buf = io.BytesIO()
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
-    data = buf.getvalue()
-    return data[_FITS_BLOCK:]  # the minimal primary header is one block
-
-
 def _write_pixels(f, start: int, shape: tuple, box: Sequence[int], data: np.ndarray,
                   dtype: str) -> None:
     """Write ``data`` (a tile, possibly with planes) into an image at byte ``start``."""
@@ -480,7 +472,7 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
             for box, source in sources:
                 _write_pixels(f, start, shape, box, source.array(name), dtype)
             f.seek(start + _padded(nbytes))
-        f.write(_table_bytes(h.hdrtab))
+        f.write(h.hdrtab)
     return path
 
 
@@ -500,7 +492,9 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
     """Reduce and write a whole layer product in this process, tile by tile.
 
     The tiles are written to a temporary directory beside ``path`` (removed afterwards), so
-    memory is bounded by a tile and the product is the same file as with tile jobs.
+    memory is bounded by a tile and the product is the same file as with tile jobs. A layer
+    of one tile reduced in one strip skips the tile file: its arrays (less than the reduce's
+    own peak) are written from memory.
 
     Parameters
     ----------
@@ -522,6 +516,17 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
     path = Path(path)
     sky_offsets = dict(sky_offsets or {})
     files = [name for name, _ in members]
+    threads = max(1, int(threads))
+    strips = list(enumerate(strip for box in tiles for strip in _row_strips(box, threads)))
+    if len(strips) == 1:
+        # one tile in one strip: its arrays are written from memory, not through a tile
+        # file (the same bytes: ArraysTile; docs/speed.md, "Layer jobs")
+        box = strips[0][1]
+        arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
+        return write_tiled_layer(path, frame, [(list(box), ArraysTile(arrays, box))],
+                                 layer_name, records, params, [t for _, t in members],
+                                 [sky_offsets.get(f, 0.0) for f in files], files, provenance,
+                                 input_headers=input_headers)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tiles-", dir=path.parent))
 
     def reduce_one(item):
@@ -530,8 +535,6 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
         return list(box), write_tile(tmpdir / f"t{i:04d}.fits", arrays, box)
 
     try:
-        threads = max(1, int(threads))
-        strips = list(enumerate(strip for box in tiles for strip in _row_strips(box, threads)))
         if threads == 1:
             written = [reduce_one(item) for item in strips]
         else:

@@ -183,6 +183,37 @@ def test_summation_order_is_bitwise_reproducible_and_order_independent_in_value(
     np.testing.assert_array_equal(r.context_bit(0), a.context_bit(5))
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
+def test_sums_do_not_depend_on_the_block_of_rows(monkeypatch, block):
+    """The partials are added a block of rows at a time: any block gives the same bits as
+    one block per partial, with sky offsets, masked and non-finite pixels, partials
+    sticking out of the frame or off it, with and without ``nchips``."""
+    rng = np.random.default_rng(5)
+    parts = [make_partial(k, 9 * k - 6, 5 * k - 4, 31, 27, rng.normal(5, 1, (27, 31)),
+                          50.0 + 7 * k, nchips=1 + k % 2) for k in range(7)]
+    parts[1].weight[3:9, 4:11] = 0
+    parts[2].flux[5, 5] = np.nan
+    parts[3].nchips = None
+    parts[4].nchips[:4] = 0
+    parts[6].weight[9:] = 0  # its last rows without weight: still used
+    parts.append(make_partial(7, 200, 200, 4, 4, 1.0, 10.0))  # outside the frame
+    sky = {parts[0].file: 0.5, parts[5].file: -1.25}
+    monkeypatch.setattr(combine, "_BLOCK_PIXELS", 1 << 30)
+    whole = combine_partials(parts, FRAME, sky)
+    monkeypatch.setattr(combine, "_BLOCK_PIXELS", block)
+    got = combine_partials(parts, FRAME, sky)
+    for name in ("sci", "wht", "ctx", "nexp", "nchips", "exptime"):
+        assert getattr(got, name).tobytes() == getattr(whole, name).tobytes(), name
+    assert got.used == whole.used == (True,) * 7 + (False,)
+    # and the bits are right: a pixel of exposures 3 and 4 alone is their weighted mean
+    y, x = 18, 45
+    assert [k for k in range(8) if got.context_bit(k)[y, x]] == [3, 4]
+    f = [p.flux[y - p.box_y0, x - p.box_x0] - sky.get(p.file, 0) * p.weight[y - p.box_y0,
+         x - p.box_x0] for p in parts[3:5]]
+    w = [p.weight[y - p.box_y0, x - p.box_x0] for p in parts[3:5]]
+    assert got.sci[y, x] == np.float32((float(f[0]) + float(f[1])) / (float(w[0]) + float(w[1])))
+
+
 def test_partials_are_clipped_to_the_frame_and_must_be_on_its_grid():
     inside = make_partial(0, 50, 40, 30, 30, 3.0, 10.0)  # sticks out right and top
     outside = make_partial(1, 100, 100, 5, 5, 9.0, 10.0)
@@ -463,6 +494,94 @@ def test_hdrtab_rows_and_columns(tmp_path):
         "hst_skycell-p0081x14y14_wfc3_uvis_f606w_all-ib2v0001")
     assert tab["INSHA256"][4] == recs[2].sha256
     assert tab["SVMROOTNAME"][0] == "ib2v0000q"
+
+
+def _astropy_hdrtab_bytes(rows) -> bytes:
+    """HDRTAB as astropy writes it (fits.Column, BinTableHDU.from_columns, writeto): what
+    headers.hdrtab_bytes must give, byte for byte. The column formats are those of the
+    values, decided as the product documents (L, K, D, else <n>A)."""
+    import io
+
+    from mvmflow.headers import _ALWAYS as always
+    from mvmflow.headers import ALIGN_KEYWORDS, HDRTAB_KEYWORDS
+
+    head = ["SVMROOTNAME", "GENDATE", "ROOTNAME", "EXTNAME", "EXTVER", "FILENAME"]
+    tail = ["MDRIZSKY", "CTXBIT", "INSHA256", "WCSNAME", "WCSTYPE", "HAPEXPNAME"]
+    tail += [k for k in ALIGN_KEYWORDS if k != "WCSNAME" and any(k in r.values for r in rows)]
+    middle = [k for k in HDRTAB_KEYWORDS if k in always or any(k in r.values for r in rows)]
+    cols = []
+    for name in head + middle + tail:
+        vals = [r.values.get(name) for r in rows]
+        present = [v for v in vals if v is not None]
+        if present and len(present) == len(vals) and all(isinstance(v, bool) for v in present):
+            cols.append(fits.Column(name=name, format="L", array=np.array(vals, dtype=bool)))
+        elif present and all(isinstance(v, int | float) and not isinstance(v, bool)
+                             for v in present):
+            if len(present) == len(vals) and all(isinstance(v, int) for v in present):
+                cols.append(fits.Column(name=name, format="K", array=np.array(vals, np.int64)))
+            else:
+                cols.append(fits.Column(name=name, format="D", array=np.array(
+                    [np.nan if v is None else float(v) for v in vals], np.float64)))
+        else:
+            text = ["" if v is None else str(v) for v in vals]
+            width = max([1, *(len(t) for t in text)])
+            cols.append(fits.Column(name=name, format=f"{width}A",
+                                    array=np.array(text, dtype=f"U{width}")))
+    hdu = fits.BinTableHDU.from_columns(cols, name="HDRTAB")
+    hdu.header["EXTVER"] = 1
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
+    return buf.getvalue()[2880:]
+
+
+@pytest.mark.parametrize("case", ["layer", "odd"])
+def test_hdrtab_bytes_are_astropys(tmp_path, case):
+    """The HDRTAB written directly is astropy's bytes for the same table: a real layer's
+    rows (with input headers) and rows with every kind of column, missing values, quotes,
+    trailing blanks, one row and many."""
+    from mvmflow.headers import ChipRow, hdrtab, hdrtab_bytes
+
+    if case == "layer":
+        parts, recs = standard_layer()
+        path, _ = write(tmp_path, parts, recs, sky={parts[1].file: 0.25})
+        tab = fits.getdata(path, "HDRTAB")
+        rows = [ChipRow(str(t["FILENAME"]), int(t["EXTVER"]),
+                        {n: (t[n].item() if hasattr(t[n], "item") else t[n])
+                         for n in tab.columns.names}) for t in tab]
+        for r in rows:
+            r.values = {k: (str(v) if isinstance(v, str | np.str_) else v)
+                        for k, v in r.values.items()}
+        with fits.open(path) as hdul:
+            raw = path.read_bytes()
+            start = hdul.fileinfo(4)["hdrLoc"]
+        assert raw[start:] == hdrtab_bytes(rows) == _astropy_hdrtab_bytes(rows)
+        batches = [rows]
+    else:
+        rng = np.random.default_rng(3)
+        batches = []
+        for n in (1, 2, 7, 40):
+            rows = []
+            for k in range(n):
+                v = {"FILENAME": f"j{k:08d}q_flc.fits", "ROOTNAME": f"j{k:08d}q",
+                     "EXTVER": k % 2 + 1, "EXPTIME": float(rng.uniform(1, 500)),
+                     "PROPOSID": 10000 + k, "PHOTFLAM": 1e-19 * (k + 1),
+                     "TARGNAME": ("O'Brien field ", "", " a b  ", "   ")[k % 4],
+                     "APERTURE": None if k % 2 else "WFC", "CCDCHIP": k % 2 == 0,
+                     "MDRIZSKY": 0 if k % 4 else 0.5, "CTXBIT": k, "WCSNAME": "IDC_x",
+                     "DATE-OBS": "2020-01-01", "NMATCHES": k if k % 5 else None}
+                if k % 2:
+                    v["EXPSTART"] = 58000.5 + k
+                rows.append(ChipRow(v["FILENAME"], v["EXTVER"], v))
+            got = hdrtab_bytes(rows)
+            assert got == _astropy_hdrtab_bytes(rows), n
+            assert len(got) % 2880 == 0
+            batches.append(rows)
+    for rows in batches:  # the HDU form reads back as the table
+        tab = hdrtab(rows).data
+        assert len(tab) == len(rows)
+        assert list(tab["FILENAME"]) == [r.values["FILENAME"] for r in rows]
+    with pytest.raises(ValueError, match="TARGNAME.*ASCII"):
+        hdrtab_bytes([ChipRow("a", 1, {"FILENAME": "a", "TARGNAME": "M\u00e9"})])
 
 
 def test_records_are_matched_by_file_and_missing_ones_are_named(tmp_path):
