@@ -518,15 +518,19 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
     files = [name for name, _ in members]
     threads = max(1, int(threads))
     strips = list(enumerate(strip for box in tiles for strip in _row_strips(box, threads)))
+
+    def write(written):
+        return write_tiled_layer(path, frame, written, layer_name, records, params,
+                                 [t for _, t in members],
+                                 [sky_offsets.get(f, 0.0) for f in files], files, provenance,
+                                 input_headers=input_headers)
+
     if len(strips) == 1:
         # one tile in one strip: its arrays are written from memory, not through a tile
         # file (the same bytes: ArraysTile; docs/speed.md, "Layer jobs")
         box = strips[0][1]
         arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
-        return write_tiled_layer(path, frame, [(list(box), ArraysTile(arrays, box))],
-                                 layer_name, records, params, [t for _, t in members],
-                                 [sky_offsets.get(f, 0.0) for f in files], files, provenance,
-                                 input_headers=input_headers)
+        return write([(list(box), ArraysTile(arrays, box))])
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tiles-", dir=path.parent))
 
     def reduce_one(item):
@@ -542,9 +546,6 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
 
             with ThreadPoolExecutor(threads) as pool:
                 written = list(pool.map(reduce_one, strips))
-        return write_tiled_layer(path, frame, written, layer_name, records, params,
-                                 [t for _, t in members],
-                                 [sky_offsets.get(f, 0.0) for f in files], files, provenance,
-                                 input_headers=input_headers)
+        return write(written)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
