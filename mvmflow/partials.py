@@ -125,12 +125,24 @@ CHUNK_VALUES = 1 << 17
 
 _ZLIB_LEVEL = 1
 _BLOCK_VALUES = 1 << 20  # values fetched per read block (bounds a read's buffers)
-# A block of rows is read whole when the window needs at least 1/_DENSE_FACTOR of its stream
-# values (else row by row, each row a read per raw plane): a row-by-row read costs about
-# 30 us of calls per row and array, more than reading the values between the rows from the
-# page cache; the full-frame layer's tiles, which need a third to a half of each row, read
-# their partials in 2.0 s instead of 3.2 s (docs/speed.md, "Layer jobs").
+# How a block of rows of a window is read: whole (one read per raw plane, the values between
+# the rows' parts included), or each row's part on its own (about 30 us of calls per row
+# and array). Whole when the values read for nothing are few: at most _DENSE_FACTOR - 1
+# times the needed ones (a narrow window reads only its columns) and at most _ROW_VALUES
+# per row of the block (about what a row's own reads cost in time, from the page cache):
+# the full-frame layer's tiles, which need a third to a half of each row, are read by
+# blocks, the sky step's sub-grids (every 7th row and column) row by row (docs/speed.md,
+# "Layer jobs").
 _DENSE_FACTOR = 8
+_ROW_VALUES = 8192
+
+
+def _read_whole(extra: int, needed: int, rows: int) -> bool:
+    """Whether a block of ``rows`` rows needing ``needed`` stream values is read whole
+    (``extra`` more values) rather than row by row."""
+    return extra <= 65536 + min((_DENSE_FACTOR - 1) * needed, _ROW_VALUES * rows)
+
+
 _PLANE_TOL = 1e-6
 _HDUS = ("PRIMARY", "SPANS", "CHUNKS", "FLUX", "WEIGHT", "NCHIPS")
 
@@ -852,7 +864,7 @@ class PartialFile:
         for block in _blocks(todo, first, end):
             a, b = int(first[block[0]]), int(end[block[-1]])
             needed = int((end[block] - first[block]).sum())
-            dense = b - a <= _DENSE_FACTOR * needed + 65536  # else: row by row
+            dense = _read_whole(b - a - needed, needed, len(block))
             for name, dst in out.items():
                 if dense:
                     values = self._values(fd, name, a, b)
