@@ -132,16 +132,40 @@ def _effective_rejection(ngood: np.ndarray, nlow: int, nhigh: int):
         nh -= over & (nh > 0)
 
 
+_NETWORK_MAX = 8  # stacks of up to this many inputs are sorted by compare-exchanges
+
+
+def _sort_stack(work: np.ndarray) -> None:
+    """Sort a stack ``(n, ...)`` along axis 0, in place.
+
+    For a few inputs, by an odd-even transposition network (``n`` rounds of element-wise
+    minimum and maximum of neighbouring planes): the same values in the same places as
+    ``sort(axis=0)``, which sorts each pixel's short column on its own and took a third of
+    a full-frame median job (docs/speed.md, "Catalogues, rings and medians"). With NaNs (which
+    ``sort`` puts last and a minimum would spread) or more inputs: ``sort``.
+    """
+    n = work.shape[0]
+    if n > _NETWORK_MAX or np.isnan(work).any():
+        work.sort(axis=0)
+        return
+    low = np.empty_like(work[0])
+    for r in range(n):
+        for i in range(r % 2, n - 1, 2):
+            np.minimum(work[i], work[i + 1], out=low)
+            np.maximum(work[i], work[i + 1], out=work[i + 1])
+            np.copyto(work[i], low)
+
+
 def _sorted_valid(values: np.ndarray, bad: np.ndarray):
     """Values sorted along axis 0 with the bad ones last (as +inf), and the valid counts."""
     work = np.where(bad, np.float32(np.inf), values.astype(np.float32, copy=False))
-    work.sort(axis=0)
+    _sort_stack(work)
     ngood = np.count_nonzero(~bad, axis=0)
     return work, ngood
 
 
-def masked_median(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def masked_median(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int = 0,
+                  presorted=None) -> tuple[np.ndarray, np.ndarray]:
     """Median over axis 0 of the valid values, after min/max rejection.
 
     Parameters
@@ -153,6 +177,9 @@ def masked_median(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int
     nlow, nhigh : int
         Lowest / highest valid values rejected per pixel (numcombine's rule when fewer than
         one would remain; module notes).
+    presorted : tuple, optional
+        ``_sorted_valid(values, bad)`` when the caller has it (read, not modified); the
+        other combinations and :func:`envelope` take it too, so a strip is sorted once.
 
     Returns
     -------
@@ -161,7 +188,7 @@ def masked_median(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int
     ngood : numpy.ndarray
         Valid values per pixel.
     """
-    work, ngood = _sorted_valid(values, bad)
+    work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
     nl, nh = _effective_rejection(ngood, nlow, nhigh)
     m = np.maximum(ngood - nl - nh, 1)
     lo = np.take_along_axis(work, (nl + (m - 1) // 2)[None], axis=0)[0].astype(np.float64)
@@ -172,10 +199,10 @@ def masked_median(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int
     return out, ngood
 
 
-def masked_mean(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int = 0
-                ) -> tuple[np.ndarray, np.ndarray]:
+def masked_mean(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int = 0,
+                presorted=None) -> tuple[np.ndarray, np.ndarray]:
     """Mean over axis 0 of the valid values after min/max rejection (as :func:`masked_median`)."""
-    work, ngood = _sorted_valid(values, bad)
+    work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
     nl, nh = _effective_rejection(ngood, nlow, nhigh)
     total = np.zeros(ngood.shape, dtype=np.float64)
     for j in range(work.shape[0]):
@@ -187,7 +214,8 @@ def masked_mean(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int =
     return out, ngood
 
 
-def envelope(values: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def envelope(values: np.ndarray, bad: np.ndarray, presorted=None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """What the other exposures support at each pixel: the upper envelope and the spread.
 
     Parameters
@@ -206,7 +234,7 @@ def envelope(values: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarra
         much inputs without the highest disagree: sampling differences at star cores, noise
         elsewhere); NaN with fewer (unknown).
     """
-    work, ngood = _sorted_valid(values, bad)
+    work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
     index = np.maximum(ngood - 2, 0)
     upper = np.take_along_axis(work, index[None], axis=0)[0].astype(np.float32)
     with np.errstate(invalid="ignore"):
@@ -230,7 +258,7 @@ def _sequential_sum(stack: np.ndarray, where: np.ndarray | None = None) -> np.nd
 
 def min_med(values: np.ndarray, bad: np.ndarray, weights: np.ndarray,
             readnoise: Sequence[float], sky: Sequence[float],
-            nsigma: tuple[float, float] = (4.0, 3.0), grow: int = 1
+            nsigma: tuple[float, float] = (4.0, 3.0), grow: int = 1, presorted=None
             ) -> tuple[np.ndarray, np.ndarray]:
     """AstroDrizzle's minmed combination (module notes), pixel by pixel.
 
@@ -259,7 +287,7 @@ def min_med(values: np.ndarray, bad: np.ndarray, weights: np.ndarray,
         Valid inputs per pixel.
     """
     n = values.shape[0]
-    work, ngood = _sorted_valid(values, bad)
+    work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
     # "median": the mean of two valid values, else the median without the highest
     two = ngood == 2
     nl, nh = _effective_rejection(ngood, 0, 1)
@@ -298,12 +326,13 @@ def min_med(values: np.ndarray, bad: np.ndarray, weights: np.ndarray,
     return out, ngood
 
 
-def _combine(values, bad, weights, crp: CRParams, readnoise, sky):
+def _combine(values, bad, weights, crp: CRParams, readnoise, sky, presorted=None):
     if crp.combine_type == "minmed":
-        return min_med(values, bad, weights, readnoise, sky, crp.nsigma, crp.combine_grow)
+        return min_med(values, bad, weights, readnoise, sky, crp.nsigma, crp.combine_grow,
+                       presorted=presorted)
     if crp.combine_type == "median":
-        return masked_median(values, bad, crp.nlow, crp.nhigh)
-    return masked_mean(values, bad, crp.nlow, crp.nhigh)
+        return masked_median(values, bad, crp.nlow, crp.nhigh, presorted=presorted)
+    return masked_mean(values, bad, crp.nlow, crp.nhigh, presorted=presorted)
 
 
 # --------------------------------------------------------------------------------------
@@ -646,12 +675,17 @@ def _strip(inputs: Sequence[_Input], frame: Frame, crp: CRParams, r0: int, r1: i
     if fallback.any():
         bad[:, fallback] = ~(weights[:, fallback] > 0)
     mb = (values.nbytes * 3 + bad.nbytes + values[0].size * _BYTES_PER_PIXEL) / 2**20
-    combined, good = _combine(values, bad, weights, crp,
-                              [i.readnoise for i in active], [i.sky for i in active])
+    # sorted once for the combination and the envelope (each pixel on its own, so the
+    # envelope's rows without the halo are those rows of the whole sort)
+    work, counts = _sorted_valid(values, bad)
+    combined, good = _combine(values, bad, weights, crp, [i.readnoise for i in active],
+                              [i.sky for i in active], presorted=(work, counts))
     keep = slice(r0 - a0, r1 - a0)
     median[:, x_lo:x_hi] = combined[keep]
     ngood[:, x_lo:x_hi] = good[keep]
-    env_upper, env_spread = envelope(values[:, keep], bad[:, keep])
+    env_upper, env_spread = envelope(values[:, keep], bad[:, keep],
+                                     presorted=(work[:, keep], counts[keep]))
+    del work, counts
     upper[:, x_lo:x_hi] = env_upper
     spread[:, x_lo:x_hi] = env_spread
     return median, upper, spread, ngood, mb

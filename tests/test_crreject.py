@@ -721,6 +721,36 @@ def test_envelope():
     assert upper[0, 0] == 1.0 and np.isnan(spread[0, 0])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9])
+def test_a_stack_sorts_as_numpy_sorts_it(n, monkeypatch):
+    """The compare-exchange network (up to ``_NETWORK_MAX`` inputs) leaves the same bits in
+    the same places as ``sort(axis=0)``: ties, +inf (bad inputs), negative values; a stack
+    with a NaN is left to ``sort``."""
+    from mvmflow import median
+
+    rng = np.random.default_rng(n)
+    stack = rng.integers(-3, 4, (n, 30, 41)).astype(np.float32) * np.float32(1.5)
+    stack[rng.random(stack.shape) < 0.2] = np.inf
+    stack[:, 0, 0] = np.arange(n)[::-1]  # reversed
+    expected = np.sort(stack, axis=0)
+    work = stack.copy()
+    median._sort_stack(work)
+    assert work.tobytes() == expected.tobytes()
+    stack[0, 3, 4] = np.nan
+    work = stack.copy()
+    median._sort_stack(work)
+    assert work.tobytes() == np.sort(stack, axis=0).tobytes()
+    # the strip's one sort gives what each combination sorts on its own
+    values = rng.normal(size=(n, 12, 13)).astype(np.float32)
+    bad = rng.random(values.shape) < 0.3
+    presorted = median._sorted_valid(values, bad)
+    for a, b in ((envelope(values, bad), envelope(values, bad, presorted)),
+                 (masked_median(values, bad, 0, 1), masked_median(values, bad, 0, 1,
+                                                                  presorted=presorted))):
+        for x, y in zip(a, b, strict=True):
+            assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
+
+
 def test_derivative_is_largest_neighbour_difference():
     a = np.zeros((5, 6), np.float32)
     a[2, 3] = 10.0
@@ -971,14 +1001,14 @@ def _extend_by_dilation(data, finite, reach):
     return out
 
 
-@pytest.mark.parametrize("strip", [512, 5])
+@pytest.mark.parametrize("block", [64, 5, 3])
 @pytest.mark.parametrize("shape", [(1, 1), (4, 40), (300, 170), (1100, 260)])
-def test_ring_fill_equals_one_dilation_per_ring(monkeypatch, shape, strip):
-    """The holes are filled exactly as ring-by-ring dilation would, whatever the strip height
-    of the distance transform (rings crossing strip edges included)."""
+def test_ring_fill_equals_one_dilation_per_ring(monkeypatch, shape, block):
+    """The holes are filled exactly as ring-by-ring dilation would, whatever the block size
+    of the distance transform (rings crossing block edges included)."""
     from mvmflow import blot
 
-    monkeypatch.setattr(blot, "_RING_STRIP", strip)
+    monkeypatch.setattr(blot, "_RING_BLOCK", block)
     rng = np.random.default_rng(sum(shape))
     data = rng.normal(size=shape).astype(np.float32)
     yy, xx = np.mgrid[:shape[0], :shape[1]]
@@ -990,6 +1020,33 @@ def test_ring_fill_equals_one_dilation_per_ring(monkeypatch, shape, strip):
         expected = _extend_by_dilation(data, finite, reach)
         assert np.array_equal(blot._extend(data, finite, reach), expected)
     assert not np.isnan(blot._extend(data, finite, 4)).any()
+
+
+@pytest.mark.parametrize("block", [64, 7, 2])
+def test_rings_are_those_of_one_distance_transform_of_the_whole_image(monkeypatch, block):
+    """The blocks looked in hold every ring pixel, in the same order (ring, row, column) as
+    one distance transform of the whole image: holes inside, a coverage edge, a defined
+    island far from the rest, defined pixels on the image's edges."""
+    from mvmflow import blot
+
+    monkeypatch.setattr(blot, "_RING_BLOCK", block)
+    rng = np.random.default_rng(5)
+    shape = (230, 301)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    finite = ((xx + 0.7 * yy > 90) & (xx - 0.4 * yy < 220)) & (rng.random(shape) > 0.01)
+    finite[150:160, 5:9] = True  # an island
+    finite[60:80, 120:140] = False  # a hole
+    for reach in (1, 4, 9):
+        dist = ndimage.distance_transform_cdt(~finite, metric="chessboard")
+        y, x = np.nonzero((dist >= 1) & (dist <= reach))
+        order = np.argsort(dist[y, x], kind="stable")
+        got = blot._rings(finite, reach)
+        assert got[0].size > 100
+        for a, b in zip(got, (y[order], x[order], dist[y, x][order]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    none = blot._rings(np.zeros(shape, bool), 4)
+    assert all(a.size == 0 for a in none)
+    assert all(a.size == 0 for a in blot._rings(np.ones(shape, bool), 4))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (57, 33)])
