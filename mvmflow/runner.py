@@ -231,8 +231,9 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent ends."""
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent ends (the jobs; the worker processes
+    a job forks, :func:`mvmflow.tiles.reduce_layer`)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -272,7 +273,7 @@ def _run_job(conn: socket.socket, script: str, job: Job, cwd: str) -> None:
     current_job = job
     code = 1
     try:
-        _die_with_parent()
+        die_with_parent()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.chdir(cwd)
@@ -304,7 +305,7 @@ def _run_job(conn: socket.socket, script: str, job: Job, cwd: str) -> None:
 def _supervise(conn: socket.socket) -> None:
     """In the supervisor: read the request, fork the job, report its exit; never returns."""
     try:
-        _die_with_parent()
+        die_with_parent()
         script, job, cwd = _recv(conn)
         pid = os.fork()
         if pid == 0:

@@ -19,8 +19,10 @@ data path"); a small frame is the one-tile case of the same code:
   ``HDRTAB``. The statistics are computed from tile histograms in an order that does not
   depend on the tiling (the means are exact sums; the medians exact order statistics), so a
   product is the same file for any tile size;
-- :func:`reduce_layer` does both in one process (tile files in a temporary directory beside
-  the product): used where one job makes a whole product (exposure-level products).
+- :func:`reduce_layer` does both in one job (the reduced strips set aside as
+  :class:`SpillTile` files in a temporary directory beside the product, reduced by forked
+  worker processes when the job has several cores): used where one job makes a whole
+  product (sky-cell layers, exposure-level products).
 
 Memory is bounded by a tile: ``(40 + 4 * planes)`` bytes per tile pixel in the reduce
 (float64 sums, counts and the context planes) plus one input window at a time.
@@ -209,8 +211,37 @@ class ArraysTile:
         return _tile_histograms(self.arrays)
 
 
+class SpillTile:
+    """A reduced tile that :func:`reduce_layer` sets aside on disk for its own writer.
+
+    The arrays are ``.npy`` files, read back by memory map; which inputs it used and its
+    histograms stay in memory (the object is small, so a worker process returns it). It is
+    not sealed (mvmflow.integrity): the job that writes it reads it and removes it, so no
+    later process can meet it damaged (docs/speed.md, "Layer jobs").
+    """
+
+    def __init__(self, directory: str | os.PathLike, index: int, arrays: LayerArrays,
+                 box: Sequence[int]):
+        self.box = tuple(int(v) for v in box)
+        self.paths = {}
+        for name, array in (("SCI", arrays.sci), ("WHT", arrays.wht), ("CTX", arrays.ctx)):
+            self.paths[name] = Path(directory) / f"t{index:04d}.{name.lower()}.npy"
+            np.save(self.paths[name], array, allow_pickle=False)
+        self._inputs = (list(arrays.files), [bool(u) for u in arrays.used])
+        self._histograms = _tile_histograms(arrays)
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.paths[name], mmap_mode="r", allow_pickle=False)
+
+    def inputs(self) -> tuple[list[str], list[bool]]:
+        return self._inputs
+
+    def histograms(self) -> tuple[int, Counter, Counter]:
+        return self._histograms
+
+
 def _source(box, tile):
-    if isinstance(tile, TileFile | ArraysTile):
+    if isinstance(tile, TileFile | ArraysTile | SpillTile):
         source = tile
     else:
         source = TileFile(tile)
@@ -224,6 +255,9 @@ def _source(box, tile):
 # statistics independent of the tiling
 
 
+_EXACT_CHUNK = 1 << 28  # values per bincount in _ExactSum.of (sums below 2**52)
+
+
 @dataclass
 class _ExactSum:
     """An exact sum of non-negative float32 values: integer mantissa sums per exponent."""
@@ -232,11 +266,20 @@ class _ExactSum:
 
     @classmethod
     def of(cls, values: np.ndarray) -> _ExactSum:
-        m, e = np.frexp(values.astype(np.float32))
-        mant = (m.astype(np.float64) * (1 << 24)).astype(np.int64)
+        m, e = np.frexp(np.asarray(values, dtype=np.float32))
         out = Counter()
-        for exp in np.unique(e):
-            out[int(exp)] += int(mant[e == exp].sum())
+        if m.size == 0:
+            return cls(out)
+        # the mantissas as integers below 2**24, summed per exponent by one bincount: the
+        # float64 sums are exact while they stay below 2**53 (fewer than 2**29 values), not
+        # one pass over the values per exponent (docs/speed.md, "Layer jobs")
+        for i in range(0, m.size, _EXACT_CHUNK):
+            mant = m[i:i + _EXACT_CHUNK].astype(np.float64) * (1 << 24)
+            exp = e[i:i + _EXACT_CHUNK]
+            low = int(exp.min())
+            sums = np.bincount(exp - low, weights=mant)
+            for k in np.flatnonzero(sums):
+                out[low + int(k)] += int(sums[k])
         return cls(out)
 
     def add(self, other: _ExactSum) -> None:
@@ -314,7 +357,11 @@ def _block_starts(origin: int, n: int, factor: int) -> np.ndarray:
 
 def _or_blocks(blocks: np.ndarray, valid: np.ndarray, x0: int, y0: int, factor: int) -> None:
     ry, rx = _block_starts(y0, valid.shape[0], factor), _block_starts(x0, valid.shape[1], factor)
-    low = np.logical_or.reduceat(np.logical_or.reduceat(valid, ry, axis=0), rx, axis=1)
+    # the rows of each block by a plain reduce, many times faster than reduceat along them
+    rows = np.empty((ry.size, valid.shape[1]), dtype=bool)
+    for i, (a, b) in enumerate(zip(ry, np.r_[ry[1:], valid.shape[0]], strict=True)):
+        np.logical_or.reduce(valid[a:b], axis=0, out=rows[i])
+    low = np.logical_or.reduceat(rows, rx, axis=1)
     blocks[np.ix_((y0 + ry) // factor, (x0 + rx) // factor)] |= low
 
 
@@ -423,6 +470,48 @@ def _write_pixels(f, start: int, shape: tuple, box: Sequence[int], data: np.ndar
             f.write(big[r].tobytes())
 
 
+def _tile_rows(sources, nx: int) -> list[list]:
+    """The tiles grouped by rows of tiles that span the frame's width side by side (sorted
+    by column), each alone otherwise."""
+    groups: dict[tuple[int, int], list] = {}
+    for box, source in sources:
+        groups.setdefault((int(box[1]), int(box[3])), []).append((box, source))
+    out = []
+    for group in groups.values():
+        group.sort(key=lambda item: int(item[0][0]))
+        edges = [int(box[0]) for box, _ in group] + [nx]
+        if len(group) > 1 and edges[0] == 0 and all(
+                int(box[0]) + int(box[2]) == edges[i + 1] for i, (box, _) in enumerate(group)):
+            out.append(group)
+        else:
+            out.extend([item] for item in group)
+    return out
+
+
+_BAND_BYTES = 32 << 20  # a band of whole rows assembled in memory per write
+
+
+def _write_band(f, start: int, shape: tuple, row: list, name: str, dtype: str) -> None:
+    """Write a row of tiles spanning the frame's width: whole image rows, a band at a time
+    (one write per band, not one per row of each tile; docs/speed.md, "Layer jobs")."""
+    ny, nx = shape[-2:]
+    item = np.dtype(dtype).itemsize
+    y0, h = int(row[0][0][1]), int(row[0][0][3])
+    arrays = [source.array(name) for _, source in row]
+    arrays = [a.reshape((-1,) + a.shape[-2:]) for a in arrays]
+    step = max(1, _BAND_BYTES // (nx * item))
+    for plane in range(arrays[0].shape[0]):
+        base = start + (plane * ny * nx) * item
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            band = np.empty((r1 - r0, nx), dtype=dtype)
+            for (box, _), a in zip(row, arrays, strict=True):
+                x0, w = int(box[0]), int(box[2])
+                band[:, x0:x0 + w] = a[plane, r0:r1]
+            f.seek(base + (y0 + r0) * nx * item)
+            f.write(band.tobytes())
+
+
 def write_tiled_layer(path: str | os.PathLike, frame: Frame,
                       tiles: Sequence[tuple[Sequence[int], object]],
                       layer_name, records: Iterable, params: Mapping,
@@ -469,8 +558,12 @@ def write_tiled_layer(path: str | os.PathLike, frame: Frame,
             start = f.tell()
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
             f.truncate(start + _padded(nbytes))
-            for box, source in sources:
-                _write_pixels(f, start, shape, box, source.array(name), dtype)
+            for row in _tile_rows(sources, frame.nx):
+                if len(row) == 1:
+                    box, source = row[0]
+                    _write_pixels(f, start, shape, box, source.array(name), dtype)
+                else:
+                    _write_band(f, start, shape, row, name, dtype)
             f.seek(start + _padded(nbytes))
         f.write(h.hdrtab)
     return path
@@ -509,9 +602,10 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
     layer_name, records, params, provenance, input_headers
         As :func:`write_tiled_layer`.
     threads : int
-        Threads (numpy, zlib and the file writes release the interpreter lock; docs/speed.md,
-        "Threads"). Each tile is cut into ``threads`` strips of rows, reduced at once, so
-        memory stays that of one tile. The product does not depend on it.
+        Cores: each tile is cut into ``threads`` strips of rows, reduced at once by as many
+        worker processes (forked; the sums hold the interpreter lock too often for threads
+        to pay: docs/speed.md, "Layer jobs"), so memory stays that of one tile. The product
+        does not depend on it.
     """
     path = Path(path)
     sky_offsets = dict(sky_offsets or {})
@@ -532,20 +626,34 @@ def reduce_layer(path: str | os.PathLike, frame: Frame, tiles: Sequence[Sequence
         arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
         return write([(list(box), ArraysTile(arrays, box))])
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tiles-", dir=path.parent))
-
-    def reduce_one(item):
-        i, box = item
-        arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
-        return list(box), write_tile(tmpdir / f"t{i:04d}.fits", arrays, box)
-
+    work = [(tmpdir, i, box, frame, list(members), dict(partials), sky_offsets)
+            for i, box in strips]
     try:
         if threads == 1:
-            written = [reduce_one(item) for item in strips]
+            spilled = [_reduce_spill(item) for item in work]
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(threads) as pool:
-                written = list(pool.map(reduce_one, strips))
-        return write(written)
+            with _workers(min(threads, len(work))) as pool:
+                spilled = list(pool.map(_reduce_spill, work))
+        return write([(list(tile.box), tile) for tile in spilled])
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _reduce_spill(item) -> SpillTile:
+    """One strip of :func:`reduce_layer`, reduced and set aside (in a worker process)."""
+    tmpdir, index, box, frame, members, partials, sky_offsets = item
+    arrays = reduce_tile(frame.window(*box), members, partials, sky_offsets)
+    return SpillTile(tmpdir, index, arrays, box)
+
+
+def _workers(n: int):
+    """A pool of ``n`` forked worker processes that end with the job (a job killed by the
+    workflow leaves none running)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mvmflow.runner import die_with_parent
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(n, mp_context=context, initializer=die_with_parent)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -109,11 +111,16 @@ def test_tiles_must_cover_the_frame(tmp_path):
                           [], [], [m[0] for m in members])
 
 
-def test_reduce_layer_in_one_process_equals_tile_jobs_for_any_tile_size(tmp_path):
-    """The sky-cell path (all tiles in one job, tile files in a temporary directory that is
+@pytest.mark.parametrize("band_bytes", [32 << 20, 1000])
+def test_reduce_layer_in_one_process_equals_tile_jobs_for_any_tile_size(tmp_path, monkeypatch,
+                                                                        band_bytes):
+    """The sky-cell path (all tiles in one job, spilled to a temporary directory that is
     removed) writes the very bytes of the tile-job path, for tile sizes that cut the frame
-    into 1, 6 and 12 tiles and with tiles reduced in 1, 2 or 3 threads, and leaves nothing
-    but the product."""
+    into 1, 6 and 12 tiles, with tiles reduced in 1, 2 or 3 worker processes, rows of tiles
+    written in bands of any height, and leaves nothing but the product."""
+    from mvmflow import tiles
+
+    monkeypatch.setattr(tiles, "_BAND_BYTES", band_bytes)  # 1000: a band of 1-2 rows
     members, paths = _partials(tmp_path)
     jobs = _tiled(tmp_path, members, paths, 4096, "jobs")
     recs = [make_record(k, 100.0 + k) for k in range(N_INPUTS)]
@@ -124,6 +131,27 @@ def test_reduce_layer_in_one_process_equals_tile_jobs_for_any_tile_size(tmp_path
                      recs, PARAMS, {members[3][0]: 0.25}, threads=threads)
         assert out.read_bytes() == jobs.read_bytes(), (size, threads)
         assert list(out.parent.iterdir()) == [out]
+
+
+def test_exact_sums_are_exact(monkeypatch):
+    """The mean weight's sum: every value's mantissa and exponent, whatever the range of
+    exponents and however many values (a sum of floats would round)."""
+    from fractions import Fraction
+
+    from mvmflow import tiles
+
+    rng = np.random.default_rng(4)
+    values = (rng.random(5000) * 10.0 ** rng.integers(-30, 30, 5000)).astype(np.float32)
+    values[:7] = [1.0, 2.0**-126, 3e38, 0.5, 1e-45, 7.0, 7.0]  # extremes, a subnormal, ties
+    exact = sum((Fraction(float(v)) for v in values), Fraction(0))
+    assert tiles._ExactSum.of(values).value() == exact
+    monkeypatch.setattr(tiles, "_EXACT_CHUNK", 999)  # several bincounts
+    assert tiles._ExactSum.of(values).value() == exact
+    parts = tiles._ExactSum.of(values[:1234])
+    parts.add(tiles._ExactSum.of(values[1234:]))
+    assert parts.value() == exact
+    monkeypatch.setattr(np, "bincount", lambda *a, **k: pytest.fail("no values"))
+    assert tiles._ExactSum.of(values[:0]).value() == 0
 
 
 def test_tile_file_keeps_the_statistics_not_the_arrays(tmp_path):
@@ -147,3 +175,41 @@ def test_tile_file_keeps_the_statistics_not_the_arrays(tmp_path):
     assert image_bytes == 12 * FRAME.nx * FRAME.ny
     with pytest.raises(ValueError, match="not an mvmflow tile"):
         TileFile(paths[members[0][0]])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
+def test_the_reduce_workers_end_with_their_job(tmp_path):
+    """A job killed mid-reduce (SIGKILL: the workflow's timeout, an out-of-memory kill)
+    leaves none of its worker processes running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import os, sys, time\n"
+        "from mvmflow.tiles import _workers\n"
+        "pool = _workers(2)\n"
+        "futures = [pool.submit(time.sleep, 60) for _ in range(2)]\n"
+        "time.sleep(0.5)\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    job = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in job.stdout.readline().split()]
+    assert len(workers) == 2
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert all(alive(p) for p in workers)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in workers)
