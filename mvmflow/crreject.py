@@ -607,7 +607,9 @@ def write_cr_masks(out_path: str | os.PathLike, chips: Sequence[Chip],
         ("MVMTYPE", "CRMASK", "cosmic-ray masks of one exposure"),
         ("CRMVER", CRMASK_VERSION, "mask file layout version"),
         ("FILENAME", chips[0].filename if chips else "", "exposure file"),
-        ("MEDIAN", median, "median file tested against"),
+        # no comment: a layer's median file name leaves no room for one (astropy would
+        # cut it, with a warning in the job's log)
+        ("MEDIAN", median),
         ("SKY", float(sky), "[e-/s/frame px] sky added to blot"),
         ("READNSE", float(readnoise), "[e-] read noise used"),
         ("NCRPIX", total, "cosmic-ray pixels, all chips"),

@@ -413,6 +413,47 @@ def _reap(wait: float = 0.0) -> None:
             time.sleep(0.01)
 
 
+_DIR_PREFIX = "mvmflow-jobs-"
+
+
+def remove_stale_dirs(tmpdir: str | None = None) -> int:
+    """Remove the socket directories of job servers that are gone; return how many.
+
+    A server removes its directory when it ends, unless it was killed with its whole
+    process group (``kill -9 -PGID``, a batch system's cancel): then an empty directory
+    with a dead socket stays in the temporary directory. The next server to start removes
+    those of this user whose socket no longer accepts a connection (or, an hour old, has
+    none); a live or starting server's is left alone.
+    """
+    tmpdir = tmpdir or tempfile.gettempdir()
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(tmpdir) if e.name.startswith(_DIR_PREFIX)]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False) or \
+                    entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            address = os.path.join(entry.path, "socket")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                try:
+                    probe.connect(address)
+                    continue  # a live server
+                except ConnectionRefusedError:
+                    pass
+                except FileNotFoundError:  # no socket yet (a server starting) or any more
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime < 3600:
+                        continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 class _Server:
     """The caller's handle on a running fork server.
 
@@ -427,7 +468,8 @@ class _Server:
 
     def __init__(self, python: str, preload: Iterable[str], reuse_memory: bool = True,
                  first: int | None = None):
-        self.dir = tempfile.mkdtemp(prefix="mvmflow-jobs-")
+        remove_stale_dirs()
+        self.dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
         self.address = os.path.join(self.dir, "socket")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.address)

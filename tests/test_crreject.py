@@ -52,6 +52,7 @@ from mvmflow.crreject import (
     has_cr_flags,
     read_cr_masks,
     sampling_regions,
+    write_cr_masks,
 )
 from mvmflow.grid import ProjectionCell
 from mvmflow.median import (
@@ -490,6 +491,20 @@ def test_mask_file_format_and_polarity(run):
     # a mask file is for one exposure only
     with pytest.raises(ValueError, match="holds the masks of"):
         read_cr_masks(mask_path, load_chips(run["cr"][1]))
+
+
+def test_a_long_median_name_is_written_without_a_warning(run, tmp_path):
+    """The longest layer names leave no room for a comment on the MEDIAN card: it has
+    none, so astropy neither cuts one nor warns in the job's log."""
+    import warnings
+
+    chips = load_chips(run["cr"][0])
+    masks = [np.zeros(c.shape, bool) for c in chips]
+    name = "hst_skycell-p0081x14y14_wfc3_uvis_f275w_coarse-all_drc_median.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_cr_masks(tmp_path / "m.fits", chips, masks, median=name)
+    assert fits.getval(tmp_path / "m.fits", "MEDIAN") == name
 
 
 def test_masks_find_injected_cosmic_rays(run):

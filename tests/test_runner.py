@@ -323,3 +323,42 @@ def test_jobs_run_without_numpys_huge_page_advice(script, tmp_path):
     run_script(path, Job(rule="screen"), reuse_memory=False)
     default = str(multiarray._get_madvise_hugepage())  # numpy's own, in this process
     assert (tmp_path / "advice.txt").read_text() == "False" + default
+
+
+def test_socket_directories_of_killed_servers_are_removed(tmp_path):
+    """A server killed with its process group leaves its socket directory behind; the next
+    server removes it, and leaves a live server's, one still starting and other files."""
+    import socket
+
+    from mvmflow.runner import remove_stale_dirs
+
+    def server_dir(name, listening):
+        d = tmp_path / name
+        d.mkdir()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(d / "socket"))
+        if listening:
+            s.listen(1)
+            return d, s
+        s.close()  # the address stays, nobody listens: a dead server
+        return d, None
+
+    dead, _ = server_dir("mvmflow-jobs-dead", listening=False)
+    live, listener = server_dir("mvmflow-jobs-live", listening=True)
+    starting = tmp_path / "mvmflow-jobs-starting"
+    starting.mkdir()
+    old_empty = tmp_path / "mvmflow-jobs-oldempty"
+    old_empty.mkdir()
+    long_ago = time.time() - 7200
+    os.utime(old_empty, (long_ago, long_ago))
+    other = tmp_path / "mvmflow-jobs-file"
+    other.write_text("not a directory")
+    unrelated = tmp_path / "elsewhere"
+    unrelated.mkdir()
+    try:
+        assert remove_stale_dirs(str(tmp_path)) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "elsewhere", "mvmflow-jobs-file", "mvmflow-jobs-live", "mvmflow-jobs-starting"]
+        assert (live / "socket").exists()
+    finally:
+        listener.close()
