@@ -140,9 +140,10 @@ def _sort_stack(work: np.ndarray) -> None:
 
     For a few inputs, by an odd-even transposition network (``n`` rounds of element-wise
     minimum and maximum of neighbouring planes): the same values in the same places as
-    ``sort(axis=0)``, which sorts each pixel's short column on its own and took a third of
-    a full-frame median job (docs/speed.md, "Catalogues, rings and medians"). With NaNs (which
-    ``sort`` puts last and a minimum would spread) or more inputs: ``sort``.
+    ``sort(axis=0)`` (a 0 and a -0, equal, may trade places), which sorts each pixel's short
+    column on its own and took a third of a full-frame median job (docs/speed.md,
+    "Catalogues, rings and medians"). With NaNs (which ``sort`` puts last and a minimum
+    would spread) or more inputs: ``sort``.
     """
     n = work.shape[0]
     if n > _NETWORK_MAX or np.isnan(work).any():
