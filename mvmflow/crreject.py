@@ -328,9 +328,18 @@ class _Single:
         else:
             arrays = self.file.read_arrays(("flux", "weight"), *src)
             flux, weight = arrays["flux"], arrays["weight"]
-        # FLUX / WEIGHT in float64, rounded to float32, where there is weight (NaN elsewhere)
-        np.divide(flux, weight, out=out[y0 - box.y0:y1 - box.y0, x0 - box.x0:x1 - box.x0],
-                  where=weight > 0, dtype=np.float64, casting="same_kind")
+        # FLUX / WEIGHT in float64, rounded to float32, where there is weight (NaN elsewhere).
+        # For float32 inputs that is float32 division itself: a quotient correctly rounded
+        # to 53 bits and then to 24 is the one correctly rounded to 24 (double rounding is
+        # harmless for division when the wider format has at least 2 x 24 + 2 bits,
+        # Figueroa 1995), and float32 division is twice as fast as the float64 one with
+        # its casts (docs/speed.md, "Catalogues, rings and medians")
+        target = out[y0 - box.y0:y1 - box.y0, x0 - box.x0:x1 - box.x0]
+        if flux.dtype == np.float32 and weight.dtype == np.float32:
+            np.divide(flux, weight, out=target, where=weight > 0)
+        else:
+            np.divide(flux, weight, out=target, where=weight > 0, dtype=np.float64,
+                      casting="same_kind")
         return out
 
 

@@ -65,7 +65,7 @@ from mvmflow.median import (
     read_median,
 )
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
-from mvmflow.partials import PartialFile, write_partial
+from mvmflow.partials import Partial, PartialFile, write_partial
 from mvmflow.resample import chip_box, drizzle_exposure, load_chips, nominal_scale
 from mvmflow.simulate import PRESETS, read_truth, simulate
 from mvmflow.simulate.scene import positions_at
@@ -584,6 +584,26 @@ def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
         assert whole.data[~where].any()  # the comparison is not between zeros
 
 
+@pytest.mark.parametrize("margin", [7, -40])
+def test_defined_is_the_frame_pixel_under_each_chip_pixel(run, margin):
+    """``defined``: the image's finite pixel under each chip pixel's centre (the rounded
+    pixel map), False where the centre is outside the box; with the usual margin every
+    centre is inside (the index without a mask), with a negative one some are not."""
+    chip = load_chips(run["cr"][0])[0]
+    blotter = ChipBlotter(chip, run["frame"], margin=margin)
+    box = blotter.box
+    assert (blotter._index[0] is None) == (margin > 0)
+    rng = np.random.default_rng(9)
+    image = np.where(rng.random((box.ny, box.nx)) < 0.3, np.nan, 1.0).astype(np.float32)
+    ix, iy = np.rint(blotter.pixmap[..., 0]), np.rint(blotter.pixmap[..., 1])
+    inside = (ix >= 0) & (iy >= 0) & (ix < box.nx) & (iy < box.ny)
+    expected = np.zeros(chip.shape, bool)
+    expected[inside] = np.isfinite(image)[iy[inside].astype(int), ix[inside].astype(int)]
+    got = blotter.defined(image)
+    assert np.array_equal(got, expected)
+    assert 0.5 < got.mean() < 0.8
+
+
 def test_images_with_the_same_holes_share_their_rings(run, monkeypatch):
     """A blotter finds the rings of a set of undefined pixels once for the images that share
     it (a median's MEDIAN and UPPER) and again for another set; every blot equals a fresh
@@ -674,6 +694,27 @@ def test_sampling_mask_equals_the_whole_chip_computation(run):
     oracle = _sampling_mask_with_whole_blots(chip, median, run["params"], part, readnoise)
     assert mask.sum() > 100
     assert np.array_equal(mask, oracle)
+
+
+def test_the_single_image_is_the_float64_quotient_rounded(run):
+    """An exposure's single image (FLUX / WEIGHT) divided in float32 is the float64
+    quotient rounded to float32, bit for bit (double rounding is harmless for division),
+    and NaN where there is no weight: the partial's float32 arrays against the same
+    values in float64 (which take the float64 path)."""
+    import dataclasses
+
+    chip = load_chips(run["cr"][0])[0]
+    part = run["rejection"]["parts"][0]
+    partial = PartialFile.open(part).read() if not isinstance(part, Partial) else part
+    assert partial.flux.dtype == np.float32 and partial.weight.dtype == np.float32
+    wide = dataclasses.replace(partial, flux=partial.flux.astype(np.float64),
+                               weight=partial.weight.astype(np.float64))
+    box = ChipBlotter(chip, run["frame"]).box
+    narrow_image = _Single(partial, run["frame"]).window(box)
+    wide_image = _Single(wide, run["frame"]).window(box)
+    assert narrow_image.tobytes() == wide_image.tobytes()
+    covered = np.isfinite(narrow_image)
+    assert 0.3 < covered.mean() < 1.0
 
 
 # --------------------------------------------------------------------------------------
