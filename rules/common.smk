@@ -315,9 +315,10 @@ def layer_partials(wildcards):
     return run_plan().partials(_layer(wildcards), OUT, final=True)
 
 
-#: Threads of a layer job of several tiles (each tile reduced in strips at once;
-#: docs/speed.md, "Threads": the job that ends a sky cell often runs alone, and a second
-#: core would idle). A one-tile layer keeps one: small layers run beside other jobs.
+#: Cores of a layer job of several tiles (each tile reduced in strips at once, by as many
+#: worker processes; docs/speed.md, "Threads" and "Layer jobs": the job that ends a sky cell
+#: often runs alone, and a second core would idle). A one-tile layer keeps one: small
+#: layers run beside other jobs.
 LAYER_THREADS = 2
 
 
