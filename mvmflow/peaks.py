@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mvmflow.filters import filter3
+
 __all__ = ["circular_footprint", "daofind_peaks", "local_peaks"]
 
 
@@ -42,17 +44,6 @@ def circular_footprint(radius: float) -> np.ndarray:
     idx = np.arange(-radius, radius + 1)
     xx, yy = np.meshgrid(idx, idx)
     return (xx**2 + yy**2) <= radius**2
-
-
-def _max3(image: np.ndarray) -> np.ndarray:
-    """3 x 3 maximum with the edges reflected (a pixel outside is its edge neighbour)."""
-    rows = image.copy()
-    np.maximum(rows[1:], image[:-1], out=rows[1:])
-    np.maximum(rows[:-1], image[1:], out=rows[:-1])
-    out = rows.copy()
-    np.maximum(out[:, 1:], rows[:, :-1], out=out[:, 1:])
-    np.maximum(out[:, :-1], rows[:, 1:], out=out[:, :-1])
-    return out
 
 
 def local_peaks(data: np.ndarray, threshold, footprint: np.ndarray,
@@ -105,7 +96,7 @@ def local_peaks(data: np.ndarray, threshold, footprint: np.ndarray,
         cand &= ~np.asarray(mask, dtype=bool)
     if not cand.any():
         return empty, empty
-    cand &= data >= _max3(data)
+    cand &= data >= filter3(data, np.maximum)
     y, x = np.nonzero(cand)
     values = data[y, x]
     ny, nx = data.shape

@@ -241,6 +241,18 @@ def die_with_parent() -> None:
         pass
 
 
+def fork_pool(workers: int, initializer=None, initargs=()):
+    """A ``concurrent.futures`` process pool whose workers are forked where the platform
+    allows (they start with what the caller has loaded), else started its default way."""
+    import concurrent.futures
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs)
+
+
 def _execute(script: str, job: Job) -> None:
     sys.argv = [script]
     runpy.run_path(script, init_globals={"snakemake": job}, run_name="__main__")

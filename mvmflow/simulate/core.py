@@ -269,13 +269,9 @@ def _write_all(plans: list[ExposurePlan], preset: Preset, seed: int, out: Path,
 def _pool(workers: int, initializer=None, initargs=()):
     """A process pool; forked where possible, so the workers start with the caches
     (templates, PSFs, pixel-area maps) already loaded."""
-    import concurrent.futures
-    import multiprocessing
+    from mvmflow.runner import fork_pool
 
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs)
+    return fork_pool(workers, initializer, initargs)
 
 
 def simulate(preset: str | Preset, out: str | Path, seed: int | None = None, *,
