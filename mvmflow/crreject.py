@@ -223,34 +223,81 @@ def driz_cr(data: np.ndarray, blot: np.ndarray, deriv: np.ndarray, readnoise: fl
     blot = np.asarray(blot, dtype=np.float32)
     deriv = np.asarray(deriv, dtype=np.float32)
     sampling = spread is not None and upper is not None and own is not None
-    t1 = np.abs(data - blot)
-    noise = np.sqrt(np.abs(blot) + np.float32(readnoise) ** 2)
     error = np.minimum(deriv, np.asarray(spread, dtype=np.float32)) if sampling else deriv
+    cr = reference_test(data, blot, error, readnoise, snr, scale, testable)
+    del error
+    if sampling:
+        cr = sampling_test(cr, data, blot, deriv, upper, own, readnoise, snr, scale,
+                           testable, core_tolerance)
+    return grow_mask(cr, grow)
+
+
+def grow_mask(cr: np.ndarray, grow: int) -> np.ndarray:
+    """Each flagged pixel grown to a ``grow`` x ``grow`` square (1: none), edges mirrored."""
+    if grow > 1:
+        return ndimage.maximum_filter(cr, size=int(grow), mode="reflect")
+    return cr
+
+
+def _noise(blot: np.ndarray, readnoise: float) -> np.ndarray:
+    """The derivative test's noise, ``sqrt(|blot| + rn**2)`` (float32)."""
+    return np.sqrt(np.abs(blot) + np.float32(readnoise) ** 2)
+
+
+def reference_test(data: np.ndarray, blot: np.ndarray, error: np.ndarray, readnoise: float,
+                   snr: tuple[float, float] = (3.5, 3.0),
+                   scale: tuple[float, float] = (1.2, 0.7),
+                   testable: np.ndarray | None = None) -> np.ndarray:
+    """The two passes of the derivative test (module notes) with the model error ``error``
+    (``D``, or ``min(D, SPREAD)`` for the sampling-aware test): True where a pixel fails the
+    second pass next to (or at) a pixel failing the first; no growth.
+
+    ``error`` is read only where ``|data - blot|`` exceeds ``min(snr)`` times the noise
+    (:func:`error_region`): elsewhere both passes hold for any ``error >= 0``.
+    """
+    t1 = np.abs(data - blot)
+    noise = _noise(blot, readnoise)
     pass1 = t1 <= np.float32(scale[0]) * error + np.float32(snr[0]) * noise
     pass2 = t1 <= np.float32(scale[1]) * error + np.float32(snr[1]) * noise
-    del t1
+    del t1, noise
     if testable is not None:
         pass1 |= ~testable
         pass2 |= ~testable
     box_ok = bool_filter3(pass1, np.logical_and)
-    cr = ~(pass2 | box_ok)
-    del pass1, pass2, box_ok
-    if sampling:
-        # where the model is steep, a cosmic ray must also stand out in the exposure's own
-        # resampled image against what the other exposures reach there
-        steep = np.float32(scale[0]) * deriv > np.float32(snr[0]) * noise
-        high = np.maximum(np.asarray(upper, dtype=np.float32), blot)
-        allowed = np.float32(core_tolerance) * high + np.float32(snr[0]) * noise
-        confirmed = np.asarray(own, dtype=np.float32) - high > allowed
-        if testable is not None:
-            confirmed &= testable
-        confirmed = bool_filter3(confirmed, np.logical_or)
-        peak = bool_filter3(high == filter3(high, np.fmax), np.logical_or)
-        above = data - high > np.where(peak, allowed, np.float32(snr[1]) * noise)
-        cr &= (confirmed & above) | ~steep
-    if grow > 1:
-        cr = ndimage.maximum_filter(cr, size=int(grow), mode="reflect")
-    return cr
+    return ~(pass2 | box_ok)
+
+
+def sampling_test(cr: np.ndarray, data: np.ndarray, blot: np.ndarray, deriv: np.ndarray,
+                  upper: np.ndarray, own: np.ndarray, readnoise: float,
+                  snr: tuple[float, float] = (3.5, 3.0),
+                  scale: tuple[float, float] = (1.2, 0.7),
+                  testable: np.ndarray | None = None,
+                  core_tolerance: float = 0.75) -> np.ndarray:
+    """The sampling-aware test's second condition (module notes): of the pixels ``cr``
+    flagged by :func:`reference_test` where the model is steep, those whose exposure's own
+    image and value do not stand out above the envelope are cleared.
+
+    Only those flags can change (the suspects: ``cr`` where :func:`steep_model`), and they
+    read ``own`` and ``upper`` only near them (:func:`sampling_regions`).
+    """
+    noise = _noise(blot, readnoise)
+    steep = steep_model(deriv, blot, readnoise, snr[0], scale[0])
+    high = np.maximum(np.asarray(upper, dtype=np.float32), blot)
+    allowed = np.float32(core_tolerance) * high + np.float32(snr[0]) * noise
+    confirmed = np.asarray(own, dtype=np.float32) - high > allowed
+    if testable is not None:
+        confirmed &= testable
+    confirmed = bool_filter3(confirmed, np.logical_or)
+    peak = bool_filter3(high == filter3(high, np.fmax), np.logical_or)
+    above = data - high > np.where(peak, allowed, np.float32(snr[1]) * noise)
+    return cr & ((confirmed & above) | ~steep)
+
+
+def steep_model(deriv: np.ndarray, blot: np.ndarray, readnoise: float,
+                snr1: float = 3.5, scale1: float = 1.2) -> np.ndarray:
+    """Where the model is steep (``scale1 x D > snr1 x noise``): the pixels whose flag the
+    sampling-aware test can clear."""
+    return np.float32(scale1) * deriv > np.float32(snr1) * _noise(blot, readnoise)
 
 
 # --------------------------------------------------------------------------------------
@@ -389,61 +436,80 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
     blot_e = model.data
     blot_e *= conv
     del model
-    extra = {}
     if crp.method == "sampling":
         if own is None:
             raise ValueError("the sampling cosmic-ray test needs the exposure's partial")
         if not isinstance(own, _Single):
             own = _Single(own, frame)
         images = {"upper": blotter.read(median_path, "UPPER"),
-                  "own": own.window(blotter.box),
-                  "spread": blotter.read(median_path, "SPREAD")}
+                  "own": own.window(blotter.box)}
         defined = {name: blotter.defined(images[name]) for name in ("upper", "own")}
         testable &= defined["upper"] & defined["own"]
     data_e = np.where(testable, np.asarray(chip.data, dtype=np.float32) * conv, 0.0
                       ).astype(np.float32)
-    near3 = None
+    deriv = derivative(blot_e)
     if crp.method == "sampling":
-        # The sampling test's images matter only near pixels that can be cosmic rays
-        # (docs/speed.md, "Cosmic-ray rejection"): blot them there alone.
-        near3, near5 = sampling_regions(data_e, blot_e, readnoise, crp.snr[1])
-        own_b = blotter.blot(images.pop("own"), interp=crp.interp, where=near3,
+        # Each of the sampling test's images is blotted only where it can change a flag
+        # (docs/speed.md, "Cosmic-ray rejection"): the spread where a pixel is outside the
+        # noise of the model, the own image and the upper envelope near the flagged pixels
+        # the sampling test may clear.
+        where = error_region(data_e, blot_e, readnoise, crp.snr) & testable
+        spread_b = blotter.blot(blotter.read(median_path, "SPREAD"), interp="linear",
+                                undefined=_UNKNOWN_SPREAD, where=where)
+        error = spread_b.data
+        error *= conv
+        error[~spread_b.valid] = np.inf
+        del spread_b, where
+        np.minimum(deriv, error, out=error)
+        cr = reference_test(data_e, blot_e, error, readnoise, crp.snr, crp.scale, testable)
+        del error
+        suspects = cr & steep_model(deriv, blot_e, readnoise, crp.snr[0], crp.scale[0])
+        near3, near5 = sampling_regions(suspects)
+        del suspects
+        own_b = blotter.blot(images.pop("own"), interp=crp.interp, where=near3 & testable,
                              valid=defined.pop("own"))
         upper_b = blotter.blot(images.pop("upper"), sky=sky, interp=crp.interp, where=near5,
                                valid=defined.pop("upper"))
-        spread_b = blotter.blot(images.pop("spread"), interp="linear",
-                                undefined=_UNKNOWN_SPREAD, where=near3)
-        for name, blotted in (("own", own_b), ("upper", upper_b), ("spread", spread_b)):
-            blotted.data *= conv
-            extra[name] = blotted.data
-        extra["spread"][~spread_b.valid] = np.inf
-        del own_b, upper_b, spread_b
-        extra["core_tolerance"] = crp.core_tolerance
+        del near3, near5
+    else:
+        cr = reference_test(data_e, blot_e, deriv, readnoise, crp.snr, crp.scale, testable)
     if maps is not None:
-        if near3 is None:
-            near3 = sampling_regions(data_e, blot_e, readnoise, crp.snr[1])[0]
-        maps.append(KeptMap.keep(blotter.pixmap, frame, blotter.box, near3, crp.grow, step))
-    del blotter, near3
-    deriv = derivative(blot_e)
-    mask = driz_cr(data_e, blot_e, deriv, readnoise, crp.snr, crp.scale, crp.grow, testable,
-                   **extra)
-    return mask, int(np.count_nonzero(testable))
+        # the final drizzle's map near the flagged pixels (a superset of the mask's)
+        maps.append(KeptMap.keep(blotter.pixmap, frame, blotter.box,
+                                 bool_filter3(cr, np.logical_or), crp.grow, step))
+    del blotter
+    if crp.method == "sampling":
+        own_b.data *= conv
+        upper_b.data *= conv
+        cr = sampling_test(cr, data_e, blot_e, deriv, upper_b.data, own_b.data, readnoise,
+                           crp.snr, crp.scale, testable, crp.core_tolerance)
+        del own_b, upper_b
+    return grow_mask(cr, crp.grow), int(np.count_nonzero(testable))
 
 
-def sampling_regions(data: np.ndarray, blot: np.ndarray, readnoise: float,
-                     snr2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Where :func:`driz_cr`'s sampling test reads its ``spread`` and ``own`` images (the
-    first array) and its ``upper`` image (the second); elsewhere they change no result.
+def error_region(data: np.ndarray, blot: np.ndarray, readnoise: float,
+                 snr: tuple[float, float] = (3.5, 3.0)) -> np.ndarray:
+    """Where :func:`reference_test` reads its model error (for the sampling-aware test, the
+    blotted spread): the pixels outside ``min(snr)`` noise of the model.
 
-    A pixel can only be flagged outside ``snr2`` noise of the model: the second pass passes
-    every pixel within it, whatever the derivative and the spread (both >= 0; the same
-    float32 expressions as :func:`driz_cr`, so the bound is exact). A flagged pixel reads
-    ``spread`` (first pass), ``own`` and ``upper`` in its 3 x 3 neighbourhood, and ``upper``
-    in the 3 x 3 neighbourhood of those for the peak test: 5 x 5.
+    Elsewhere both passes hold whatever the error (>= 0: the derivative and the spread
+    are), computed by the same float32 expressions as :func:`reference_test`, so the bound
+    is exact.
     """
     t1 = np.abs(np.asarray(data, dtype=np.float32) - np.asarray(blot, dtype=np.float32))
-    noise = np.sqrt(np.abs(np.asarray(blot, dtype=np.float32)) + np.float32(readnoise) ** 2)
-    near3 = bool_filter3(t1 > np.float32(snr2) * noise, np.logical_or)
+    return t1 > np.float32(min(snr)) * _noise(np.asarray(blot, dtype=np.float32), readnoise)
+
+
+def sampling_regions(suspects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`sampling_test` reads the exposure's own image (the first array) and the
+    upper envelope (the second), given its ``suspects``: the pixels flagged by
+    :func:`reference_test` where the model is steep (:func:`steep_model`), the only ones
+    whose flag it can clear.
+
+    A suspect reads ``own`` and ``upper`` in its 3 x 3 neighbourhood, and ``upper`` in the
+    3 x 3 neighbourhood of those for the peak test: 5 x 5. Elsewhere they change no result.
+    """
+    near3 = bool_filter3(suspects, np.logical_or)
     return near3, bool_filter3(near3, np.logical_or)
 
 

@@ -48,12 +48,16 @@ from mvmflow.crreject import (
     cr_mask_exposure,
     cr_mode_applies,
     driz_cr,
+    error_region,
     exposure_readnoise,
     has_cr_flags,
     read_cr_masks,
+    reference_test,
     sampling_regions,
+    steep_model,
     write_cr_masks,
 )
+from mvmflow.filters import bool_filter3
 from mvmflow.grid import ProjectionCell
 from mvmflow.median import (
     envelope,
@@ -655,12 +659,12 @@ def _sampling_mask_with_whole_blots(chip, median, params, own_part, readnoise):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sampling_test_reads_its_images_only_in_the_sampling_regions(seed):
-    """driz_cr's result does not change when ``spread`` and ``own`` are garbage outside the
-    first region of sampling_regions and ``upper`` outside the second: what lets
-    chip_cr_mask blot them there alone."""
+def test_sampling_test_reads_its_images_only_in_its_regions(seed):
+    """driz_cr's result does not change when ``spread`` is garbage outside error_region,
+    and ``own`` and ``upper`` outside the two sampling_regions of the flags the sampling
+    test may clear: what lets chip_cr_mask blot them there alone."""
     rng = np.random.default_rng(seed)
-    shape, rn = (180, 240), 4.0
+    shape, rn, snr, scale = (180, 240), 4.0, (3.5, 3.0), (1.2, 0.7)
     blot = rng.gamma(2.0, 60.0, shape).astype(np.float32)
     blot[rng.random(shape) < 0.01] *= 30  # sharp model peaks
     data = (blot + rng.normal(0, np.sqrt(blot + rn ** 2))).astype(np.float32)
@@ -671,15 +675,34 @@ def test_sampling_test_reads_its_images_only_in_the_sampling_regions(seed):
     upper = (blot + np.abs(rng.normal(0, 60, shape))).astype(np.float32)
     own = (data + rng.normal(0, 30, shape)).astype(np.float32)
     testable = rng.random(shape) > 0.01
-    args = (data, blot, deriv, rn, (3.5, 3.0), (1.2, 0.7), 1, testable)
+    args = (data, blot, deriv, rn, snr, scale, 1, testable)
     whole = driz_cr(*args, spread=spread, upper=upper, own=own)
-    near3, near5 = sampling_regions(data, blot, rn, 3.0)
-    assert 0.02 < near3.mean() < 0.6 and near5.sum() > near3.sum()
-    noise = rng.uniform(0, 1e4, shape).astype(np.float32)
-    sparse = driz_cr(*args, spread=np.where(near3, spread, 0.0).astype(np.float32),
-                     upper=np.where(near5, upper, noise), own=np.where(near3, own, noise))
+    where = error_region(data, blot, rn, snr)
+    error = np.minimum(deriv, np.where(where, spread, 0.0).astype(np.float32))
+    flagged = reference_test(data, blot, error, rn, snr, scale, testable)
+    suspects = flagged & steep_model(deriv, blot, rn, snr[0], scale[0])
+    near3, near5 = sampling_regions(suspects)
+    # inside the regions of before (3 x 3 and 5 x 5 of the pixels outside snr2 noise), and
+    # the sampling test clears some flags
+    old3 = bool_filter3(np.abs(data - blot) > np.float32(snr[1]) * np.sqrt(blot + rn ** 2),
+                        np.logical_or)
+    old5 = bool_filter3(old3, np.logical_or)
+    assert 0.01 < where.mean() < 0.3 and not (where & ~old3).any()
+    assert 0 < near3.sum() < near5.sum() and not (near5 & ~old5).any()
+    assert 0 < whole.sum() < flagged.sum()
+    noise = rng.uniform(-1e4, 1e4, shape).astype(np.float32)
+    sparse = driz_cr(*args, spread=np.where(where, spread, np.abs(noise)),
+                     upper=np.where(near5, upper, noise),
+                     own=np.where(near3 & testable, own, noise))
     assert whole.sum() > 100
     assert np.array_equal(whole, sparse)
+    # the regions are needed: garbage just inside them changes the mask
+    assert not np.array_equal(flagged, reference_test(data, blot, np.zeros_like(deriv), rn,
+                                                      snr, scale, testable))
+    for name, region in (("own", near3 & testable), ("upper", near5)):
+        images = {"spread": spread, "upper": upper, "own": own}
+        images[name] = np.where(region, np.float32(0.0), images[name])
+        assert not np.array_equal(whole, driz_cr(*args, **images)), name
 
 
 def test_sampling_mask_equals_the_whole_chip_computation(run):
