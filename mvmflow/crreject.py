@@ -101,11 +101,11 @@ from scipy import ndimage
 from mvmflow.blot import ChipBlotter, bool_filter3, derivative, filter3
 from mvmflow.combine import placement
 from mvmflow.crparams import CRParams, cr_parameters
-from mvmflow.crsubtract import KeptMap, subtract_masked
+from mvmflow.crsubtract import KeptMap, masked_changes, subtract_masked
 from mvmflow.grid import Frame
 from mvmflow.masks import good_pixel_mask, has_cr_flags, parse_bits
 from mvmflow.median import median_frame, median_layer
-from mvmflow.partials import Partial, PartialFile
+from mvmflow.partials import Partial, PartialFile, PartialPatch
 from mvmflow.resample import DEFAULT_STEP, Chip, drizzle_exposure, load_chips
 from mvmflow.workflow import atomic_path
 
@@ -596,7 +596,7 @@ def cr_mask_and_drizzle(exposure_path: str | os.PathLike, median_path: str | os.
                         map_frame: Frame, params: dict, map_params: dict,
                         mask_path: str | os.PathLike, *, solution=None, sky: float = 0.0,
                         readnoise: float | None = None, partial=None,
-                        final: str = "subtract") -> tuple[CRMaskInfo, Partial]:
+                        final: str = "subtract") -> tuple[CRMaskInfo, Partial | PartialPatch]:
     """Find an exposure's cosmic rays and drizzle it without them, chip by chip, in one pass.
 
     The same as :func:`cr_mask_exposure` followed by :func:`read_cr_masks` and
@@ -607,7 +607,9 @@ def cr_mask_and_drizzle(exposure_path: str | os.PathLike, median_path: str | os.
     (``partial``) minus the drizzle of the masked pixels alone
     (:func:`mvmflow.crsubtract.subtract_masked`, with the blot's pixel map kept near the
     pixels that can be flagged): equal to the full drizzle to float32 rounding of the
-    masked flux (docs/speed.md, "Cosmic-ray rejection"), at a fifth of its cost. It
+    masked flux (docs/speed.md, "Cosmic-ray rejection"), at a fifth of its cost. Given
+    as a file, the separate partial is read only at the pixels that change, and the final
+    partial is a :class:`mvmflow.partials.PartialPatch` of it: those pixels alone. It
     drizzles again when ``partial`` is not the separate drizzle on ``map_frame`` with
     ``map_params``, or not given.
 
@@ -632,8 +634,9 @@ def cr_mask_and_drizzle(exposure_path: str | os.PathLike, median_path: str | os.
     Returns
     -------
     info : CRMaskInfo
-    partial : Partial
-        The final partial (not written).
+    partial : Partial or PartialPatch
+        The final partial (not written; :func:`mvmflow.partials.write_partial` writes
+        either).
     """
     if final not in ("subtract", "drizzle"):
         raise ValueError(f"final must be 'subtract' or 'drizzle', not {final!r}")
@@ -648,14 +651,18 @@ def cr_mask_and_drizzle(exposure_path: str | os.PathLike, median_path: str | os.
         masks.append(mask)
         records.append(_chip_record(chip, mask, ntested))
     out = None
-    if subtract:
-        if isinstance(partial, Partial):
-            separate, copy = partial, True
-        else:
-            separate, copy = PartialFile.open(partial).read(), False
-        out = subtract_masked(separate, chips, map_frame, map_params, masks, kept=kept,
-                              copy=copy)
-        del separate
+    if subtract and isinstance(partial, Partial):
+        out = subtract_masked(partial, chips, map_frame, map_params, masks, kept=kept)
+    elif subtract:
+        # the final partial as a patch of the separate one: only the pixels that change are
+        # read and written (mvmflow.partials, "Patches"; docs/speed.md)
+        separate = PartialFile.open(partial)
+        changes = masked_changes(separate, chips, map_frame, map_params, masks,
+                                 separate.read_points, kept=kept)
+        if changes is not None:
+            out = PartialPatch(separate, changes.rows, changes.cols, changes.flux,
+                               changes.weight, changes.nchips, changes.chips,
+                               dict(map_params))
     if out is None:
         out = drizzle_exposure(chips, map_frame, map_params, cr_masks=masks)
     info = CRMaskInfo(Path(mask_path), chips[0].filename, records)

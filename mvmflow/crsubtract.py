@@ -101,7 +101,8 @@ from mvmflow.resample import (
     shift_map,
 )
 
-__all__ = ["TOLERANCE", "KeptMap", "drizzle_pixels", "pixmap_at", "subtract_masked"]
+__all__ = ["TOLERANCE", "Changes", "KeptMap", "drizzle_pixels", "masked_changes", "pixmap_at",
+           "subtract_masked"]
 
 log = logging.getLogger(__name__)
 
@@ -371,9 +372,10 @@ def _drizzle_cells(chip: Chip, data, weight, rows, cols, nb, out_shape, s, scale
 # The final partial
 
 
-def _same_drizzle(partial: Partial, chips: Sequence[Chip], frame: Frame, params: dict,
+def _same_drizzle(partial, chips: Sequence[Chip], frame: Frame, params: dict,
                   ebox: Box | None) -> str:
-    """Why ``partial`` is not the separate drizzle of ``chips`` on ``frame`` ('' if it is)."""
+    """Why ``partial`` (a Partial or PartialFile) is not the separate drizzle of ``chips`` on
+    ``frame`` ('' if it is)."""
     if partial.frame != frame:
         return "another frame"
     if partial.filename != chips[0].filename or float(partial.exptime) != float(
@@ -394,6 +396,33 @@ def _same_drizzle(partial: Partial, chips: Sequence[Chip], frame: Frame, params:
     if any(float(c.get("sky") or 0.0) != 0.0 for c in partial.chips):
         return "a sky subtracted"
     return ""
+
+
+@dataclass
+class Changes:
+    """The output pixels a subtraction changes (:func:`masked_changes`).
+
+    Attributes
+    ----------
+    rows, cols : numpy.ndarray
+        int64, in the separate partial's box.
+    flux, weight : numpy.ndarray
+        float32, their final sums.
+    nchips : numpy.ndarray
+        uint8, their final chip counts.
+    chips : list of dict
+        The final partial's per-chip records (``ngood`` without the masked pixels).
+    emptied : int
+        Pixels left without weight.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    flux: np.ndarray
+    weight: np.ndarray
+    nchips: np.ndarray
+    chips: list
+    emptied: int = 0
 
 
 def subtract_masked(partial: Partial, chips: Sequence[Chip], frame: Frame, params: dict,
@@ -427,6 +456,48 @@ def subtract_masked(partial: Partial, chips: Sequence[Chip], frame: Frame, param
         rounding of the masked flux; None when ``partial`` is not that separate drizzle or
         a seam of two chips makes ``nchips`` ambiguous (then drizzle again).
     """
+    def values_at(rows, cols):
+        return {"flux": partial.flux[rows, cols], "weight": partial.weight[rows, cols],
+                "nchips": partial.nchips[rows, cols]}
+
+    changes = masked_changes(partial, chips, frame, params, cr_masks, values_at,
+                             static_masks=static_masks, kept=kept, tolerance=tolerance)
+    if changes is None:
+        return None
+    flux, weight, nchips = partial.flux, partial.weight, partial.nchips
+    if copy:
+        flux, weight, nchips = flux.copy(), weight.copy(), nchips.copy()
+    at = changes.rows, changes.cols
+    flux[at], weight[at], nchips[at] = changes.flux, changes.weight, changes.nchips
+    return Partial(flux, weight, nchips, frame, partial.box_x0, partial.box_y0,
+                   partial.filename, partial.ipppssoo, partial.exptime, dict(params),
+                   changes.chips)
+
+
+def masked_changes(separate, chips: Sequence[Chip], frame: Frame, params: dict,
+                   cr_masks: Sequence[np.ndarray | None], values_at: Callable, *,
+                   static_masks=None, kept: Sequence[KeptMap | None] | None = None,
+                   tolerance: float = TOLERANCE) -> Changes | None:
+    """What :func:`subtract_masked` changes in the separate partial: the output pixels the
+    masked pixels touch and their final sums, without the partial's whole arrays (for a
+    :class:`mvmflow.partials.PartialPatch`).
+
+    Parameters
+    ----------
+    separate : Partial or mvmflow.partials.PartialFile
+        The separate drizzle (its frame, box, parameters and chip records).
+    chips, frame, params, cr_masks, static_masks, kept, tolerance
+        As :func:`subtract_masked`.
+    values_at : callable
+        ``values_at(rows, cols)``: the separate partial's ``flux``, ``weight`` and
+        ``nchips`` at those box pixels, as a dict (e.g.
+        :meth:`mvmflow.partials.PartialFile.read_points`).
+
+    Returns
+    -------
+    Changes or None
+        None as :func:`subtract_masked`.
+    """
     chips = list(chips)
     s = _settings(params)
     n = len(chips)
@@ -440,16 +511,16 @@ def subtract_masked(partial: Partial, chips: Sequence[Chip], frame: Frame, param
     ebox = None
     for b in used:
         ebox = b if ebox is None else ebox.union(b)
-    why = _same_drizzle(partial, chips, frame, params, ebox)
+    why = _same_drizzle(separate, chips, frame, params, ebox)
     if why:
         log.info("%s: the separate partial is not usable (%s): drizzling again",
                  chips[0].filename, why)
         return None
-    records = [dict(c) for c in partial.chips]
+    records = [dict(c) for c in separate.chips]
+    none = np.zeros(0, dtype=np.int64)
     if ebox is None:
-        return Partial(partial.flux, partial.weight, partial.nchips, frame, partial.box_x0,
-                       partial.box_y0, partial.filename, partial.ipppssoo, partial.exptime,
-                       dict(params), records)
+        return Changes(none, none, np.zeros(0, np.float32), np.zeros(0, np.float32),
+                       np.zeros(0, np.uint8), records)
     ridx, rflux, rwht = [], [], []
     for chip, box, mask, static, mat, record in zip(chips, boxes, masks, statics, maps,
                                                     records, strict=True):
@@ -476,30 +547,28 @@ def subtract_masked(partial: Partial, chips: Sequence[Chip], frame: Frame, param
         ridx.append((iy[keep] + (box.y0 - ebox.y0)) * ebox.nx + ix[keep] + (box.x0 - ebox.x0))
         rflux.append(f_m[keep])
         rwht.append(w_m[keep])
-    flux, weight, nchips = partial.flux, partial.weight, partial.nchips
-    if copy:
-        flux, weight, nchips = flux.copy(), weight.copy(), nchips.copy()
-    if ridx:
-        idx, inverse = np.unique(np.concatenate(ridx), return_inverse=True)
-        f_m = np.bincount(inverse, np.concatenate(rflux), minlength=idx.size)
-        w_m = np.bincount(inverse, np.concatenate(rwht), minlength=idx.size)
-        fy, fx = np.divmod(idx, ebox.nx)
-        w_sep = weight[fy, fx].astype(np.float64)
-        remain = w_sep - w_m
-        flux_r = flux[fy, fx].astype(np.float64) - f_m
-        empty = remain <= tolerance * w_sep
-        count = nchips[fy, fx]
-        if np.any(~empty & (count > 1)):
-            log.info("%s: masked pixels on a seam of chips (nchips ambiguous): drizzling "
-                     "again", chips[0].filename)
-            return None
-        weight[fy, fx] = np.where(empty, 0.0, remain).astype(np.float32)
-        flux[fy, fx] = np.where(empty, 0.0, flux_r).astype(np.float32)
-        nchips[fy, fx] = np.where(empty, 0, count).astype(np.uint8)
-        touched, emptied = idx.size, int(np.count_nonzero(empty))
-    else:
-        touched = emptied = 0
-    log.info("%s: %d output pixels by subtraction (%d emptied)", chips[0].filename, touched,
-             emptied)
-    return Partial(flux, weight, nchips, frame, ebox.x0, ebox.y0, partial.filename,
-                   partial.ipppssoo, partial.exptime, dict(params), records)
+    if not ridx:
+        log.info("%s: 0 output pixels by subtraction (0 emptied)", chips[0].filename)
+        return Changes(none, none, np.zeros(0, np.float32), np.zeros(0, np.float32),
+                       np.zeros(0, np.uint8), records)
+    idx, inverse = np.unique(np.concatenate(ridx), return_inverse=True)
+    f_m = np.bincount(inverse, np.concatenate(rflux), minlength=idx.size)
+    w_m = np.bincount(inverse, np.concatenate(rwht), minlength=idx.size)
+    fy, fx = np.divmod(idx, ebox.nx)
+    before = values_at(fy, fx)
+    w_sep = np.asarray(before["weight"]).astype(np.float64)
+    remain = w_sep - w_m
+    flux_r = np.asarray(before["flux"]).astype(np.float64) - f_m
+    empty = remain <= tolerance * w_sep
+    count = np.asarray(before["nchips"])
+    if np.any(~empty & (count > 1)):
+        log.info("%s: masked pixels on a seam of chips (nchips ambiguous): drizzling "
+                 "again", chips[0].filename)
+        return None
+    emptied = int(np.count_nonzero(empty))
+    log.info("%s: %d output pixels by subtraction (%d emptied)", chips[0].filename,
+             idx.size, emptied)
+    return Changes(fy.astype(np.int64), fx.astype(np.int64),
+                   np.where(empty, 0.0, flux_r).astype(np.float32),
+                   np.where(empty, 0.0, remain).astype(np.float32),
+                   np.where(empty, 0, count).astype(np.uint8), records, emptied)

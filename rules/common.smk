@@ -315,6 +315,14 @@ def layer_partials(wildcards):
     return run_plan().partials(_layer(wildcards), OUT, final=True)
 
 
+@planned(list)
+def layer_patch_bases(wildcards):
+    """The separate partials of a layer that rejects cosmic rays: its final partials are
+    patches of them, read with them (mvmflow.partials, "Patches")."""
+    plan, layer = run_plan(), _layer(wildcards)
+    return plan.partials(layer, OUT, final=False) if plan.rejects_cosmic_rays(layer) else []
+
+
 #: Cores of a layer job of several tiles (each tile reduced in strips at once, by as many
 #: worker processes; docs/speed.md, "Threads" and "Layer jobs": the job that ends a sky cell
 #: often runs alone, and a second core would idle). A one-tile layer keeps one: small
@@ -359,6 +367,15 @@ def _exposure_job(wildcards):
 @planned(list)
 def exposure_partial(wildcards):
     return run_plan().partial_path(_exposure_job(wildcards), OUT)
+
+
+@planned(list)
+def exposure_patch_base(wildcards):
+    """The separate partial an exposure's final partial is a patch of (layer_patch_bases)."""
+    plan, job = run_plan(), _exposure_job(wildcards)
+    if not plan.rejects_cosmic_rays(job.layer):
+        return []
+    return [plan.partial_path(job, OUT, final=False)]
 
 
 @planned(list)

@@ -7,6 +7,8 @@ rule layer:
     input:
         # the final partials (CR-masked when the layer rejects cosmic rays), drizzle order
         partials=layer_partials,
+        # the separate partials the final ones are patches of (cosmic-ray layers)
+        bases=layer_patch_bases,
         records=layer_records,
         headers=layer_headers,
         align=layer_align_dirs,
@@ -82,6 +84,7 @@ rule manifest:
 rule exposure_product:
     input:
         partial=exposure_partial,
+        base=exposure_patch_base,
         record=exposure_record,
         headers=exposure_headers,
         align=exposure_align_dirs,

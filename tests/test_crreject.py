@@ -69,7 +69,7 @@ from mvmflow.median import (
     read_median,
 )
 from mvmflow.params import layer_parameters, load_defaults, resolve_table
-from mvmflow.partials import Partial, PartialFile, write_partial
+from mvmflow.partials import Partial, PartialFile, PartialPatch, write_partial
 from mvmflow.resample import chip_box, drizzle_exposure, load_chips, nominal_scale
 from mvmflow.simulate import PRESETS, read_truth, simulate
 from mvmflow.simulate.scene import positions_at
@@ -447,10 +447,19 @@ def test_mask_and_final_drizzle_in_one_pass_equal_the_two_steps(run, tmp_path):
     assert (tmp_path / "one_pass.fits").read_bytes() == (tmp_path / "two_steps.fits").read_bytes()
     # the default final partial, by subtraction (tests/test_crsubtract.py): the same mask
     # file, the partial to float32 rounding of the separate sums
-    _, sub = cr_mask_and_drizzle(path, median, run["frame"], run["params"], run["params"],
-                                 tmp_path / "mask_s.fits", partial=part)
+    # given as a file, the separate partial gives a patch of it (mvmflow.partials), which
+    # reads as the subtraction in memory, to the bit
+    _, patch = cr_mask_and_drizzle(path, median, run["frame"], run["params"], run["params"],
+                                   tmp_path / "mask_s.fits", partial=part)
+    assert isinstance(patch, PartialPatch)
     assert (tmp_path / "mask_s.fits").read_bytes() == first.read_bytes()
+    sub = PartialFile.open(write_partial(patch, tmp_path / "final.fits")).read()
     sep = PartialFile.open(part).read()
+    _, in_memory = cr_mask_and_drizzle(path, median, run["frame"], run["params"],
+                                       run["params"], tmp_path / "mask_m.fits", partial=sep)
+    assert isinstance(in_memory, Partial) and in_memory.chips == sub.chips
+    for name in ("flux", "weight", "nchips"):
+        assert getattr(in_memory, name).tobytes() == getattr(sub, name).tobytes(), name
     assert sub.chips == final.chips and sub.shape == final.shape
     kept = sub.weight > 0  # (elsewhere: slivers below 1e-5 of the separate weight)
     assert np.all(final.weight[~kept] <= 1.1e-5 * sep.weight[~kept])

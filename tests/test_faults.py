@@ -226,10 +226,11 @@ def test_damaged_intermediates_are_never_used_and_are_made_again(reference,
     """Three intermediates damaged after they were written, and the products made from them
     wanted again (removed):
 
-    - a final (CR-masked) partial and a mosaic tile cut short: the run's start finds their
-      size differs from the one recorded and removes them, so Snakemake makes them again in
-      that same run, before the products that read them (an intermediate no job of the run
-      reads is left for the run that needs it);
+    - a final (CR-masked) partial (a patch of the separate partial, mvmflow.partials) and a
+      mosaic tile cut short: the run's start finds their size differs from the one recorded
+      and removes them, so Snakemake makes them again in that same run, before the products
+      that read them (an intermediate no job of the run reads is left for the run that
+      needs it);
     - the other final partial with four bytes changed, same size: the layer job's reader
       finds its checksum differs, removes it and fails naming it (``keep-going``: the other
       jobs finish); no product is made from it; the next run makes it again.
@@ -244,7 +245,7 @@ def test_damaged_intermediates_are_never_used_and_are_made_again(reference,
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
     with fits.open(flipped) as hdul:
-        info = hdul["FLUX"].fileinfo()
+        info = hdul["PFLUX"].fileinfo()
     at = info["datLoc"] + info["datSpan"] // 2  # in the flux values
     data = bytearray(flipped.read_bytes())
     data[at:at + 4] = bytes(255 - b for b in data[at:at + 4])
@@ -283,6 +284,46 @@ def test_damaged_intermediates_are_never_used_and_are_made_again(reference,
                     "detected before use, made again, never summed",
                     "refused by its reader (recorded checksum), removed, no product made "
                     "from it; the next run remakes it; products identical")
+
+
+def test_a_damaged_base_partial_is_never_used_through_its_patch(reference,
+                                                                reliability_row):
+    """A separate partial damaged (same size) after the final partial was made as a patch of
+    it (mvmflow.partials, "Patches"), and the layer product wanted again: the first job to
+    read the base (the sky step, or the layer through the patch) finds its checksum
+    differs, removes it and fails naming it; the next run makes the base again, then the
+    cosmic-ray jobs and the layer. Every product is then the bytes of the normal run."""
+    out, work = reference["out"], reference["work"]
+    patch = _one(out, f"partials_cr/{SKYCELL}/*/*.fits", 0)
+    base = out / "partials" / patch.relative_to(out / "partials_cr")
+    with fits.open(base) as hdul:
+        info = hdul["WEIGHT"].fileinfo()
+    at = info["datLoc"] + info["datSpan"] // 2
+    data = bytearray(base.read_bytes())
+    data[at:at + 4] = bytes(255 - b for b in data[at:at + 4])
+    base.write_bytes(bytes(data))
+    product = _one(out, f"skycells/{SKYCELL}/hst_*_all_drc.fits")
+    product.unlink()
+
+    config = small_config(reference["inputs"], "results")
+    result = run_snakemake(work, config, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    # its first reader refuses it: the sky job (made again with the layer), or the layer
+    # job's reader of the patch (tests/test_partials.py tests that one alone)
+    assert re.search(rf"rule (sky \(sky|layer \(layer)\.py\): ValueError: "
+                     rf"({re.escape(patch.name)}: its base partial: )?{re.escape(base.name)}: "
+                     rf"corrupt partial file: \S*{re.escape(base.name)}: damaged after it was "
+                     rf"written \(checksum", text), text[-3000:]
+    assert not base.exists() and not product.exists()  # never summed
+
+    run_snakemake(work, config)
+    verify(base, remove=False)
+    assert digests(out) == reference["digests"]
+    reliability_row("fault: separate partial damaged under its patch (4 bytes changed)",
+                    "detected before use, made again, never summed",
+                    "refused by its first reader (recorded checksum), removed; the next run "
+                    "remakes it and its patches; products identical")
 
 
 def test_seal_records_size_and_checksum_deterministically(tmp_path):

@@ -457,3 +457,154 @@ def test_bad_files_are_named_in_the_error(tmp_path, real):
     write_partial(synthetic(), good)
     with pytest.raises(ValueError, match="changed since"):
         pf.read()
+
+
+# --------------------------------------------------------------------------------------
+# patches
+
+
+def patched(p: Partial, rows, cols, seed=5):
+    """``p`` with new values at some pixels (NaN and -0.0 flux, zero weight and nchips
+    among them), and those values."""
+    rng = np.random.default_rng(seed)
+    flux = rng.normal(0, 100, rows.size).astype(np.float32)
+    weight = rng.uniform(0, 50, rows.size).astype(np.float32)
+    nchips = rng.integers(0, 3, rows.size).astype(np.uint8)
+    flux[:3] = [np.nan, -0.0, 0.0]
+    weight[2] = nchips[2] = 0
+    want = Partial(p.flux.copy(), p.weight.copy(), p.nchips.copy(), p.frame, p.box_x0,
+                   p.box_y0, p.filename, p.ipppssoo, p.exptime, p.params, p.chips)
+    want.flux[rows, cols], want.weight[rows, cols], want.nchips[rows, cols] = flux, weight, nchips
+    return want, flux, weight, nchips
+
+
+def stored_pixels(p: Partial, n: int, seed=3):
+    """``n`` distinct pixels inside the row spans of ``p`` (box coordinates), unsorted."""
+    pf_spans = partials._spans([p.flux, p.weight, p.nchips])
+    rows = np.repeat(np.arange(p.shape[0]), pf_spans[:, 1])
+    cols = np.concatenate([np.arange(x0, x0 + k) for x0, k, _ in pf_spans])
+    pick = np.random.default_rng(seed).choice(rows.size, n, replace=False)
+    return rows[pick], cols[pick]
+
+
+def test_a_patch_reads_as_the_partial_it_stands_for(tmp_path, monkeypatch):
+    """Every read of a patch (whole, windows, rows, strided regions, points) gives the base's
+    pixels with the patch applied, bit for bit; the patch holds those pixels alone."""
+    monkeypatch.setattr(partials, "CHUNK_VALUES", 1000)
+    monkeypatch.setattr(partials, "_BLOCK_VALUES", 3000)  # several read blocks
+    p = synthetic(seed=4)
+    base = PartialFile.open(write_partial(p, tmp_path / "partials" / "base.fits"))
+    rows, cols = stored_pixels(p, 400)
+    want, flux, weight, nchips = patched(p, rows, cols)
+    chips = [dict(p.chips[0], ngood=990)]
+    path = tmp_path / "partials_cr" / "final.fits"
+    write_partial(partials.PartialPatch(base, rows, cols, flux, weight, nchips, chips,
+                                        {**PARAMS, "final": True}), path)
+    assert path.stat().st_size < 0.25 * base.path.stat().st_size
+    pf = PartialFile.open(path)
+    assert pf.base is not None and pf.base.path == base.path
+    assert pf.chips == chips and pf.params["final"] is True
+    assert_same_partial(pf.read(), want)
+    rng = np.random.default_rng(8)
+    for _ in range(30):
+        x0, y0 = (int(v) for v in rng.integers(-60, 260, 2))
+        w, h = (int(v) for v in rng.integers(1, 200, 2))
+        frame = CELL.window(p.box_x0 + x0, p.box_y0 + y0, w, h)
+        ref = window_reference(want, frame)
+        got = pf.window(frame)
+        if ref is None:
+            assert got.empty
+        else:
+            assert_same_partial(got, ref)
+    for _ in range(20):
+        key = tuple(slice(*sorted(int(v) for v in rng.integers(0, n + 1, 2)),
+                          int(rng.integers(1, 7))) for n in p.shape)
+        got = pf.read_arrays(ARRAYS, *key)
+        for name in ARRAYS:
+            assert same_bits(got[name], getattr(want, name)[key]), name
+    # points, stored or not, outside the box too
+    ys = np.r_[rows[:50], 0, 40, 81, -1, p.shape[0]]
+    xs = np.r_[cols[:50], 0, 0, 100, 5, 5]
+    got = pf.read_points(ys, xs)
+    inside = (ys >= 0) & (ys < p.shape[0])
+    for name in ARRAYS:
+        ref = np.zeros(ys.size, dtype=getattr(want, name).dtype)
+        ref[inside] = getattr(want, name)[ys[inside], xs[inside]]
+        assert same_bits(got[name], ref), name
+    # the same patch written twice is the same bytes; an empty patch is the base
+    again = tmp_path / "partials_cr" / "again.fits"
+    write_partial(partials.PartialPatch(base, rows, cols, flux, weight, nchips, chips,
+                                        {**PARAMS, "final": True}), again)
+    assert again.read_bytes() == path.read_bytes()
+    none = np.zeros(0, np.int64)
+    empty = write_partial(partials.PartialPatch(
+        base, none, none, none.astype(np.float32), none.astype(np.float32),
+        none.astype(np.uint8), p.chips, PARAMS), tmp_path / "empty_patch.fits")
+    assert_same_partial(PartialFile.open(empty).read(), p)
+
+
+def test_a_patch_refuses_what_it_cannot_stand_for(tmp_path):
+    """Pixels not stored, twice or mismatched are refused at writing; a missing, changed,
+    damaged or patched base, and a damaged patch, at opening, naming the file."""
+    p = synthetic(seed=6)
+    base_path = write_partial(p, tmp_path / "base.fits")
+    base = PartialFile.open(base_path)
+    rows, cols = stored_pixels(p, 50)
+    _, flux, weight, nchips = patched(p, rows, cols)
+
+    def patch(r=rows, c=cols, f=flux, b=base):
+        return partials.PartialPatch(b, r, c, f, weight, nchips, p.chips, PARAMS)
+
+    assert not (p.flux[0].any() or p.weight[0].any() or p.nchips[0].any())  # nothing stored
+    with pytest.raises(ValueError, match="outside the stored spans"):
+        write_partial(patch(r=np.r_[rows[:-1], 0], c=np.r_[cols[:-1], 50]),
+                      tmp_path / "x.fits")
+    with pytest.raises(ValueError, match="given twice"):
+        write_partial(patch(r=np.r_[rows[:-1], rows[0]], c=np.r_[cols[:-1], cols[0]]),
+                      tmp_path / "x.fits")
+    with pytest.raises(ValueError, match="one flux, weight and nchips"):
+        write_partial(patch(f=flux[:-1]), tmp_path / "x.fits")
+    assert not (tmp_path / "x.fits").exists()
+
+    good = write_partial(patch(), tmp_path / "good_patch.fits")
+    data = good.read_bytes()
+    # a patch of a patch
+    with pytest.raises(ValueError, match="is a patch itself"):
+        PartialFile.open(write_partial(patch(b=PartialFile.open(good)),
+                                       tmp_path / "twice_patch.fits"))
+    # a damaged patch: refused and removed
+    broken = bytearray(data)
+    broken[-3000] ^= 0xFF
+    bad = tmp_path / "bad_patch.fits"
+    bad.write_bytes(bytes(broken))
+    with pytest.raises(ValueError, match=r"bad_patch\.fits: corrupt"):
+        PartialFile.open(bad)
+    assert not bad.exists()
+    # the base damaged (same size): refused through the patch and removed
+    damaged = tmp_path / "damaged_patch.fits"
+    damaged.write_bytes(data)
+    saved = base_path.read_bytes()
+    broken = bytearray(saved)
+    broken[base._arrays["weight"].data_at + 10] ^= 0xFF
+    base_path.write_bytes(bytes(broken))
+    with pytest.raises(ValueError, match=r"damaged_patch\.fits: its base partial: base\.fits: "
+                                         r"corrupt partial file: .*damaged after it was written"):
+        PartialFile.open(damaged)
+    assert not base_path.exists()
+    base_path.write_bytes(saved)
+    assert PartialFile.open(damaged).base is not None
+    # the base made again with other pixels: the patch is stale, refused and removed
+    stale = tmp_path / "stale_patch.fits"
+    stale.write_bytes(data)
+    write_partial(synthetic(seed=7), base_path)
+    with pytest.raises(ValueError, match=r"stale_patch\.fits: made against another "
+                                         r"version of base\.fits.*removed"):
+        PartialFile.open(stale)
+    assert not stale.exists()
+    # the base missing
+    lost = tmp_path / "lost_patch.fits"
+    lost.write_bytes(data)
+    base_path.unlink()
+    with pytest.raises(ValueError, match=r"lost_patch\.fits: its base partial base\.fits "
+                                         r"is missing"):
+        PartialFile.open(lost)
