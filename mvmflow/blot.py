@@ -110,17 +110,23 @@ class ChipBlotter:
         self._pm = None
         self._index = None
         self._rings = []  # (reach, finite mask, its rings) of the last two images extended
+        self._valid = []  # (finite mask, defined) of the last two images
         if self.box is not None:
             pm = self._pm = pixmap(chip.wcs, frame, chip.shape, step=step, box=self.box)
             ix = np.rint(pm[..., 0])
             iy = np.rint(pm[..., 1])
             inside = (ix >= 0) & (iy >= 0) & (ix < self.box.nx) & (iy < self.box.ny)
             # the box pixel under each chip pixel's centre, as a flat index (one gather of a
-            # flat mask is about twice as fast as a 2-d fancy index, docs/speed.md)
-            flat = iy[inside].astype(np.int64) * self.box.nx + ix[inside].astype(np.int64)
-            self._index = (None if inside.all() else inside,
-                           flat.astype(np.int32 if self.box.nx * self.box.ny < 2**31
-                                       else np.int64))
+            # flat mask is about twice as fast as a 2-d fancy index, docs/speed.md); the box
+            # holds the whole chip, so all are inside unless the map folds
+            if inside.all():
+                inside = None
+                flat = iy * self.box.nx + ix  # integers below 2**53: exact in float64
+            else:
+                flat = iy[inside] * self.box.nx + ix[inside]
+            del ix, iy
+            self._index = (inside, flat.astype(np.int32 if self.box.nx * self.box.ny < 2**31
+                                               else np.int64).ravel())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -136,23 +142,41 @@ class ChipBlotter:
         return Blot(np.zeros(self.shape, np.float32), np.zeros(self.shape, bool),
                     self.conversion)
 
-    def defined(self, image: np.ndarray) -> np.ndarray:
+    def defined(self, image: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
         """Where a blot of ``image`` is defined (:attr:`Blot.valid`), without blotting: the
-        chip pixels whose centre falls on a finite pixel of ``image`` (over :attr:`box`)."""
+        chip pixels whose centre falls on a finite pixel of ``image`` (over :attr:`box`).
+
+        ``where`` (bool, the chip's shape): only at those pixels (False elsewhere)."""
         if self.box is None:
             return np.zeros(self.shape, dtype=bool)
         self._check(image)
-        return self._defined(np.isfinite(image))
+        finite = np.isfinite(image)
+        if where is None:
+            return self._defined(finite)
+        ys, xs = np.nonzero(where)
+        pos = self._pm[ys, xs]
+        ix, iy = np.rint(pos[:, 0]), np.rint(pos[:, 1])
+        inside = (ix >= 0) & (iy >= 0) & (ix < self.box.nx) & (iy < self.box.ny)
+        valid = np.zeros(self.shape, dtype=bool)
+        valid[ys[inside], xs[inside]] = finite[iy[inside].astype(np.intp),
+                                               ix[inside].astype(np.intp)]
+        return valid
 
     def _defined(self, finite: np.ndarray) -> np.ndarray:
-        """:meth:`defined` of an image whose finite pixels are ``finite``."""
+        """:meth:`defined` of an image whose finite pixels are ``finite`` (the last two
+        kept: the median's images share theirs, docs/speed.md "Cosmic-ray rejection")."""
+        for known, valid in self._valid:
+            if np.array_equal(known, finite):
+                return valid.copy()
         inside, flat = self._index
-        finite = finite.ravel().take(flat)
+        gathered = finite.ravel().take(flat)
         if inside is None:
-            return finite.reshape(self.shape)
-        valid = np.zeros(self.shape, dtype=bool)
-        valid[inside] = finite
-        return valid
+            valid = gathered.reshape(self.shape)
+        else:
+            valid = np.zeros(self.shape, dtype=bool)
+            valid[inside] = gathered
+        self._valid = [(finite, valid), *self._valid[:1]]
+        return valid.copy()
 
     def _check(self, image: np.ndarray) -> None:
         if np.shape(image) != (self.box.ny, self.box.nx):

@@ -356,7 +356,8 @@ class _Single:
             self.filename = source.filename
             self.ox, self.oy = placement(source, frame)
         else:
-            self.partial, self.file = None, PartialFile.open(source)
+            self.partial = None
+            self.file = source if isinstance(source, PartialFile) else PartialFile.open(source)
             self.shape = self.file.shape
             self.filename = self.file.filename
             self.ox, self.oy = self.file.placement(frame)
@@ -405,7 +406,7 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
         The exposure's sky offset as given to the median (e-/s per frame pixel).
     readnoise : float
         e-.
-    own : Partial or path, optional
+    own : Partial, PartialFile or path, optional
         The exposure's partial (on the median's frame's plane: its single image); required by
         the ``sampling`` method.
     crp : CRParams, optional
@@ -454,8 +455,10 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
         # noise of the model, the own image and the upper envelope near the flagged pixels
         # the sampling test may clear.
         where = error_region(data_e, blot_e, readnoise, crp.snr) & testable
-        spread_b = blotter.blot(blotter.read(median_path, "SPREAD"), interp="linear",
-                                undefined=_UNKNOWN_SPREAD, where=where)
+        spread = blotter.read(median_path, "SPREAD")
+        spread_b = blotter.blot(spread, interp="linear", undefined=_UNKNOWN_SPREAD,
+                                where=where, valid=blotter.defined(spread, where))
+        del spread
         error = spread_b.data
         error *= conv
         error[~spread_b.valid] = np.inf
@@ -539,7 +542,7 @@ def cr_mask_exposure(exposure_path: str | os.PathLike, median_path: str | os.Pat
         The exposure's sky offset as given to the median (e-/s per frame pixel).
     readnoise : float, optional
         e-; default :func:`exposure_readnoise`.
-    partial : Partial or path, optional
+    partial : Partial, PartialFile or path, optional
         The exposure's partial on the layer frame (its separate drizzle, as given to the
         median); used by the ``sampling`` method, which otherwise drizzles the exposure
         again.
@@ -641,6 +644,8 @@ def cr_mask_and_drizzle(exposure_path: str | os.PathLike, median_path: str | os.
     if final not in ("subtract", "drizzle"):
         raise ValueError(f"final must be 'subtract' or 'drizzle', not {final!r}")
     start = time.perf_counter()
+    if partial is not None and not isinstance(partial, (Partial, PartialFile)):
+        partial = PartialFile.open(partial)  # opened once, for the own image and the patch
     chips, crp, readnoise, own = _mask_inputs(exposure_path, median_path, params, solution,
                                               readnoise, partial)
     subtract = final == "subtract" and partial is not None
@@ -656,11 +661,10 @@ def cr_mask_and_drizzle(exposure_path: str | os.PathLike, median_path: str | os.
     elif subtract:
         # the final partial as a patch of the separate one: only the pixels that change are
         # read and written (mvmflow.partials, "Patches"; docs/speed.md)
-        separate = PartialFile.open(partial)
-        changes = masked_changes(separate, chips, map_frame, map_params, masks,
-                                 separate.read_points, kept=kept)
+        changes = masked_changes(partial, chips, map_frame, map_params, masks,
+                                 partial.read_points, kept=kept)
         if changes is not None:
-            out = PartialPatch(separate, changes.rows, changes.cols, changes.flux,
+            out = PartialPatch(partial, changes.rows, changes.cols, changes.flux,
                                changes.weight, changes.nchips, changes.chips,
                                dict(map_params))
     if out is None:

@@ -20,6 +20,6 @@ with rule_logging(snakemake.log[0]):
     info, final = cr_mask_and_drizzle(
         snakemake.input.exposure, snakemake.input.median, Frame(**snakemake.params.frame),
         params, snakemake.params.drizzle, snakemake.output.mask, solution=solution, sky=sky,
-        partial=snakemake.input.partial)
+        partial=partial)
     write_partial(final, snakemake.output.partial)
     logging.getLogger("mvmflow").info("%s: %s -> %s", name, info, snakemake.output.partial)

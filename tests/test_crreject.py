@@ -615,6 +615,17 @@ def test_defined_is_the_frame_pixel_under_each_chip_pixel(run, margin):
     got = blotter.defined(image)
     assert np.array_equal(got, expected)
     assert 0.5 < got.mean() < 0.8
+    # at some pixels only (False elsewhere)
+    where = rng.random(chip.shape) < 0.05
+    assert np.array_equal(blotter.defined(image, where), expected & where)
+    # the last two sets of finite pixels are kept: each image still gets its own, also
+    # after its result was changed by the caller
+    other = np.where(rng.random((box.ny, box.nx)) < 0.6, np.nan, 1.0).astype(np.float32)
+    got[:] = False
+    for im in (other, image, other, image * 2, np.where(np.isfinite(other), 5.0, np.nan)):
+        fresh = ChipBlotter(chip, run["frame"], margin=margin).defined(im)
+        assert np.array_equal(blotter.defined(im), fresh)
+    assert np.array_equal(blotter.defined(image), expected)
 
 
 def test_images_with_the_same_holes_share_their_rings(run, monkeypatch):
