@@ -396,6 +396,16 @@ def _mean_weight(inp: _Input) -> float:
     return total / count if count else 0.0
 
 
+def _mean_weights(inputs: Sequence[_Input], workers: int) -> list[float]:
+    """:func:`_mean_weight` of each input, ``workers`` at a time in threads (each with its own
+    reader: a :class:`PartialFile`'s chunk cache is not shared)."""
+    if workers <= 1 or len(inputs) <= 1:
+        return [_mean_weight(inp) for inp in inputs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda i: _mean_weight(replace(i, file=PartialFile.open(i.path))),
+                             inputs))
+
+
 def _per_input(value, inputs: Sequence[_Input], what: str) -> list[float]:
     if value is None:
         return [0.0] * len(inputs)
@@ -541,12 +551,12 @@ def median_layer(partial_paths: Sequence[str | os.PathLike], frame: Frame, param
     names = [i.filename for i in inputs]
     if len(set(names)) != len(names):
         raise ValueError(f"median_layer: an exposure appears twice in {names}")
-    for inp, s, rn in zip(inputs, _per_input(sky, inputs, "sky"),
-                          _per_input(readnoise, inputs, "readnoise"), strict=True):
-        inp.sky, inp.readnoise = s, rn
-        inp.mean_weight = _mean_weight(inp)
-    halo = crp.combine_grow if crp.combine_type == "minmed" else 0
     workers = max(1, int(threads))
+    for inp, s, rn, mean in zip(inputs, _per_input(sky, inputs, "sky"),
+                                _per_input(readnoise, inputs, "readnoise"),
+                                _mean_weights(inputs, workers), strict=True):
+        inp.sky, inp.readnoise, inp.mean_weight = s, rn, mean
+    halo = crp.combine_grow if crp.combine_type == "minmed" else 0
     if strip_rows is None:
         strip_rows = _strip_rows(frame, len(inputs), halo, max_memory_mb / workers)
     strip_rows = int(strip_rows)
