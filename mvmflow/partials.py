@@ -93,6 +93,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -160,6 +161,7 @@ def _read_whole(extra: int, needed: int, rows: int) -> bool:
 
 
 _PLANE_TOL = 1e-6
+_LITTLE = sys.byteorder == "little"
 _HDUS = ("PRIMARY", "SPANS", "CHUNKS", "FLUX", "WEIGHT", "NCHIPS")
 _PATCH_HDUS = ("PRIMARY", "INDEX", "PFLUX", "PWEIGHT", "PNCHIPS")
 _PATCH_EXTNAMES = {"flux": "PFLUX", "weight": "PWEIGHT", "nchips": "PNCHIPS"}
@@ -1133,17 +1135,20 @@ class PartialFile:
         """Stream values ``a:b`` of an array, native order."""
         info = self._arrays[name]
         size = info.dtype.itemsize
+        # each byte plane goes straight to its place in the native value (plane 0, the most
+        # significant byte, is the last byte of a little-endian value): no byte swap after
         planes = np.empty((b - a, size), dtype=np.uint8)
         for p in range(size):
+            col = size - 1 - p if _LITTLE else p
             if p in info.raw:
                 raw = self._pread(fd, info.data_at + info.raw[p] + a, b - a)
-                planes[:, p] = np.frombuffer(raw, dtype=np.uint8)
+                planes[:, col] = np.frombuffer(raw, dtype=np.uint8)
                 continue
             cv = self.chunk_values
             for c in range(a // cv, (b - 1) // cv + 1):
                 lo, hi = max(a, c * cv), min(b, (c + 1) * cv)
-                planes[lo - a:hi - a, p] = self._chunk(fd, info, p, c)[lo - c * cv:hi - c * cv]
-        values = planes.view(info.dtype.newbyteorder(">")).reshape(b - a).astype(info.dtype)
+                planes[lo - a:hi - a, col] = self._chunk(fd, info, p, c)[lo - c * cv:hi - c * cv]
+        values = planes.view(info.dtype).reshape(b - a)
         if self._patch is not None:
             index = self._patch["index"]
             lo, hi = np.searchsorted(index, (a, b))
