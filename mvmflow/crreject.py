@@ -16,7 +16,9 @@ reduce steps (docs/design.md, "Drizzle as map and reduce"):
 4. final drizzle (map): ``resample.drizzle_exposure(chips, frame, params,
    cr_masks=read_cr_masks(mask_path, chips))``, then the usual sum; in the workflow's job
    (:func:`cr_mask_and_drizzle`) the separate partial minus the drizzle of the masked
-   pixels alone (:mod:`mvmflow.crsubtract`), the same to float32 rounding.
+   pixels alone (:mod:`mvmflow.crsubtract`), the same to float32 rounding, written as a
+   patch of the separate partial (the changed pixels alone,
+   :class:`mvmflow.partials.PartialPatch`).
 
 When to run it: :func:`cr_mode_applies` (config ``cosmic_rays: auto | always | never`` per
 detector).

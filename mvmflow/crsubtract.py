@@ -52,17 +52,20 @@ spline evaluated by the same operations, :meth:`mvmflow.resample.MapSpline.at`, 
 D2IM term, rounding and shift).
 Both are the drizzle's map to the bit.
 
-**Subtraction** (:func:`subtract_masked`), in float64 from the float32 stored sums, at
-the output pixels the masked pixels touch (every other pixel keeps the separate
-partial's value, which is the full re-drizzle's to the bit: the same contributions in the
-same order). The float32 sums carry rounding of a few 1e-8 of the masked (bright) flux,
-so the subtracted flux agrees with a full re-drizzle to that absolute level, not to the
-relative float32 precision of the (faint) remainder (docs/speed.md gives the measured
-differences). A pixel whose remaining weight is at most ``tolerance`` (1e-5) of its
-separate weight gets weight 0, flux 0 and its chip uncounted in ``nchips``: a pixel all of
-whose contributions were masked is left with rounding only, at most about 1e-6 of its
-weight (two float32 sums of up to a dozen overlaps, a few 6e-8 each), and a real remainder
-that small (a footprint's sliver) weighs less than 1e-5 of one exposure in the layer.
+**Subtraction** (:func:`subtract_masked`), in float64 from the float32 stored sums, at the
+output pixels the masked pixels touch (every other pixel keeps the separate partial's
+value, which is the full re-drizzle's to the bit: the same contributions in the same
+order). :func:`masked_changes` computes those pixels and their final sums alone, reading
+the separate partial there only: the workflow's job writes them as a patch of the separate
+partial (:class:`mvmflow.partials.PartialPatch`). The float32 sums carry rounding of a few
+1e-8 of the masked (bright) flux, so the subtracted flux agrees with a full re-drizzle to
+that absolute level, not to the relative float32 precision of the (faint) remainder
+(docs/speed.md gives the measured differences). A pixel whose remaining weight is at most
+``tolerance`` (1e-5) of its separate weight gets weight 0, flux 0 and its chip uncounted
+in ``nchips``: a pixel all of whose contributions were masked is left with rounding only,
+at most about 1e-6 of its weight (two float32 sums of up to a dozen overlaps, a few 6e-8
+each), and a real remainder that small (a footprint's sliver) weighs less than 1e-5 of one
+exposure in the layer.
 
 **nchips** counts the chips with weight in a pixel. Where one chip covers the pixel it
 drops to 0 with the weight; where two do (chips that overlap on the sky; ACS/WFC and
