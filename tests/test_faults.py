@@ -215,6 +215,16 @@ def test_disk_full_fails_clearly_and_the_rerun_matches(sim, reference, reliabili
 # ---- damaged intermediates ----------------------------------------------------------------
 
 
+def _flip_four_bytes(path: Path, extname: str) -> None:
+    """Damage a file in place, its size unchanged: four bytes in the middle of an HDU's data."""
+    with fits.open(path) as hdul:
+        info = hdul[extname].fileinfo()
+    at = info["datLoc"] + info["datSpan"] // 2
+    data = bytearray(path.read_bytes())
+    data[at:at + 4] = bytes(255 - b for b in data[at:at + 4])
+    path.write_bytes(bytes(data))
+
+
 def _one(out: Path, pattern: str, index: int = 0) -> Path:
     found = sorted(out.glob(pattern))
     assert len(found) > index, pattern
@@ -244,12 +254,7 @@ def test_damaged_intermediates_are_never_used_and_are_made_again(reference,
         assert fits.getheader(path)[SIZE_KEY] == path.stat().st_size
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
-    with fits.open(flipped) as hdul:
-        info = hdul["PFLUX"].fileinfo()
-    at = info["datLoc"] + info["datSpan"] // 2  # in the flux values
-    data = bytearray(flipped.read_bytes())
-    data[at:at + 4] = bytes(255 - b for b in data[at:at + 4])
-    flipped.write_bytes(bytes(data))
+    _flip_four_bytes(flipped, "PFLUX")  # in the patch's flux values
     product = _one(out, f"skycells/{SKYCELL}/hst_*_all_drc.fits")
     mosaic = _one(out, "mosaic/hst_*_all_drc.fits")
     product.unlink()
@@ -296,12 +301,7 @@ def test_a_damaged_base_partial_is_never_used_through_its_patch(reference,
     out, work = reference["out"], reference["work"]
     patch = _one(out, f"partials_cr/{SKYCELL}/*/*.fits", 0)
     base = out / "partials" / patch.relative_to(out / "partials_cr")
-    with fits.open(base) as hdul:
-        info = hdul["WEIGHT"].fileinfo()
-    at = info["datLoc"] + info["datSpan"] // 2
-    data = bytearray(base.read_bytes())
-    data[at:at + 4] = bytes(255 - b for b in data[at:at + 4])
-    base.write_bytes(bytes(data))
+    _flip_four_bytes(base, "WEIGHT")
     product = _one(out, f"skycells/{SKYCELL}/hst_*_all_drc.fits")
     product.unlink()
 
