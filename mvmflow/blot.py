@@ -151,15 +151,13 @@ class ChipBlotter:
             return np.zeros(self.shape, dtype=bool)
         self._check(image)
         finite = np.isfinite(image)
-        if where is None:
-            return self._defined(finite)
-        ys, xs = np.nonzero(where)
-        pos = self._pm[ys, xs]
-        ix, iy = np.rint(pos[:, 0]), np.rint(pos[:, 1])
-        inside = (ix >= 0) & (iy >= 0) & (ix < self.box.nx) & (iy < self.box.ny)
+        inside, flat = self._index
+        if where is None or inside is not None:
+            valid = self._defined(finite)
+            return valid if where is None else valid & where
+        at = np.flatnonzero(where)  # every chip pixel has a box pixel: gather those alone
         valid = np.zeros(self.shape, dtype=bool)
-        valid[ys[inside], xs[inside]] = finite[iy[inside].astype(np.intp),
-                                               ix[inside].astype(np.intp)]
+        valid.ravel()[at] = finite.ravel().take(flat[at])
         return valid
 
     def _defined(self, finite: np.ndarray) -> np.ndarray:

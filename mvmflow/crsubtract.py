@@ -415,8 +415,6 @@ class Changes:
         uint8, their final chip counts.
     chips : list of dict
         The final partial's per-chip records (``ngood`` without the masked pixels).
-    emptied : int
-        Pixels left without weight.
     """
 
     rows: np.ndarray
@@ -425,7 +423,6 @@ class Changes:
     weight: np.ndarray
     nchips: np.ndarray
     chips: list
-    emptied: int = 0
 
 
 def subtract_masked(partial: Partial, chips: Sequence[Chip], frame: Frame, params: dict,
@@ -574,4 +571,4 @@ def masked_changes(separate, chips: Sequence[Chip], frame: Frame, params: dict,
     return Changes(fy.astype(np.int64), fx.astype(np.int64),
                    np.where(empty, 0.0, flux_r).astype(np.float32),
                    np.where(empty, 0.0, remain).astype(np.float32),
-                   np.where(empty, 0, count).astype(np.uint8), records, emptied)
+                   np.where(empty, 0, count).astype(np.uint8), records)

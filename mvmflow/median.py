@@ -385,6 +385,12 @@ def _open_input(path: Path, frame: Frame) -> _Input | None:
     return _Input(file=pf, ox=ox, oy=oy)
 
 
+def _own_reader(inp: _Input) -> _Input:
+    """``inp`` with a reader of its own, for another thread (a :class:`PartialFile`'s chunk
+    cache is not shared)."""
+    return replace(inp, file=PartialFile.open(inp.path))
+
+
 def _mean_weight(inp: _Input) -> float:
     """Mean of the partial's weights >= 1e-8 (row blocks of fixed height)."""
     total, count = 0.0, 0
@@ -397,13 +403,12 @@ def _mean_weight(inp: _Input) -> float:
 
 
 def _mean_weights(inputs: Sequence[_Input], workers: int) -> list[float]:
-    """:func:`_mean_weight` of each input, ``workers`` at a time in threads (each with its own
-    reader: a :class:`PartialFile`'s chunk cache is not shared)."""
+    """:func:`_mean_weight` of each input, ``workers`` at a time in threads (each input with
+    its own reader)."""
     if workers <= 1 or len(inputs) <= 1:
         return [_mean_weight(inp) for inp in inputs]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda i: _mean_weight(replace(i, file=PartialFile.open(i.path))),
-                             inputs))
+        return list(pool.map(lambda i: _mean_weight(_own_reader(i)), inputs))
 
 
 def _per_input(value, inputs: Sequence[_Input], what: str) -> list[float]:
@@ -630,7 +635,7 @@ def _strips(inputs: Sequence[_Input], frame: Frame, crp: CRParams,
 
     def one(r0: int, r1: int):
         if not hasattr(local, "inputs"):
-            local.inputs = [replace(i, file=PartialFile.open(i.path)) for i in inputs]
+            local.inputs = [_own_reader(i) for i in inputs]
         return _strip(local.inputs, frame, crp, r0, r1, halo)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -324,11 +324,6 @@ class PartialPatch:
     chips: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
 
-    @property
-    def filename(self) -> str:
-        """The exposure."""
-        return self.base.filename
-
 
 # --------------------------------------------------------------------------------------
 # Writing
@@ -824,12 +819,6 @@ class PartialFile:
             raise ValueError(f"{path.name}: made against another version of {base.path.name} "
                              "(its size or checksum differs); removed: run again to make it "
                              "anew")
-        same = ("FRNAXIS1", "FRNAXIS2", "FRCRPIX1", "FRCRPIX2", "PCELL", "PSCALE", "BOXX0",
-                "BOXY0", "BOXNX", "BOXNY", "NVALUES", "CHUNKLEN", "FILENAME")
-        differ = [k for k in same if base.header.get(k) != header.get(k)]
-        if differ:
-            raise ValueError(f"{path.name}: not a patch of {base.path.name} "
-                             f"({', '.join(differ)} differ)")
         data = {}
         for extname in _PATCH_HDUS[1:]:
             raw = hdul[extname].data
@@ -1022,16 +1011,20 @@ class PartialFile:
         cols = np.asarray(cols, dtype=np.int64).ravel()
         if rows.shape != cols.shape:
             raise ValueError("stream_index: one column per row")
-        if not rows.size:
-            return np.zeros(0, dtype=np.int64)
         if (rows < 0).any() or (rows >= self.box.ny).any():
             raise ValueError(f"{self.path.name}: a row outside the box")
         with self._data() as fd:
-            spans = self._index(fd)
-        x0, n, off = spans[rows, 0], spans[rows, 1], spans[rows, 2]
-        if ((cols < x0) | (cols >= x0 + n)).any():
+            index, stored = self._positions(fd, rows, cols)
+        if not stored.all():
             raise ValueError(f"{self.path.name}: a pixel outside the stored spans")
-        return off + cols - x0
+        return index
+
+    def _positions(self, fd: int, rows: np.ndarray, cols: np.ndarray):
+        """Stream positions of pixels in the box's rows, and whether each is stored (within
+        its row's span; the position is meaningless where not)."""
+        spans = self._index(fd) if rows.size else np.zeros((0, 3), dtype=np.int64)
+        x0, n, off = spans[rows, 0], spans[rows, 1], spans[rows, 2]
+        return off + cols - x0, (cols >= x0) & (cols < x0 + n)
 
     def read_points(self, rows, cols, names: Iterable[str] = ARRAYS) -> dict[str, np.ndarray]:
         """The named arrays at some pixels (box coordinates; 0 where not stored).
@@ -1046,12 +1039,9 @@ class PartialFile:
         if not self.nvalues or not inside.any() or not names:
             return out
         with self._data() as fd:
-            spans = self._index(fd)
-            r, c = rows[inside], cols[inside]
-            x0, n, off = spans[r, 0], spans[r, 1], spans[r, 2]
-            stored = (c >= x0) & (c < x0 + n)
+            index, stored = self._positions(fd, rows[inside], cols[inside])
             where = np.flatnonzero(inside)[stored]
-            index = (off + c - x0)[stored]
+            index = index[stored]
             order = np.argsort(index, kind="stable")
             where, index = where[order], index[order]
             self._cache.clear()
