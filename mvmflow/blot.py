@@ -111,6 +111,7 @@ class ChipBlotter:
         self._index = None
         self._rings = []  # (reach, finite mask, its rings) of the last two images extended
         self._valid = []  # (finite mask, defined) of the last two images
+        self._canvas = None  # the box's image for blots of chosen pixels (their tiles)
         if self.box is not None:
             pm = self._pm = pixmap(chip.wcs, frame, chip.shape, step=step, box=self.box)
             ix = np.rint(pm[..., 0])
@@ -176,6 +177,20 @@ class ChipBlotter:
         self._valid = [(finite, valid), *self._valid[:1]]
         return valid.copy()
 
+    def centres(self, image: np.ndarray, fill=0) -> np.ndarray:
+        """The values of a box image at the frame pixel under each chip pixel's centre (the
+        chip's shape; ``fill`` where a centre is outside :attr:`box`)."""
+        if self.box is None:
+            return np.full(self.shape, fill, dtype=np.asarray(image).dtype)
+        self._check(image)
+        inside, flat = self._index
+        gathered = np.asarray(image).ravel().take(flat)
+        if inside is None:
+            return gathered.reshape(self.shape)
+        out = np.full(self.shape, fill, dtype=gathered.dtype)
+        out[inside] = gathered
+        return out
+
     def _check(self, image: np.ndarray) -> None:
         if np.shape(image) != (self.box.ny, self.box.nx):
             raise ValueError(f"blot: image shape {np.shape(image)} is not the chip's box "
@@ -201,7 +216,8 @@ class ChipBlotter:
             bool, the chip's shape: interpolate only these chip pixels (0 elsewhere), with
             the same values, to the bit, as a blot of the whole chip (``blot_image`` computes
             each pixel from its own pixel-map position alone); :attr:`Blot.valid` is for
-            every pixel. Default: every pixel.
+            every pixel. Where they are few, only the parts of the image they read are
+            filled (:meth:`_blot_chosen`). Default: every pixel.
         valid : numpy.ndarray, optional
             ``defined(image)``, when the caller has it already.
 
@@ -215,9 +231,27 @@ class ChipBlotter:
         if self.box is None:
             return self._empty()
         self._check(image)
-        finite = np.isfinite(image)
+        if where is not None:
+            if valid is None:
+                valid = self.defined(image)
+            out = self._blot_chosen(image, where, sky, interp, undefined)
+        else:
+            finite = np.isfinite(image)
+            data = self._filled(image, finite, sky, interp, undefined)
+            if data is None:
+                return self._empty()
+            out = blot_image(data, self._pm, fillval=0.0, iscale=self.iscale, interp=interp)
+            if valid is None:
+                valid = self._defined(finite)
+        out = np.where(valid, out, np.float32(0.0)).astype(np.float32, copy=False)
+        return Blot(out, valid, self.conversion)
+
+    def _filled(self, image: np.ndarray, finite: np.ndarray, sky: float, interp: str,
+                undefined: float | None) -> np.ndarray | None:
+        """The image as the interpolant reads it: undefined pixels filled (``undefined``, or
+        extended from their defined neighbours), the sky added; None if nothing is defined."""
         if not finite.any():
-            return self._empty()
+            return None
         data = np.asarray(image, dtype=np.float32)
         if not finite.all():
             if undefined is not None:
@@ -234,19 +268,72 @@ class ChipBlotter:
                 data = _extend(data, finite, reach, rings)
         if sky:
             data = data + np.float32(sky)
-        data = np.ascontiguousarray(data, dtype=np.float32)
-        if where is None:
-            out = blot_image(data, self._pm, fillval=0.0, iscale=self.iscale, interp=interp)
-        else:  # the chosen pixels' positions as a 1 x N pixel map
-            ys, xs = np.nonzero(where)
-            out = np.zeros(self.shape, dtype=np.float32)
-            if ys.size:
-                out[ys, xs] = blot_image(data, np.ascontiguousarray(self._pm[ys, xs][None]),
-                                         fillval=0.0, iscale=self.iscale, interp=interp)[0]
-        if valid is None:
-            valid = self._defined(finite)
-        out = np.where(valid, out, np.float32(0.0)).astype(np.float32, copy=False)
-        return Blot(out, valid, self.conversion)
+        return np.ascontiguousarray(data, dtype=np.float32)
+
+    def _blot_chosen(self, image: np.ndarray, where: np.ndarray, sky: float, interp: str,
+                     undefined: float | None) -> np.ndarray:
+        """:meth:`blot` of the ``where`` pixels alone (0 elsewhere; not yet masked by
+        validity), filling the image only in the tiles those pixels read when that is less
+        than half the box (docs/speed.md, "Cosmic-ray rejection").
+
+        ``blot_image`` reads, for a chip pixel, the interpolant's stencil around the float32
+        position the pixel map gives it (drizzle's ``doblot`` casts the map to float32),
+        ``INTERP_HALF_WIDTH`` pixels on each side. The box is cut into tiles of ``_TILE``
+        pixels. A tile holding such a position is filled over a *core* of that reach around
+        it, with a margin of twice the hole fill's reach around the core
+        (:func:`_tile_margin`). The tiles are filled stacked (one tile's margin meets the
+        next one's, out of the cores' reach), and their cores are written into a box-sized
+        canvas that the blot reads at the chosen positions alone: every pixel it reads holds
+        the value the whole filled box holds there, so the result is the same to the bit
+        (tests/test_crreject.py).
+        """
+        from drizzle.resample import blot_image
+
+        out = np.zeros(self.shape, dtype=np.float32)
+        ys, xs = np.nonzero(where)
+        if not ys.size:
+            return out
+        positions = np.ascontiguousarray(self._pm[ys, xs][None])
+        ny, nx = self.box.ny, self.box.nx
+        at = positions[0].astype(np.float32)  # as doblot reads the map
+        read = (at[:, 0] >= 0) & (at[:, 0] < nx) & (at[:, 1] >= 0) & (at[:, 1] < ny)
+        t = _TILE
+        ntx = -(-nx // t)
+        tiles = np.unique((at[read, 1].astype(np.int64) // t) * ntx
+                          + at[read, 0].astype(np.int64) // t)
+        core, margin = _tile_margin(interp, undefined is None)
+        side = t + 2 * core
+        width = side + 2 * margin
+        if 2 * tiles.size * width * width > ny * nx:  # the whole box is cheaper
+            data = self._filled(image, np.isfinite(image), sky, interp, undefined)
+            if data is not None:
+                out[ys, xs] = blot_image(data, positions, fillval=0.0, iscale=self.iscale,
+                                         interp=interp)[0]
+            return out
+        y0 = (tiles // ntx) * t - core
+        x0 = (tiles % ntx) * t - core
+        data = _gather_tiles(image, y0 - margin, x0 - margin, width, width)
+        data = data.astype(np.float32, copy=False).reshape(-1, width)
+        finite = np.isfinite(data)
+        if not finite.all():
+            if undefined is not None:
+                data = np.where(finite, data, np.float32(undefined))
+            else:
+                data = _extend(data, finite, core)
+        if sky:
+            data = data + np.float32(sky)
+        cores = data.reshape(-1, width, width)[:, margin:margin + side, margin:margin + side]
+        if self._canvas is None:
+            self._canvas = np.empty((ny, nx), dtype=np.float32)
+        rows = y0[:, None] + np.arange(side)
+        cols = x0[:, None] + np.arange(side)
+        inside = (((rows >= 0) & (rows < ny))[:, :, None]
+                  & ((cols >= 0) & (cols < nx))[:, None, :])
+        # cores overlap where tiles meet; the values there are the same (all exact)
+        self._canvas.ravel()[(rows[:, :, None] * nx + cols[:, None, :])[inside]] = cores[inside]
+        out[ys, xs] = blot_image(self._canvas, positions, fillval=0.0, iscale=self.iscale,
+                                 interp=interp)[0]
+        return out
 
     def read(self, median_path: str | os.PathLike, extname: str = "MEDIAN") -> np.ndarray:
         """The part of a median file's image over :attr:`box` (NaN outside the frame)."""
@@ -267,6 +354,39 @@ class ChipBlotter:
         if xb > xa and yb > ya:
             out[ya:yb, xa:xb] = image[ya - y0:yb - y0, xa - x0:xb - x0]
         return out
+
+
+_TILE = 32  # side of the tiles a blot of chosen pixels fills (ChipBlotter._blot_tiles)
+
+
+def _tile_margin(interp: str, extend: bool) -> tuple[int, int]:
+    """The core (pixels around a tile that ``interp`` may read for a position in it) and
+    the margin around the core that makes the core's filled values exact: twice the hole
+    fill's reach when undefined pixels are extended (:func:`_extend`; a core pixel's value
+    depends on the pixels within its ring, at most the reach, each of whose ring numbers
+    depends on the pixels within the reach), none for a constant fill."""
+    core = _half_width(interp) + 1
+    return core, 2 * core if extend else 0
+
+
+def _gather_tiles(image: np.ndarray, y0: np.ndarray, x0: np.ndarray, height: int,
+                 width: int, fill=np.nan) -> np.ndarray:
+    """Windows of a 2-d image: ``(len(y0), height, width)``, window ``i`` starting at row
+    ``y0[i]``, column ``x0[i]``; ``fill`` where a window leaves the image."""
+    ny, nx = np.shape(image)
+    y0, x0 = np.asarray(y0, dtype=np.int64), np.asarray(x0, dtype=np.int64)
+    out = np.empty((y0.size, height, width), dtype=np.asarray(image[:0, :0]).dtype)
+    whole = (y0 >= 0) & (x0 >= 0) & (y0 + height <= ny) & (x0 + width <= nx)
+    if whole.any():  # one gather of the windows inside the image
+        view = np.lib.stride_tricks.sliding_window_view(image, (height, width))
+        out[whole] = view[y0[whole], x0[whole]]
+    for i in np.flatnonzero(~whole):  # those that leave it (along its edges)
+        out[i] = fill
+        ya, yb = max(y0[i], 0), min(y0[i] + height, ny)
+        xa, xb = max(x0[i], 0), min(x0[i] + width, nx)
+        if yb > ya and xb > xa:
+            out[i, ya - y0[i]:yb - y0[i], xa - x0[i]:xb - x0[i]] = image[ya:yb, xa:xb]
+    return out
 
 
 _RING_BLOCK = 64  # blocks _rings looks in (docs/speed.md, "Catalogues, rings and medians")

@@ -87,6 +87,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from mvmflow.crparams import CRParams, cr_parameters
+from mvmflow.filters import bool_filter3
 from mvmflow.grid import Frame
 from mvmflow.partials import PartialFile
 from mvmflow.workflow import atomic_path
@@ -157,11 +158,17 @@ def _sort_stack(work: np.ndarray) -> None:
             np.copyto(work[i], low)
 
 
-def _sorted_valid(values: np.ndarray, bad: np.ndarray):
-    """Values sorted along axis 0 with the bad ones last (as +inf), and the valid counts."""
-    work = np.where(bad, np.float32(np.inf), values.astype(np.float32, copy=False))
+def _sorted_valid(values: np.ndarray, bad: np.ndarray, in_place: bool = False):
+    """Values sorted along axis 0 with the bad ones last (as +inf), and the valid counts
+    (int16 for fewer than 2**15 inputs). ``in_place``: sort ``values`` itself (float32)."""
+    if in_place and values.dtype == np.float32:
+        work = values
+        np.copyto(work, np.float32(np.inf), where=bad)
+    else:
+        work = np.where(bad, np.float32(np.inf), values.astype(np.float32, copy=False))
     _sort_stack(work)
-    ngood = np.count_nonzero(~bad, axis=0)
+    count = np.int16 if bad.shape[0] < 2**15 else np.int64
+    ngood = count(bad.shape[0]) - bad.sum(axis=0, dtype=count)
     return work, ngood
 
 
@@ -236,8 +243,7 @@ def envelope(values: np.ndarray, bad: np.ndarray, presorted=None
         elsewhere); NaN with fewer (unknown).
     """
     work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
-    index = np.maximum(ngood - 2, 0)
-    upper = np.take_along_axis(work, index[None], axis=0)[0].astype(np.float32)
+    upper = _select(work, np.maximum(ngood - 2, 0)).astype(np.float32, copy=False)
     with np.errstate(invalid="ignore"):
         spread = (upper - work[0]).astype(np.float32)
     upper[ngood == 0] = np.nan
@@ -289,15 +295,16 @@ def min_med(values: np.ndarray, bad: np.ndarray, weights: np.ndarray,
     """
     n = values.shape[0]
     work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
-    # "median": the mean of two valid values, else the median without the highest
-    two = ngood == 2
-    nl, nh = _effective_rejection(ngood, 0, 1)
-    nh[two] = 0
-    m = np.maximum(ngood - nl - nh, 1)
-    lo = np.take_along_axis(work, (nl + (m - 1) // 2)[None], axis=0)[0].astype(np.float64)
-    hi = np.take_along_axis(work, (nl + m // 2)[None], axis=0)[0].astype(np.float64)
-    median = (0.5 * (lo + hi)).astype(np.float32)
-    del lo, hi, nl, nh
+    # "median": the mean of two valid values, else the median without the highest:
+    # numcombine's rule for nlow 0, nhigh 1 (_effective_rejection) keeps m values, m =
+    # ngood - 1 from three valid values on, else ngood (at least 1)
+    m = ngood - (ngood >= 3)
+    np.maximum(m, 1, out=m)
+    median = _select(work, (m - 1) // 2).astype(np.float64)
+    median += _select(work, m // 2)
+    median *= 0.5
+    median = median.astype(np.float32)
+    del m
     minimum = work[0].copy()
     del work
     none = ngood == 0
@@ -305,26 +312,47 @@ def min_med(values: np.ndarray, bad: np.ndarray, weights: np.ndarray,
     minimum[none] = 0.0
     wsum = _sequential_sum(weights)
     skies = np.asarray(sky, dtype=np.float64)
-    bkg = np.zeros(wsum.shape, dtype=np.float64)
-    rn2 = np.zeros(wsum.shape, dtype=np.float64)
-    rns = np.asarray(readnoise, dtype=np.float64) ** 2
+    level = median * wsum  # the median in electrons
+    min_w = minimum * wsum
+    rms = np.zeros(wsum.shape, dtype=np.float64)  # the background, then the variance
     for j in range(n):
         if skies[j]:
-            bkg += weights[j] * skies[j]
-        rn2 += np.where(bad[j], 0.0, rns[j])
-    med_w = median * wsum
-    min_w = minimum * wsum
-    rms = np.sqrt(np.fmax(med_w + bkg + rn2, 0.0))
-    del bkg, rn2
-    threshold = med_w - nsigma[0] * rms
+            rms += weights[j] * skies[j]
+    rms = np.add(level, rms, out=rms)  # (level + background) + read noise: in this order
+    rns = np.asarray(readnoise, dtype=np.float64) ** 2
+    rn2 = np.zeros(wsum.shape, dtype=np.float64)
+    for j in range(n):
+        np.add(rn2, rns[j], out=rn2, where=~bad[j])
+    del wsum
+    rms += rn2
+    del rn2
+    np.fmax(rms, 0.0, out=rms)
+    np.sqrt(rms, out=rms)
+    threshold = level - nsigma[0] * rms
     if grow:
         flagged = min_w < threshold
-        near = ndimage.maximum_filter(flagged, size=2 * int(grow) + 1, mode="constant",
-                                      cval=False)
-        threshold = np.where(near, med_w - nsigma[1] * rms, threshold)
+        if int(grow) == 1:  # a 3 x 3 maximum: the same for any edge mode
+            near = bool_filter3(flagged, np.logical_or)
+        else:
+            near = ndimage.maximum_filter(flagged, size=2 * int(grow) + 1, mode="constant",
+                                          cval=False)
+        del flagged
+        at = np.flatnonzero(near)  # few: next to the minima taken
+        threshold.ravel()[at] = level.ravel()[at] - nsigma[1] * rms.ravel()[at]
     out = np.where(min_w < threshold, minimum, median).astype(np.float32)
     out[none] = np.nan
     return out, ngood
+
+
+def _select(work: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``work[index[y, x], y, x]``: a value of each pixel's sorted column, by one masked copy
+    per index value in use (few: the index is a rank among a few inputs), faster than a
+    fancy gather of the whole stack."""
+    out = work[0].copy()
+    top = int(index.max(initial=0))
+    for k in range(1, top + 1):
+        np.copyto(out, work[k], where=index == k)
+    return out
 
 
 def _combine(values, bad, weights, crp: CRParams, readnoise, sky, presorted=None):
@@ -678,22 +706,26 @@ def _strip(inputs: Sequence[_Input], frame: Frame, crp: CRParams, r0: int, r1: i
         cols = slice(x0 - inp.ox, x1 - inp.ox)
         f, w = inp.read(rows, cols)
         dst = (j, slice(y0 - a0, y1 - a0), slice(x0 - x_lo, x1 - x_lo))
+        # the single image FLUX / WEIGHT in float64 where covered, less the sky, rounded to
+        # float32; 0 (values and weights are zeros) where not covered or not finite
         covered = w >= WEIGHT_FLOOR
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sci = np.where(covered, f.astype(np.float64) / w, 0.0)
+        sci = np.divide(f, w, out=None, where=covered, dtype=np.float64)
         covered &= np.isfinite(sci)
-        sci = np.where(covered, sci - inp.sky, 0.0)
-        values[dst] = sci.astype(np.float32)
-        weights[dst] = np.where(covered, w, 0.0)
+        if inp.sky:
+            np.subtract(sci, inp.sky, out=sci, where=covered)
+        np.copyto(values[dst], sci, where=covered, casting="same_kind")
+        np.copyto(weights[dst], w, where=covered)
         bad[dst] = ~(covered & (w >= crp.maskpt * inp.mean_weight))
     # no valid input but some covering ones: use the covering ones
-    fallback = bad.all(axis=0) & (weights > 0).any(axis=0)
-    if fallback.any():
-        bad[:, fallback] = ~(weights[:, fallback] > 0)
+    fallback = np.flatnonzero(bad.all(axis=0) & (weights > 0).any(axis=0))
+    if fallback.size:
+        flat = bad.reshape(len(active), -1)
+        flat[:, fallback] = ~(weights.reshape(len(active), -1)[:, fallback] > 0)
     mb = (values.nbytes * 3 + bad.nbytes + values[0].size * _BYTES_PER_PIXEL) / 2**20
-    # sorted once for the combination and the envelope (each pixel on its own, so the
-    # envelope's rows without the halo are those rows of the whole sort)
-    work, counts = _sorted_valid(values, bad)
+    # sorted once (in place: the values are not read again) for the combination and the
+    # envelope (each pixel on its own, so the envelope's rows without the halo are those
+    # rows of the whole sort)
+    work, counts = _sorted_valid(values, bad, in_place=True)
     combined, good = _combine(values, bad, weights, crp, [i.readnoise for i in active],
                               [i.sky for i in active], presorted=(work, counts))
     keep = slice(r0 - a0, r1 - a0)

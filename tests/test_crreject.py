@@ -37,7 +37,7 @@ import pytest
 from astropy.io import fits
 from scipy import ndimage
 
-from mvmflow.blot import ChipBlotter, blot_median, derivative
+from mvmflow.blot import INTERP_HALF_WIDTH, ChipBlotter, blot_median, derivative
 from mvmflow.combine import combine_partials
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.crreject import (
@@ -597,6 +597,49 @@ def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
         assert whole.data[~where].any()  # the comparison is not between zeros
 
 
+@pytest.mark.parametrize("interp,undefined", [("poly5", None), ("linear", 1e30),
+                                               ("poly3", None), ("lanczos3", None)])
+def test_blot_of_few_pixels_fills_their_tiles_alone(run, interp, undefined):
+    """``where=`` with few, clustered pixels (the sampling test's regions): only the tiles
+    they read are filled, and they get the whole blot's values to the bit, also next to
+    holes of every size and at the box's edges, whose fill reaches across tiles."""
+    chip = load_chips(run["cr"][0])[0]
+    median = run["rejection"]["median"].path
+    blotter = ChipBlotter(chip, run["frame"])
+    box = blotter.box
+    rng = np.random.default_rng(11)
+    image = blotter.read(median, "UPPER")
+    holes = rng.random(image.shape) < 0.02  # single pixels
+    for _ in range(60):  # and blocks of up to 12 pixels, beyond the fill's reach
+        y, x = rng.integers(0, box.ny - 12), rng.integers(0, box.nx - 12)
+        holes[y:y + rng.integers(1, 13), x:x + rng.integers(1, 13)] = True
+    image[holes] = np.nan
+    image[:, :30] = np.nan  # an edge of the coverage
+    where = np.zeros(chip.shape, bool)
+    centres = np.column_stack([rng.integers(0, chip.shape[0], 40),
+                               rng.integers(0, chip.shape[1], 40)])
+    centres[:4] = [[0, 0], [chip.shape[0] - 1, chip.shape[1] - 1], [0, 5], [7, 0]]
+    for y, x in centres:  # clusters of up to 7 x 7, as the regions around flags
+        h, w = rng.integers(1, 8, 2)
+        where[max(y - h // 2, 0):y + h, max(x - w // 2, 0):x + w] = True
+    whole = blotter.blot(image, interp=interp, sky=0.25, undefined=undefined)
+    part = blotter.blot(image, interp=interp, sky=0.25, undefined=undefined, where=where)
+    assert blotter._canvas is not None  # the tiles were filled, not the box
+    assert np.array_equal(part.valid, whole.valid)
+    assert np.array_equal(part.data[where], whole.data[where])
+    assert not part.data[~where].any()
+    assert np.count_nonzero(whole.data[where]) > 0.5 * where.sum()
+    # many chosen pixels read filled holes
+    near = ndimage.maximum_filter(~np.isfinite(image), size=2 * INTERP_HALF_WIDTH[interp] + 1)
+    clear = blotter.defined(np.where(near, np.nan, 1.0).astype(np.float32), where)
+    assert (part.valid & where & ~clear).sum() > 50
+    # a second image through the same canvas gets its own values
+    other = image * np.float32(3)
+    again = blotter.blot(other, interp=interp, undefined=undefined, where=where)
+    assert np.array_equal(again.data[where],
+                          blotter.blot(other, interp=interp, undefined=undefined).data[where])
+
+
 @pytest.mark.parametrize("margin", [7, -40])
 def test_defined_is_the_frame_pixel_under_each_chip_pixel(run, margin):
     """``defined``: the image's finite pixel under each chip pixel's centre (the rounded
@@ -808,6 +851,82 @@ def test_min_med_takes_minimum_under_a_cosmic_ray():
     bad[:] = True
     out, _ = min_med(values, bad, weights, [3.0] * n, [0.0] * n)
     assert np.isnan(out).all()
+
+
+def _min_med_oracle(values, bad, weights, readnoise, sky, nsigma, grow):
+    """minmed as written before its speed-ups (stop 29): numcombine's rejection by its loop,
+    the ranks gathered by ``take_along_axis``, every sum spelled out in float64."""
+    from mvmflow.median import _effective_rejection
+
+    work = np.sort(np.where(bad, np.float32(np.inf), values), axis=0)
+    ngood = np.count_nonzero(~bad, axis=0)
+    nl, nh = _effective_rejection(ngood, 0, 1)
+    nh[ngood == 2] = 0
+    m = np.maximum(ngood - nl - nh, 1)
+    lo = np.take_along_axis(work, (nl + (m - 1) // 2)[None], axis=0)[0].astype(np.float64)
+    hi = np.take_along_axis(work, (nl + m // 2)[None], axis=0)[0].astype(np.float64)
+    median = (0.5 * (lo + hi)).astype(np.float32)
+    minimum = work[0].copy()
+    none = ngood == 0
+    median[none] = 0.0
+    minimum[none] = 0.0
+    wsum = np.zeros(ngood.shape, np.float64)
+    bkg = np.zeros(ngood.shape, np.float64)
+    rn2 = np.zeros(ngood.shape, np.float64)
+    for j in range(len(values)):
+        wsum += weights[j]
+        if sky[j]:
+            bkg += weights[j] * np.float64(sky[j])
+        rn2 += np.where(bad[j], 0.0, np.float64(readnoise[j]) ** 2)
+    med_w, min_w = median * wsum, minimum * wsum
+    rms = np.sqrt(np.fmax(med_w + bkg + rn2, 0.0))
+    threshold = med_w - nsigma[0] * rms
+    if grow:
+        near = ndimage.maximum_filter(min_w < threshold, size=2 * grow + 1, mode="constant",
+                                      cval=False)
+        threshold = np.where(near, med_w - nsigma[1] * rms, threshold)
+    out = np.where(min_w < threshold, minimum, median).astype(np.float32)
+    out[none] = np.nan
+    upper = np.take_along_axis(work, np.maximum(ngood - 2, 0)[None], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        spread = (upper - work[0]).astype(np.float32)
+    upper[none] = np.nan
+    spread[ngood < 3] = np.nan
+    return out, ngood, upper, spread
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("grow", [0, 1, 2])
+def test_min_med_and_envelope_equal_their_plain_form(n, grow):
+    """min_med and envelope give the plain form's bits (the oracle above) on random stacks:
+    every number of valid inputs, ties, skies of 0 and not, read noises, cosmic rays."""
+    from mvmflow import median
+
+    rng = np.random.default_rng(100 * n + grow)
+    shape = (n, 70, 90)
+    values = rng.normal(5.0, 1.0, shape).astype(np.float32)
+    values[rng.random(shape) < 0.05] += rng.uniform(20, 400, 1).astype(np.float32)  # hits
+    values[rng.random(shape) < 0.1] = np.float32(5.0)  # ties
+    bad = rng.random(shape) < rng.uniform(0.05, 0.6)
+    bad[:, :5, :5] = True  # none valid
+    weights = np.where(rng.random(shape) < 0.9, rng.uniform(300, 500, shape), 0.0
+                       ).astype(np.float32)
+    readnoise = rng.uniform(2, 6, n).tolist()
+    sky = [0.0 if j % 2 else float(rng.uniform(0.5, 5.0)) for j in range(n)]
+    want = _min_med_oracle(values, bad, weights, readnoise, sky, (4.0, 3.0), grow)
+    presorted = median._sorted_valid(values.copy(), bad, in_place=True)
+    out, ngood = min_med(values, bad, weights, readnoise, sky, (4.0, 3.0), grow,
+                         presorted=presorted)
+    upper, spread = envelope(values, bad, presorted=presorted)
+    assert out.tobytes() == want[0].tobytes()
+    assert np.array_equal(ngood, want[1])
+    assert upper.tobytes() == want[2].tobytes() and spread.tobytes() == want[3].tobytes()
+    assert np.array_equal(np.isnan(out), want[1] == 0) and np.isnan(out[:5, :5]).all()
+    assert np.isfinite(out).mean() > 0.3
+    if n >= 3 and grow:  # the minimum was taken somewhere, and not everywhere
+        plain_median, _ = masked_median(values, bad, 0, 1)
+        taken = (out != plain_median) & np.isfinite(out)
+        assert 0 < taken.sum() < np.isfinite(out).sum()  # both branches in use
 
 
 def test_envelope():
