@@ -273,8 +273,8 @@ class ChipBlotter:
     def _blot_chosen(self, image: np.ndarray, where: np.ndarray, sky: float, interp: str,
                      undefined: float | None) -> np.ndarray:
         """:meth:`blot` of the ``where`` pixels alone (0 elsewhere; not yet masked by
-        validity), filling the image only in the tiles those pixels read when that is less
-        than half the box (docs/speed.md, "Cosmic-ray rejection").
+        validity), filling the image only where those pixels read it when that is less than
+        half the box (docs/speed.md, "Cosmic-ray rejection").
 
         ``blot_image`` reads, for a chip pixel, the interpolant's stencil around the float32
         position the pixel map gives it (drizzle's ``doblot`` casts the map to float32),
@@ -285,7 +285,8 @@ class ChipBlotter:
         next one's, out of the cores' reach), and their cores are written into a box-sized
         canvas that the blot reads at the chosen positions alone: every pixel it reads holds
         the value the whole filled box holds there, so the result is the same to the bit
-        (tests/test_crreject.py).
+        (tests/test_crreject.py). A constant fill (``undefined``) is pointwise: then only
+        the stencils' pixels are filled.
         """
         from drizzle.resample import blot_image
 
@@ -297,10 +298,27 @@ class ChipBlotter:
         ny, nx = self.box.ny, self.box.nx
         at = positions[0].astype(np.float32)  # as doblot reads the map
         read = (at[:, 0] >= 0) & (at[:, 0] < nx) & (at[:, 1] >= 0) & (at[:, 1] < ny)
+        ix, iy = at[read, 0].astype(np.int64), at[read, 1].astype(np.int64)
+        if self._canvas is None:
+            self._canvas = np.empty((ny, nx), dtype=np.float32)
+        if undefined is not None:
+            # a constant fill is pointwise: the stencils' pixels alone
+            reach = np.arange(-_half_width(interp), _half_width(interp) + 1)
+            if 2 * ix.size * reach.size ** 2 <= ny * nx:
+                rows = np.clip(iy[:, None] + reach, 0, ny - 1)
+                cols = np.clip(ix[:, None] + reach, 0, nx - 1)
+                flat = (rows[:, :, None] * nx + cols[:, None, :]).ravel()
+                values = np.asarray(image, dtype=np.float32).ravel()[flat]
+                values = np.where(np.isfinite(values), values, np.float32(undefined))
+                if sky:
+                    values = values + np.float32(sky)
+                self._canvas.ravel()[flat] = values  # a pixel read twice gets the same value
+                out[ys, xs] = blot_image(self._canvas, positions, fillval=0.0,
+                                         iscale=self.iscale, interp=interp)[0]
+                return out
         t = _TILE
         ntx = -(-nx // t)
-        tiles = np.unique((at[read, 1].astype(np.int64) // t) * ntx
-                          + at[read, 0].astype(np.int64) // t)
+        tiles = np.unique((iy // t) * ntx + ix // t)
         core, margin = _tile_margin(interp, undefined is None)
         side = t + 2 * core
         width = side + 2 * margin
@@ -323,8 +341,6 @@ class ChipBlotter:
         if sky:
             data = data + np.float32(sky)
         cores = data.reshape(-1, width, width)[:, margin:margin + side, margin:margin + side]
-        if self._canvas is None:
-            self._canvas = np.empty((ny, nx), dtype=np.float32)
         rows = y0[:, None] + np.arange(side)
         cols = x0[:, None] + np.arange(side)
         inside = (((rows >= 0) & (rows < ny))[:, :, None]

@@ -280,19 +280,53 @@ def sampling_test(cr: np.ndarray, data: np.ndarray, blot: np.ndarray, deriv: np.
     image and value do not stand out above the envelope are cleared.
 
     Only those flags can change (the suspects: ``cr`` where :func:`steep_model`), and they
-    read ``own`` and ``upper`` only near them (:func:`sampling_regions`).
+    read ``own`` and ``upper`` only near them (:func:`sampling_regions`): the test is
+    evaluated at the suspects alone, on their neighbourhoods (edges reflected, as 3 x 3
+    filters of the whole chip reflect them; docs/speed.md, "Cosmic-ray rejection").
     """
-    noise = _noise(blot, readnoise)
-    steep = steep_model(deriv, blot, readnoise, snr[0], scale[0])
-    high = np.maximum(np.asarray(upper, dtype=np.float32), blot)
+    shape = np.shape(cr)
+    flagged = np.flatnonzero(cr)
+    out = np.array(cr, dtype=bool, copy=True)
+    if not flagged.size:
+        return out
+    fy, fx = np.divmod(flagged, shape[1])
+    steep = steep_model(deriv[fy, fx], blot[fy, fx], readnoise, snr[0], scale[0])
+    py, px = fy[steep], fx[steep]
+    if not py.size:
+        return out
+    # the suspects' 3 x 3 neighbours q and the 3 x 3 neighbours of each q, as flat indices,
+    # edges reflected as the whole-chip 3 x 3 filters reflect them (a neighbour outside is
+    # the edge pixel: the index clipped)
+    k = np.arange(-1, 2)
+    qy = np.clip(py[:, None] + k, 0, shape[0] - 1)  # (n, 3)
+    qx = np.clip(px[:, None] + k, 0, shape[1] - 1)
+    ry = np.clip(qy[:, :, None] + k, 0, shape[0] - 1)  # (n, 3, 3)
+    rx = np.clip(qx[:, :, None] + k, 0, shape[1] - 1)
+    q = qy[:, :, None] * shape[1] + qx[:, None, :]  # (n, 3, 3)
+    r = ry[:, :, None, :, None] * shape[1] + rx[:, None, :, None, :]  # (n, 3, 3, 3, 3)
+
+    def at(image, where, dtype=np.float32):
+        return np.asarray(image, dtype=dtype).ravel()[where]
+
+    b = at(blot, q)
+    noise = _noise(b, readnoise)
+    high = np.maximum(at(upper, q), b)
     allowed = np.float32(core_tolerance) * high + np.float32(snr[0]) * noise
-    confirmed = np.asarray(own, dtype=np.float32) - high > allowed
+    confirmed = at(own, q) - high > allowed
     if testable is not None:
-        confirmed &= testable
-    confirmed = bool_filter3(confirmed, np.logical_or)
-    peak = bool_filter3(high == filter3(high, np.fmax), np.logical_or)
-    above = data - high > np.where(peak, allowed, np.float32(snr[1]) * noise)
-    return cr & ((confirmed & above) | ~steep)
+        confirmed &= at(testable, q, bool)
+    confirmed = confirmed.any(axis=(1, 2))
+    # next to a local maximum of the envelope (h at a neighbour equal to the largest h
+    # around that neighbour)
+    around = np.maximum(at(upper, r), at(blot, r))
+    local = np.fmax.reduce(around.reshape(*around.shape[:3], 9), axis=3)
+    peak = (high == local).any(axis=(1, 2))
+    centre = (slice(None), 1, 1)
+    d = np.asarray(data, dtype=np.float32)[py, px]
+    above = d - high[centre] > np.where(peak, allowed[centre],
+                                        np.float32(snr[1]) * noise[centre])
+    out[py, px] = confirmed & above
+    return out
 
 
 def steep_model(deriv: np.ndarray, blot: np.ndarray, readnoise: float,

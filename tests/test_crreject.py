@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 import tracemalloc
@@ -54,6 +55,7 @@ from mvmflow.crreject import (
     read_cr_masks,
     reference_test,
     sampling_regions,
+    sampling_test,
     steep_model,
     write_cr_masks,
 )
@@ -585,11 +587,13 @@ def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
     chip = load_chips(run["cr"][0])[0]
     median = run["rejection"]["median"].path
     blotter = ChipBlotter(chip, run["frame"])
-    for extname, interp in (("MEDIAN", "poly5"), ("UPPER", "poly5"), ("SPREAD", "linear")):
+    for (extname, interp, undefined), density in itertools.product(
+            (("MEDIAN", "poly5", None), ("UPPER", "poly5", None), ("SPREAD", "linear", None),
+             ("SPREAD", "linear", 1e30)), (0.05, 0.9)):
         image = blotter.read(median, extname)
-        whole = blotter.blot(image, interp=interp, sky=0.25)
-        where = np.random.default_rng(3).random(chip.shape) < 0.05
-        part = blotter.blot(image, interp=interp, sky=0.25, where=where)
+        whole = blotter.blot(image, interp=interp, sky=0.25, undefined=undefined)
+        where = np.random.default_rng(3).random(chip.shape) < density
+        part = blotter.blot(image, interp=interp, sky=0.25, where=where, undefined=undefined)
         assert np.array_equal(part.valid, whole.valid)
         assert np.array_equal(blotter.defined(image), whole.valid)
         assert np.array_equal(part.data[where], whole.data[where])
@@ -719,6 +723,49 @@ def _sampling_mask_with_whole_blots(chip, median, params, own_part, readnoise):
     data_e = np.where(testable, chip.data.astype(np.float32) * conv, 0.0).astype(np.float32)
     return driz_cr(data_e, blot_e, derivative(blot_e), readnoise, crp.snr, crp.scale, crp.grow,
                    testable, core_tolerance=crp.core_tolerance, **extra)
+
+
+def _sampling_test_whole_chip(cr, data, blot, deriv, upper, own, readnoise, snr, scale,
+                              testable, core_tolerance):
+    """The sampling test's second condition as written over the whole chip before stop 29
+    (an independent oracle of sampling_test, which evaluates it at the suspects alone)."""
+    noise = np.sqrt(np.abs(blot) + np.float32(readnoise) ** 2)
+    steep = np.float32(scale[0]) * deriv > np.float32(snr[0]) * noise
+    high = np.maximum(upper, blot)
+    allowed = np.float32(core_tolerance) * high + np.float32(snr[0]) * noise
+    confirmed = (own - high > allowed) & testable
+    confirmed = ndimage.maximum_filter(confirmed, size=3, mode="reflect")
+    local = ndimage.maximum_filter(high, size=3, mode="reflect")
+    peak = ndimage.maximum_filter(high == local, size=3, mode="reflect")
+    above = data - high > np.where(peak, allowed, np.float32(snr[1]) * noise)
+    return cr & ((confirmed & above) | ~steep)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6, 7])
+def test_sampling_test_at_the_suspects_equals_the_whole_chip(seed):
+    """sampling_test, evaluated at the suspects on their neighbourhoods, gives the whole-chip
+    form's flags, also at the chip's edges and corners."""
+    rng = np.random.default_rng(seed)
+    shape, rn, snr, scale = (37, 53), 4.0, (3.5, 3.0), (1.2, 0.7)
+    blot = rng.gamma(2.0, 60.0, shape).astype(np.float32)
+    blot[rng.random(shape) < 0.2] *= 30
+    deriv = derivative(blot)
+    upper = (blot * rng.uniform(0.8, 1.6, shape)).astype(np.float32)
+    upper[rng.random(shape) < 0.1] = blot[rng.random(shape) < 0.1].max()  # ties, plateaus
+    data = (upper * rng.uniform(0.5, 3.0, shape)).astype(np.float32)
+    own = (data * rng.uniform(0.5, 2.0, shape)).astype(np.float32)
+    cr = rng.random(shape) < 0.4
+    cr[0, 0] = cr[-1, -1] = cr[0, -1] = cr[-1, 0] = True
+    testable = rng.random(shape) > 0.05
+    args = (data, blot, deriv, upper, own, rn, snr, scale, testable, 0.75)
+    got = sampling_test(cr, *args)
+    want = _sampling_test_whole_chip(cr, *args)
+    assert np.array_equal(got, want)
+    cleared = cr & ~got
+    assert 10 < cleared.sum() < cr.sum() - 10  # both outcomes
+    edges = np.ones(shape, bool)
+    edges[1:-1, 1:-1] = False
+    assert (cleared & edges).any() and (got & edges).any()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
