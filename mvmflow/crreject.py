@@ -100,7 +100,7 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage
 
-from mvmflow.blot import ChipBlotter, bool_filter3, derivative, filter3
+from mvmflow.blot import ChipBlotter, bool_filter3, derivative
 from mvmflow.combine import placement
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.crsubtract import KeptMap, masked_changes, subtract_masked
