@@ -1049,7 +1049,7 @@ class PartialFile:
             for i, j in zip(starts, np.r_[starts[1:], index.size], strict=True):
                 a, b = int(index[i]), int(index[j - 1]) + 1
                 for name in names:
-                    out[name][where[i:j]] = self._values(fd, name, a, b)[index[i:j] - a]
+                    out[name][where[i:j]] = self._values(fd, name, a, b, at=index[i:j])
         return out
 
     def _read_into(self, fd: int, out: dict, ys: range, xs: range) -> None:
@@ -1121,28 +1121,42 @@ class PartialFile:
         self._cache[key] = (c, chunk)
         return chunk
 
-    def _values(self, fd: int, name: str, a: int, b: int) -> np.ndarray:
-        """Stream values ``a:b`` of an array, native order."""
+    def _values(self, fd: int, name: str, a: int, b: int,
+                at: np.ndarray | None = None) -> np.ndarray:
+        """Stream values ``a:b`` of an array, native order; with ``at`` (increasing stream
+        positions in ``a:b``), the values at those positions alone (the blocks' planes are
+        read, but only those values put together)."""
         info = self._arrays[name]
         size = info.dtype.itemsize
         # each byte plane goes straight to its place in the native value (plane 0, the most
         # significant byte, is the last byte of a little-endian value): no byte swap after
-        planes = np.empty((b - a, size), dtype=np.uint8)
+        planes = np.empty((b - a if at is None else at.size, size), dtype=np.uint8)
         for p in range(size):
             col = size - 1 - p if _LITTLE else p
             if p in info.raw:
-                raw = self._pread(fd, info.data_at + info.raw[p] + a, b - a)
-                planes[:, col] = np.frombuffer(raw, dtype=np.uint8)
+                raw = np.frombuffer(self._pread(fd, info.data_at + info.raw[p] + a, b - a),
+                                    dtype=np.uint8)
+                planes[:, col] = raw if at is None else raw[at - a]
                 continue
             cv = self.chunk_values
             for c in range(a // cv, (b - 1) // cv + 1):
                 lo, hi = max(a, c * cv), min(b, (c + 1) * cv)
-                planes[lo - a:hi - a, col] = self._chunk(fd, info, p, c)[lo - c * cv:hi - c * cv]
-        values = planes.view(info.dtype).reshape(b - a)
+                chunk = self._chunk(fd, info, p, c)
+                if at is None:
+                    planes[lo - a:hi - a, col] = chunk[lo - c * cv:hi - c * cv]
+                else:
+                    i, j = np.searchsorted(at, (lo, hi))
+                    planes[i:j, col] = chunk[at[i:j] - c * cv]
+        values = planes.view(info.dtype).reshape(len(planes))
         if self._patch is not None:
             index = self._patch["index"]
             lo, hi = np.searchsorted(index, (a, b))
-            values[index[lo:hi] - a] = self._patch[name][lo:hi]
+            if at is None:
+                values[index[lo:hi] - a] = self._patch[name][lo:hi]
+            elif hi > lo:
+                k = np.minimum(np.searchsorted(index[lo:hi], at), hi - lo - 1)
+                hit = index[lo:hi][k] == at
+                values[hit] = self._patch[name][lo:hi][k[hit]]
         return values
 
 
