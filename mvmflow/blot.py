@@ -198,7 +198,7 @@ class ChipBlotter:
 
     def blot(self, image: np.ndarray, *, sky: float = 0.0, interp: str = "poly5",
              undefined: float | None = None, where: np.ndarray | None = None,
-             valid: np.ndarray | None = None) -> Blot:
+             valid: np.ndarray | None = None, overwrite: bool = False) -> Blot:
         """Blot an image over :attr:`box` (e-/s per frame pixel, NaN where undefined).
 
         Parameters
@@ -220,6 +220,9 @@ class ChipBlotter:
             filled (:meth:`_blot_chosen`). Default: every pixel.
         valid : numpy.ndarray, optional
             ``defined(image)``, when the caller has it already.
+        overwrite : bool
+            ``image`` (float32) may be filled in place (a blot of every pixel): the caller
+            does not read it again.
 
         Returns
         -------
@@ -237,7 +240,7 @@ class ChipBlotter:
             out = self._blot_chosen(image, where, sky, interp, undefined)
         else:
             finite = np.isfinite(image)
-            data = self._filled(image, finite, sky, interp, undefined)
+            data = self._filled(image, finite, sky, interp, undefined, overwrite)
             if data is None:
                 return self._empty()
             out = blot_image(data, self._pm, fillval=0.0, iscale=self.iscale, interp=interp)
@@ -247,12 +250,14 @@ class ChipBlotter:
         return Blot(out, valid, self.conversion)
 
     def _filled(self, image: np.ndarray, finite: np.ndarray, sky: float, interp: str,
-                undefined: float | None) -> np.ndarray | None:
+                undefined: float | None, overwrite: bool = False) -> np.ndarray | None:
         """The image as the interpolant reads it: undefined pixels filled (``undefined``, or
-        extended from their defined neighbours), the sky added; None if nothing is defined."""
+        extended from their defined neighbours), the sky added; None if nothing is defined.
+        ``overwrite``: in ``image`` itself when it is a float32 array."""
         if not finite.any():
             return None
         data = np.asarray(image, dtype=np.float32)
+        own = overwrite and data is image
         if not finite.all():
             if undefined is not None:
                 data = np.where(finite, data, np.float32(undefined))
@@ -265,9 +270,12 @@ class ChipBlotter:
                 if rings is None:
                     rings = _rings(finite, reach)
                     self._rings = [(reach, finite, rings), *self._rings[:1]]
-                data = _extend(data, finite, reach, rings)
+                data = _extend(data, finite, reach, rings, in_place=own)
         if sky:
-            data = data + np.float32(sky)
+            if own:
+                data += np.float32(sky)
+            else:
+                data = data + np.float32(sky)
         return np.ascontiguousarray(data, dtype=np.float32)
 
     def _blot_chosen(self, image: np.ndarray, where: np.ndarray, sky: float, interp: str,
@@ -454,11 +462,16 @@ def _rings(finite: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.n
     return ys[order], xs[order], rings[order]
 
 
-def _extend(data: np.ndarray, finite: np.ndarray, reach: int, rings=None) -> np.ndarray:
+def _extend(data: np.ndarray, finite: np.ndarray, reach: int, rings=None,
+            in_place: bool = False) -> np.ndarray:
     """Fill undefined pixels up to ``reach`` pixels from defined ones with the mean of their
     defined 3x3 neighbours, ring by ring (the rest: 0); ``rings``: ``_rings(finite, reach)``
-    when already known."""
-    out = np.where(finite, data, np.float32(0.0)).astype(np.float32, copy=False)
+    when already known; ``in_place``: in ``data`` itself (float32)."""
+    if in_place and data.dtype == np.float32:
+        out = data
+        np.copyto(out, np.float32(0.0), where=~finite)
+    else:
+        out = np.where(finite, data, np.float32(0.0)).astype(np.float32, copy=False)
     filled = finite.copy()
     ny, nx = out.shape
     offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]

@@ -378,6 +378,7 @@ def _testable(chip: Chip, params: dict) -> np.ndarray:
 
 
 _UNKNOWN_SPREAD = 1e30  # blotted where the spread is unknown (fewer than 3 inputs)
+_WINDOW_ROWS = 512  # rows of a partial read at a time for a single image's window
 
 
 class _Single:
@@ -406,24 +407,29 @@ class _Single:
         y0, y1 = max(box.y0, self.oy), min(box.y0 + box.ny, self.oy + ny)
         if x1 <= x0 or y1 <= y0:
             return out
-        src = (slice(y0 - self.oy, y1 - self.oy), slice(x0 - self.ox, x1 - self.ox))
-        if self.partial is not None:
-            flux, weight = self.partial.flux[src], self.partial.weight[src]
-        else:
-            arrays = self.file.read_arrays(("flux", "weight"), *src)
-            flux, weight = arrays["flux"], arrays["weight"]
-        # FLUX / WEIGHT in float64, rounded to float32, where there is weight (NaN elsewhere).
-        # For float32 inputs that is float32 division itself: a quotient correctly rounded
-        # to 53 bits and then to 24 is the one correctly rounded to 24 (double rounding is
-        # harmless for division when the wider format has at least 2 x 24 + 2 bits,
-        # Figueroa 1995), and float32 division is twice as fast as the float64 one with
-        # its casts (docs/speed.md, "Catalogues, rings and medians")
-        target = out[y0 - box.y0:y1 - box.y0, x0 - box.x0:x1 - box.x0]
-        if flux.dtype == np.float32 and weight.dtype == np.float32:
-            np.divide(flux, weight, out=target, where=weight > 0)
-        else:
-            np.divide(flux, weight, out=target, where=weight > 0, dtype=np.float64,
-                      casting="same_kind")
+        cols = slice(x0 - self.ox, x1 - self.ox)
+        # a block of rows at a time: the flux and weight read are a block's, not the box's
+        # (docs/speed.md, "The cosmic-ray path (stop 29)")
+        for r0 in range(y0, y1, _WINDOW_ROWS):
+            r1 = min(r0 + _WINDOW_ROWS, y1)
+            rows = slice(r0 - self.oy, r1 - self.oy)
+            if self.partial is not None:
+                flux, weight = self.partial.flux[rows, cols], self.partial.weight[rows, cols]
+            else:
+                arrays = self.file.read_arrays(("flux", "weight"), rows, cols)
+                flux, weight = arrays["flux"], arrays["weight"]
+            # FLUX / WEIGHT in float64, rounded to float32, where there is weight (NaN
+            # elsewhere). For float32 inputs that is float32 division itself: a quotient
+            # correctly rounded to 53 bits and then to 24 is the one correctly rounded to 24
+            # (double rounding is harmless for division when the wider format has at least
+            # 2 x 24 + 2 bits, Figueroa 1995), and float32 division is twice as fast as the
+            # float64 one with its casts (docs/speed.md, "Catalogues, rings and medians")
+            target = out[r0 - box.y0:r1 - box.y0, x0 - box.x0:x1 - box.x0]
+            if flux.dtype == np.float32 and weight.dtype == np.float32:
+                np.divide(flux, weight, out=target, where=weight > 0)
+            else:
+                np.divide(flux, weight, out=target, where=weight > 0, dtype=np.float64,
+                          casting="same_kind")
         return out
 
 
@@ -467,8 +473,9 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
         if maps is not None:
             maps.append(None)
         return np.zeros(chip.shape, dtype=bool), 0
-    model = blotter.blot(blotter.read(median_path), sky=sky, interp=crp.interp)
-    testable = model.valid & _testable(chip, params)
+    model = blotter.blot(blotter.read(median_path), sky=sky, interp=crp.interp, overwrite=True)
+    valid = model.valid
+    testable = valid & _testable(chip, params)
     conv = np.float32(model.conversion)
     blot_e = model.data
     blot_e *= conv
@@ -478,10 +485,11 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
             raise ValueError("the sampling cosmic-ray test needs the exposure's partial")
         if not isinstance(own, _Single):
             own = _Single(own, frame)
-        images = {"upper": blotter.read(median_path, "UPPER"),
-                  "own": own.window(blotter.box)}
-        defined = {name: blotter.defined(images[name]) for name in ("upper", "own")}
-        testable &= defined["upper"] & defined["own"]
+        # the upper envelope is defined where the median is (mvmflow.median): it is read
+        # only for its blot, below
+        own_image = own.window(blotter.box)
+        own_valid = blotter.defined(own_image)
+        testable &= own_valid
     data_e = np.where(testable, np.asarray(chip.data, dtype=np.float32) * conv, 0.0
                       ).astype(np.float32)
     deriv = derivative(blot_e)
@@ -505,11 +513,12 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
         suspects = cr & steep_model(deriv, blot_e, readnoise, crp.snr[0], crp.scale[0])
         near3, near5 = sampling_regions(suspects)
         del suspects
-        own_b = blotter.blot(images.pop("own"), interp=crp.interp, where=near3 & testable,
-                             valid=defined.pop("own"))
-        upper_b = blotter.blot(images.pop("upper"), sky=sky, interp=crp.interp, where=near5,
-                               valid=defined.pop("upper"))
-        del near3, near5
+        own_b = blotter.blot(own_image, interp=crp.interp, where=near3 & testable,
+                             valid=own_valid)
+        del own_image, own_valid
+        upper_b = blotter.blot(blotter.read(median_path, "UPPER"), sky=sky, interp=crp.interp,
+                               where=near5, valid=valid)
+        del near3, near5, valid
     else:
         cr = reference_test(data_e, blot_e, deriv, readnoise, crp.snr, crp.scale, testable)
     if maps is not None:

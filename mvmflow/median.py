@@ -63,7 +63,8 @@ PSCALE FRCRPIX1/2 FRNAXIS1/2``), the parameters, ``NINPUTS``), INPUTS (a table: 
 ``box_nx``, ``box_ny`` in the frame), MEDIAN (float32 e-/s per frame pixel, NaN where no input
 covers; the frame's TAN WCS), UPPER and SPREAD (float32, :func:`envelope`: the second-
 highest valid value and its distance to the lowest, used by the sampling-aware cosmic-ray
-test), NINPUT (valid inputs per pixel; uint8, or int16 beyond 255 inputs), each with the
+test; UPPER is NaN exactly where MEDIAN is, SPREAD also where fewer than three inputs are
+valid), NINPUT (valid inputs per pixel; uint8, or int16 beyond 255 inputs), each with the
 frame's TAN WCS. Deterministic: no dates are written.
 """
 

@@ -592,6 +592,11 @@ def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
              ("SPREAD", "linear", 1e30)), (0.05, 0.9)):
         image = blotter.read(median, extname)
         whole = blotter.blot(image, interp=interp, sky=0.25, undefined=undefined)
+        scratch = image.copy()  # filled in place: the same blot
+        again = blotter.blot(scratch, interp=interp, sky=0.25, undefined=undefined,
+                             overwrite=True)
+        assert again.data.tobytes() == whole.data.tobytes()
+        assert undefined is not None or not np.array_equal(scratch, image, equal_nan=True)
         where = np.random.default_rng(3).random(chip.shape) < density
         part = blotter.blot(image, interp=interp, sky=0.25, where=where, undefined=undefined)
         assert np.array_equal(part.valid, whole.valid)
