@@ -414,7 +414,7 @@ def _pixmap(chip_wcs: WCS, target, shape: tuple[int, int] | None = None,
     return out, finish is not None
 
 
-_MAP_STRIP = 256  # rows of a chip per spline evaluation in _pixmap
+_MAP_STRIP = 32  # rows of a chip per spline evaluation in _pixmap (docs/speed.md, "Pixel maps")
 
 
 class MapSpline:
