@@ -489,7 +489,7 @@ def _write_rows(f, offset: int, r0: int, rows: np.ndarray, dtype) -> None:
     """Write rows ``r0:`` of an image whose data start at ``offset`` (big-endian)."""
     data = np.ascontiguousarray(rows, dtype=np.dtype(dtype).newbyteorder(">"))
     f.seek(offset + r0 * data.shape[1] * data.itemsize)
-    f.write(data.tobytes())
+    f.write(data)  # its buffer: no copy
 
 
 @dataclass
