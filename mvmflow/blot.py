@@ -182,20 +182,6 @@ class ChipBlotter:
         self._valid = [(finite, valid), *self._valid[:1]]
         return valid.copy()
 
-    def centres(self, image: np.ndarray, fill=0) -> np.ndarray:
-        """The values of a box image at the frame pixel under each chip pixel's centre (the
-        chip's shape; ``fill`` where a centre is outside :attr:`box`)."""
-        if self.box is None:
-            return np.full(self.shape, fill, dtype=np.asarray(image).dtype)
-        self._check(image)
-        inside, flat = self._index
-        gathered = np.asarray(image).ravel().take(flat)
-        if inside is None:
-            return gathered.reshape(self.shape)
-        out = np.full(self.shape, fill, dtype=gathered.dtype)
-        out[inside] = gathered
-        return out
-
     def _check(self, image: np.ndarray) -> None:
         if np.shape(image) != (self.box.ny, self.box.nx):
             raise ValueError(f"blot: image shape {np.shape(image)} is not the chip's box "
@@ -287,7 +273,7 @@ class ChipBlotter:
                      undefined: float | None) -> np.ndarray:
         """:meth:`blot` of the ``where`` pixels alone (0 elsewhere; not yet masked by
         validity), filling the image only where those pixels read it when that is less than
-        half the box (docs/speed.md, "Cosmic-ray rejection").
+        half the box (docs/speed.md, "The cosmic-ray path (stop 29)").
 
         ``blot_image`` reads, for a chip pixel, the interpolant's stencil around the float32
         position the pixel map gives it (drizzle's ``doblot`` casts the map to float32),
@@ -385,7 +371,7 @@ class ChipBlotter:
         return out
 
 
-_TILE = 32  # side of the tiles a blot of chosen pixels fills (ChipBlotter._blot_tiles)
+_TILE = 32  # side of the tiles a blot of chosen pixels fills (ChipBlotter._blot_chosen)
 
 
 def _tile_margin(interp: str, extend: bool) -> tuple[int, int]:
@@ -399,9 +385,9 @@ def _tile_margin(interp: str, extend: bool) -> tuple[int, int]:
 
 
 def _gather_tiles(image: np.ndarray, y0: np.ndarray, x0: np.ndarray, height: int,
-                 width: int, fill=np.nan) -> np.ndarray:
+                  width: int) -> np.ndarray:
     """Windows of a 2-d image: ``(len(y0), height, width)``, window ``i`` starting at row
-    ``y0[i]``, column ``x0[i]``; ``fill`` where a window leaves the image."""
+    ``y0[i]``, column ``x0[i]``; NaN where a window leaves the image (undefined)."""
     ny, nx = np.shape(image)
     y0, x0 = np.asarray(y0, dtype=np.int64), np.asarray(x0, dtype=np.int64)
     out = np.empty((y0.size, height, width), dtype=np.asarray(image[:0, :0]).dtype)
@@ -410,7 +396,7 @@ def _gather_tiles(image: np.ndarray, y0: np.ndarray, x0: np.ndarray, height: int
         view = np.lib.stride_tricks.sliding_window_view(image, (height, width))
         out[whole] = view[y0[whole], x0[whole]]
     for i in np.flatnonzero(~whole):  # those that leave it (along its edges)
-        out[i] = fill
+        out[i] = np.nan
         ya, yb = max(y0[i], 0), min(y0[i] + height, ny)
         xa, xb = max(x0[i], 0), min(x0[i] + width, nx)
         if yb > ya and xb > xa:

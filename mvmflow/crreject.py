@@ -282,7 +282,7 @@ def sampling_test(cr: np.ndarray, data: np.ndarray, blot: np.ndarray, deriv: np.
     Only those flags can change (the suspects: ``cr`` where :func:`steep_model`), and they
     read ``own`` and ``upper`` only near them (:func:`sampling_regions`): the test is
     evaluated at the suspects alone, on their neighbourhoods (edges reflected, as 3 x 3
-    filters of the whole chip reflect them; docs/speed.md, "Cosmic-ray rejection").
+    filters of the whole chip reflect them; docs/speed.md, "The cosmic-ray path (stop 29)").
     """
     shape = np.shape(cr)
     flagged = np.flatnonzero(cr)
