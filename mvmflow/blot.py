@@ -242,31 +242,22 @@ class ChipBlotter:
 
     def _filled(self, image: np.ndarray, finite: np.ndarray, sky: float, interp: str,
                 undefined: float | None, overwrite: bool = False) -> np.ndarray | None:
-        """The image as the interpolant reads it: undefined pixels filled (``undefined``, or
-        extended from their defined neighbours), the sky added; None if nothing is defined.
-        ``overwrite``: in ``image`` itself when it is a float32 array."""
+        """The whole image as the interpolant reads it (:func:`_fill`); None if nothing is
+        defined. ``overwrite``: in ``image`` itself when it is a float32 array."""
         if not finite.any():
             return None
         data = np.asarray(image, dtype=np.float32)
-        own = overwrite and data is image
-        if not finite.all():
-            if undefined is not None:
-                data = np.where(finite, data, np.float32(undefined))
-            else:
-                reach = _half_width(interp) + 1
-                # images of one median share their undefined pixels: their rings are found
-                # once (docs/speed.md, "Cosmic-ray rejection")
-                rings = next((r for k, f, r in self._rings
-                              if k == reach and np.array_equal(f, finite)), None)
-                if rings is None:
-                    rings = _rings(finite, reach)
-                    self._rings = [(reach, finite, rings), *self._rings[:1]]
-                data = _extend(data, finite, reach, rings, in_place=own)
-        if sky:
-            if own:
-                data += np.float32(sky)
-            else:
-                data = data + np.float32(sky)
+        rings, reach = None, _half_width(interp) + 1
+        if undefined is None and not finite.all():
+            # images of one median share their undefined pixels: their rings are found
+            # once (docs/speed.md, "Cosmic-ray rejection")
+            rings = next((r for k, f, r in self._rings
+                          if k == reach and np.array_equal(f, finite)), None)
+            if rings is None:
+                rings = _rings(finite, reach)
+                self._rings = [(reach, finite, rings), *self._rings[:1]]
+        data = _fill(data, finite, reach, undefined, sky, rings,
+                     in_place=overwrite and data is image)
         return np.ascontiguousarray(data, dtype=np.float32)
 
     def _blot_chosen(self, image: np.ndarray, where: np.ndarray, sky: float, interp: str,
@@ -294,12 +285,24 @@ class ChipBlotter:
         if not ys.size:
             return out
         positions = np.ascontiguousarray(self._pm[ys, xs][None])
+        data = self._chosen_image(image, positions[0], sky, interp, undefined)
+        if data is not None:
+            out[ys, xs] = blot_image(data, positions, fillval=0.0, iscale=self.iscale,
+                                     interp=interp)[0]
+        return out
+
+    def _chosen_image(self, image: np.ndarray, positions: np.ndarray, sky: float,
+                      interp: str, undefined: float | None) -> np.ndarray | None:
+        """The image a blot at ``positions`` (``(n, 2)``, box pixels) reads, filled where it
+        reads it (:meth:`_blot_chosen`): the canvas, or the whole filled box when the choice
+        is dense; None when nothing is defined."""
         ny, nx = self.box.ny, self.box.nx
-        at = positions[0].astype(np.float32)  # as doblot reads the map
+        at = positions.astype(np.float32)  # as doblot reads the map
         read = (at[:, 0] >= 0) & (at[:, 0] < nx) & (at[:, 1] >= 0) & (at[:, 1] < ny)
         ix, iy = at[read, 0].astype(np.int64), at[read, 1].astype(np.int64)
         if self._canvas is None:
             self._canvas = np.empty((ny, nx), dtype=np.float32)
+        flat = None
         if undefined is not None:
             # a constant fill is pointwise: the stencils' pixels alone
             reach = np.arange(-_half_width(interp), _half_width(interp) + 1)
@@ -308,47 +311,33 @@ class ChipBlotter:
                 cols = np.clip(ix[:, None] + reach, 0, nx - 1)
                 flat = (rows[:, :, None] * nx + cols[:, None, :]).ravel()
                 values = np.asarray(image, dtype=np.float32).ravel()[flat]
-                values = np.where(np.isfinite(values), values, np.float32(undefined))
-                if sky:
-                    values = values + np.float32(sky)
-                self._canvas.ravel()[flat] = values  # a pixel read twice gets the same value
-                out[ys, xs] = blot_image(self._canvas, positions, fillval=0.0,
-                                         iscale=self.iscale, interp=interp)[0]
-                return out
-        t = _TILE
-        ntx = -(-nx // t)
-        tiles = np.unique((iy // t) * ntx + ix // t)
-        core, margin = _tile_margin(interp, undefined is None)
-        side = t + 2 * core
-        width = side + 2 * margin
-        if 2 * tiles.size * width * width > ny * nx:  # the whole box is cheaper
-            data = self._filled(image, np.isfinite(image), sky, interp, undefined)
-            if data is not None:
-                out[ys, xs] = blot_image(data, positions, fillval=0.0, iscale=self.iscale,
-                                         interp=interp)[0]
-            return out
-        y0 = (tiles // ntx) * t - core
-        x0 = (tiles % ntx) * t - core
-        data = _gather_tiles(image, y0 - margin, x0 - margin, width, width)
-        data = data.astype(np.float32, copy=False).reshape(-1, width)
-        finite = np.isfinite(data)
-        if not finite.all():
-            if undefined is not None:
-                data = np.where(finite, data, np.float32(undefined))
-            else:
-                data = _extend(data, finite, core)
-        if sky:
-            data = data + np.float32(sky)
-        cores = data.reshape(-1, width, width)[:, margin:margin + side, margin:margin + side]
-        rows = y0[:, None] + np.arange(side)
-        cols = x0[:, None] + np.arange(side)
-        inside = (((rows >= 0) & (rows < ny))[:, :, None]
-                  & ((cols >= 0) & (cols < nx))[:, None, :])
-        # cores overlap where tiles meet; the values there are the same (all exact)
-        self._canvas.ravel()[(rows[:, :, None] * nx + cols[:, None, :])[inside]] = cores[inside]
-        out[ys, xs] = blot_image(self._canvas, positions, fillval=0.0, iscale=self.iscale,
-                                 interp=interp)[0]
-        return out
+                values = _fill(values, np.isfinite(values), 0, undefined, sky)
+        if flat is None:
+            t = _TILE
+            ntx = -(-nx // t)
+            tiles = np.unique((iy // t) * ntx + ix // t)
+            core, margin = _tile_margin(interp, undefined is None)
+            side = t + 2 * core
+            width = side + 2 * margin
+            if 2 * tiles.size * width * width > ny * nx:  # the whole box is cheaper
+                return self._filled(image, np.isfinite(image), sky, interp, undefined)
+            y0 = (tiles // ntx) * t - core
+            x0 = (tiles % ntx) * t - core
+            data = _gather_tiles(image, y0 - margin, x0 - margin, width, width)
+            data = data.astype(np.float32, copy=False).reshape(-1, width)
+            data = _fill(data, np.isfinite(data), core, undefined, sky)
+            cores = data.reshape(-1, width, width)[:, margin:margin + side,
+                                                   margin:margin + side]
+            rows = y0[:, None] + np.arange(side)
+            cols = x0[:, None] + np.arange(side)
+            inside = (((rows >= 0) & (rows < ny))[:, :, None]
+                      & ((cols >= 0) & (cols < nx))[:, None, :])
+            flat = (rows[:, :, None] * nx + cols[:, None, :])[inside]
+            values = cores[inside]
+        # tiles' cores overlap where they meet, stencils where they do: the values there
+        # are the same (all exact)
+        self._canvas.ravel()[flat] = values
+        return self._canvas
 
     def read(self, median_path: str | os.PathLike, extname: str = "MEDIAN") -> np.ndarray:
         """The part of a median file's image over :attr:`box` (NaN outside the frame)."""
@@ -451,6 +440,26 @@ def _rings(finite: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray, np.n
     ys, xs, rings = np.concatenate(ys), np.concatenate(xs), np.concatenate(rings)
     order = np.lexsort((xs, ys, rings))
     return ys[order], xs[order], rings[order]
+
+
+def _fill(data: np.ndarray, finite: np.ndarray, reach: int, undefined: float | None,
+          sky: float, rings=None, in_place: bool = False) -> np.ndarray:
+    """Values as the interpolant reads them: undefined ones set to ``undefined``, or (None)
+    extended from their defined neighbours up to ``reach`` (:func:`_extend`), then the sky
+    added (float32)."""
+    if not finite.all():
+        if undefined is not None:
+            data = np.where(finite, data, np.float32(undefined))
+            in_place = True  # a copy of ours now
+        else:
+            data = _extend(data, finite, reach, rings, in_place=in_place)
+            in_place = True
+    if sky:
+        if in_place:
+            data += np.float32(sky)
+        else:
+            data = data + np.float32(sky)
+    return data
 
 
 def _extend(data: np.ndarray, finite: np.ndarray, reach: int, rings=None,

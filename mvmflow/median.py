@@ -200,8 +200,8 @@ def masked_median(values: np.ndarray, bad: np.ndarray, nlow: int = 0, nhigh: int
     work, ngood = _sorted_valid(values, bad) if presorted is None else presorted
     nl, nh = _effective_rejection(ngood, nlow, nhigh)
     m = np.maximum(ngood - nl - nh, 1)
-    lo = np.take_along_axis(work, (nl + (m - 1) // 2)[None], axis=0)[0].astype(np.float64)
-    hi = np.take_along_axis(work, (nl + m // 2)[None], axis=0)[0].astype(np.float64)
+    lo = _select(work, nl + (m - 1) // 2).astype(np.float64)
+    hi = _select(work, nl + m // 2).astype(np.float64)
     del work
     out = (0.5 * (lo + hi)).astype(np.float32)
     out[ngood == 0] = np.nan
