@@ -41,7 +41,7 @@ from mvmflow.median import median_frame, read_median
 from mvmflow.resample import DEFAULT_STEP, Chip, chip_box, input_units, nominal_scale, pixmap
 
 __all__ = ["Blot", "ChipBlotter", "INTERP_HALF_WIDTH", "blot_median", "bool_filter3",
-           "derivative", "filter3"]
+           "derivative", "derivative_at", "filter3"]
 
 INTERP_HALF_WIDTH = {"nearest": 1, "linear": 1, "poly3": 2, "poly5": 3, "lanczos3": 3,
                      "lanczos5": 5}
@@ -228,7 +228,9 @@ class ChipBlotter:
         if where is not None:
             if valid is None:
                 valid = self.defined(image)
-            out = self._blot_chosen(image, where, sky, interp, undefined)
+            flat = np.flatnonzero(where)
+            out = np.zeros(self.shape, dtype=np.float32)
+            out.ravel()[flat] = self._blot_chosen(image, flat, sky, interp, undefined)
         else:
             finite = np.isfinite(image)
             data = self._filled(image, finite, sky, interp, undefined, overwrite)
@@ -260,10 +262,43 @@ class ChipBlotter:
                      in_place=overwrite and data is image)
         return np.ascontiguousarray(data, dtype=np.float32)
 
-    def _blot_chosen(self, image: np.ndarray, where: np.ndarray, sky: float, interp: str,
+    def blot_at(self, image: np.ndarray, flat: np.ndarray, *, sky: float = 0.0,
+                interp: str = "poly5", undefined: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`blot` at some chip pixels alone: their values and validity, without
+        arrays of the chip's size (docs/speed.md, "The cosmic-ray path (stop 30)").
+
+        Parameters
+        ----------
+        image, sky, interp, undefined
+            As :meth:`blot`.
+        flat : numpy.ndarray
+            Flat indices of chip pixels (row-major).
+
+        Returns
+        -------
+        values : numpy.ndarray
+            float32, ``blot(image, ...).data`` at those pixels, to the bit.
+        valid : numpy.ndarray
+            bool, ``blot(image, ...).valid`` there.
+        """
+        _half_width(interp)  # validate
+        flat = np.asarray(flat, dtype=np.intp).ravel()
+        if self.box is None or not flat.size:
+            return np.zeros(flat.size, np.float32), np.zeros(flat.size, bool)
+        self._check(image)
+        inside, index = self._index
+        if inside is None:
+            valid = np.isfinite(np.asarray(image).ravel().take(index.take(flat)))
+        else:
+            valid = self.defined(image).ravel()[flat]
+        values = self._blot_chosen(image, flat, sky, interp, undefined)
+        return np.where(valid, values, np.float32(0.0)).astype(np.float32, copy=False), valid
+
+    def _blot_chosen(self, image: np.ndarray, flat: np.ndarray, sky: float, interp: str,
                      undefined: float | None) -> np.ndarray:
-        """:meth:`blot` of the ``where`` pixels alone (0 elsewhere; not yet masked by
-        validity), filling the image only where those pixels read it when that is less than
+        """The blot of the chip pixels ``flat`` (flat indices) alone, not yet masked by
+        validity, filling the image only where those pixels read it when that is less than
         half the box (docs/speed.md, "The cosmic-ray path (stop 29)").
 
         ``blot_image`` reads, for a chip pixel, the interpolant's stencil around the float32
@@ -280,16 +315,14 @@ class ChipBlotter:
         """
         from drizzle.resample import blot_image
 
-        out = np.zeros(self.shape, dtype=np.float32)
-        ys, xs = np.nonzero(where)
-        if not ys.size:
-            return out
-        positions = np.ascontiguousarray(self._pm[ys, xs][None])
+        if not flat.size:
+            return np.zeros(0, dtype=np.float32)
+        positions = np.ascontiguousarray(self._pm.reshape(-1, 2)[flat][None])
         data = self._chosen_image(image, positions[0], sky, interp, undefined)
-        if data is not None:
-            out[ys, xs] = blot_image(data, positions, fillval=0.0, iscale=self.iscale,
-                                     interp=interp)[0]
-        return out
+        if data is None:
+            return np.zeros(flat.size, dtype=np.float32)
+        return blot_image(data, positions, fillval=0.0, iscale=self.iscale,
+                          interp=interp)[0].astype(np.float32, copy=False)
 
     def _chosen_image(self, image: np.ndarray, positions: np.ndarray, sky: float,
                       interp: str, undefined: float | None) -> np.ndarray | None:
@@ -528,6 +561,23 @@ def blot_median(median_path: str | os.PathLike, chip: Chip, *, sky: float = 0.0,
     if blotter.box is None:
         return blotter._empty()
     return blotter.blot(blotter.read(median_path, extname), sky=sky, interp=interp)
+
+
+def derivative_at(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """:func:`derivative` at some pixels alone (flat indices, row-major), to the bit: the
+    same float32 differences (``|a - b| == |b - a|``) and their largest."""
+    a = np.asarray(image, dtype=np.float32)
+    ny, nx = a.shape
+    flat = np.asarray(flat, dtype=np.intp).ravel()
+    values = a.ravel()
+    centre = values.take(flat)
+    out = np.zeros(flat.size, dtype=np.float32)
+    rows, cols = np.divmod(flat, nx)
+    for step, has in ((-nx, rows > 0), (nx, rows < ny - 1), (-1, cols > 0),
+                      (1, cols < nx - 1)):
+        other = values.take(np.where(has, flat + step, flat))
+        np.maximum(out, np.abs(other - centre), out=out, where=has)
+    return out
 
 
 def derivative(image: np.ndarray) -> np.ndarray:

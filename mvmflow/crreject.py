@@ -100,7 +100,7 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage
 
-from mvmflow.blot import ChipBlotter, bool_filter3, derivative
+from mvmflow.blot import ChipBlotter, bool_filter3, derivative_at
 from mvmflow.combine import placement
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.crsubtract import KeptMap, masked_changes, subtract_masked
@@ -291,9 +291,28 @@ def sampling_test(cr: np.ndarray, data: np.ndarray, blot: np.ndarray, deriv: np.
         return out
     fy, fx = np.divmod(flagged, shape[1])
     steep = steep_model(deriv[fy, fx], blot[fy, fx], readnoise, snr[0], scale[0])
-    py, px = fy[steep], fx[steep]
-    if not py.size:
-        return out
+    suspects = flagged[steep]
+    if suspects.size:
+        def at(image, dtype=np.float32):
+            values = np.asarray(image, dtype=dtype).ravel()
+            return values.take
+
+        keep = _sampling_at(suspects, shape, at(data), at(blot), at(upper), at(own),
+                            None if testable is None else at(testable, bool), readnoise,
+                            snr, core_tolerance)
+        out.ravel()[suspects] = keep
+    return out
+
+
+def _sampling_at(suspects: np.ndarray, shape: tuple[int, int], data, blot, upper, own,
+                 testable, readnoise: float, snr: tuple[float, float],
+                 core_tolerance: float) -> np.ndarray:
+    """:func:`sampling_test`'s verdict at its suspects (flat indices): True where the flag
+    stays. ``data``, ``blot``, ``upper``, ``own`` and ``testable`` (or None) are functions
+    of an array of flat indices returning the image's values there: the suspects' own
+    (``data``), their 3 x 3 neighbourhoods (``own``, ``testable``) and those neighbours' 3 x
+    3 neighbourhoods (``upper`` and ``blot``, :func:`sampling_regions`)."""
+    py, px = np.divmod(suspects, shape[1])
     # the suspects' 3 x 3 neighbours q and the 3 x 3 neighbours of each q, as flat indices,
     # edges reflected as the whole-chip 3 x 3 filters reflect them (a neighbour outside is
     # the edge pixel: the index clipped)
@@ -304,29 +323,23 @@ def sampling_test(cr: np.ndarray, data: np.ndarray, blot: np.ndarray, deriv: np.
     rx = np.clip(qx[:, :, None] + k, 0, shape[1] - 1)
     q = qy[:, :, None] * shape[1] + qx[:, None, :]  # (n, 3, 3)
     r = ry[:, :, None, :, None] * shape[1] + rx[:, None, :, None, :]  # (n, 3, 3, 3, 3)
-
-    def at(image, where, dtype=np.float32):
-        return np.asarray(image, dtype=dtype).ravel()[where]
-
-    b = at(blot, q)
+    b = blot(q)
     noise = _noise(b, readnoise)
-    high = np.maximum(at(upper, q), b)
+    high = np.maximum(upper(q), b)
     allowed = np.float32(core_tolerance) * high + np.float32(snr[0]) * noise
-    confirmed = at(own, q) - high > allowed
+    confirmed = own(q) - high > allowed
     if testable is not None:
-        confirmed &= at(testable, q, bool)
+        confirmed &= testable(q)
     confirmed = confirmed.any(axis=(1, 2))
     # next to a local maximum of the envelope (h at a neighbour equal to the largest h
     # around that neighbour)
-    around = np.maximum(at(upper, r), at(blot, r))
+    around = np.maximum(upper(r), blot(r))
     local = np.fmax.reduce(around.reshape(*around.shape[:3], 9), axis=3)
     peak = (high == local).any(axis=(1, 2))
     centre = (slice(None), 1, 1)
-    d = np.asarray(data, dtype=np.float32)[py, px]
-    above = d - high[centre] > np.where(peak, allowed[centre],
-                                        np.float32(snr[1]) * noise[centre])
-    out[py, px] = confirmed & above
-    return out
+    above = data(suspects) - high[centre] > np.where(peak, allowed[centre],
+                                                     np.float32(snr[1]) * noise[centre])
+    return confirmed & above
 
 
 def steep_model(deriv: np.ndarray, blot: np.ndarray, readnoise: float,
@@ -492,47 +505,107 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
         testable &= own_valid
     data_e = np.where(testable, np.asarray(chip.data, dtype=np.float32) * conv, 0.0
                       ).astype(np.float32)
-    deriv = derivative(blot_e)
+    # The test is decided at the pixels outside min(snr) noise of the model alone: the
+    # model error (derivative, spread) and both passes are computed there (docs/speed.md,
+    # "The cosmic-ray path (stop 30)")
+    t1 = np.abs(data_e - blot_e)
+    noise = _noise(blot_e, readnoise)
+    region = t1 > np.float32(min(crp.snr)) * noise
+    region &= testable
+    at = np.flatnonzero(region)
+    del region
+    t1, noise = t1.ravel().take(at), noise.ravel().take(at)
+    deriv = derivative_at(blot_e, at)
     if crp.method == "sampling":
         # Each of the sampling test's images is blotted only where it can change a flag
         # (docs/speed.md, "Cosmic-ray rejection"): the spread where a pixel is outside the
         # noise of the model, the own image and the upper envelope near the flagged pixels
         # the sampling test may clear.
-        where = error_region(data_e, blot_e, readnoise, crp.snr) & testable
         spread = blotter.read(median_path, "SPREAD")
-        spread_b = blotter.blot(spread, interp="linear", undefined=_UNKNOWN_SPREAD,
-                                where=where, valid=blotter.defined(spread, where))
+        error, known = blotter.blot_at(spread, at, interp="linear", undefined=_UNKNOWN_SPREAD)
         del spread
-        error = spread_b.data
         error *= conv
-        error[~spread_b.valid] = np.inf
-        del spread_b, where
+        error[~known] = np.inf
         np.minimum(deriv, error, out=error)
-        cr = reference_test(data_e, blot_e, error, readnoise, crp.snr, crp.scale, testable)
-        del error
-        suspects = cr & steep_model(deriv, blot_e, readnoise, crp.snr[0], crp.scale[0])
-        near3, near5 = sampling_regions(suspects)
-        del suspects
-        own_b = blotter.blot(own_image, interp=crp.interp, where=near3 & testable,
-                             valid=own_valid)
-        del own_image, own_valid
-        upper_b = blotter.blot(blotter.read(median_path, "UPPER"), sky=sky, interp=crp.interp,
-                               where=near5, valid=valid)
-        del near3, near5, valid
     else:
-        cr = reference_test(data_e, blot_e, deriv, readnoise, crp.snr, crp.scale, testable)
+        error = deriv
+    flagged = _reference_test_at(at, t1, noise, error, chip.shape, crp.snr, crp.scale)
+    cr = np.zeros(chip.shape, dtype=bool)
+    cr.ravel()[at[flagged]] = True
     if maps is not None:
         # the final drizzle's map near the flagged pixels (a superset of the mask's)
         maps.append(KeptMap.keep(blotter.pixmap, frame, blotter.box,
                                  bool_filter3(cr, np.logical_or), crp.grow, step))
-    del blotter
     if crp.method == "sampling":
-        own_b.data *= conv
-        upper_b.data *= conv
-        cr = sampling_test(cr, data_e, blot_e, deriv, upper_b.data, own_b.data, readnoise,
-                           crp.snr, crp.scale, testable, crp.core_tolerance)
-        del own_b, upper_b
+        steep = steep_model(deriv[flagged], blot_e.ravel().take(at[flagged]), readnoise,
+                            crp.snr[0], crp.scale[0])
+        suspects = at[flagged][steep]
+        del t1, noise, error, deriv, flagged
+        if suspects.size:
+            mark = np.zeros(chip.shape, dtype=bool)
+            mark.ravel()[suspects] = True
+            near3, near5 = sampling_regions(mark)
+            del mark
+            own_at = _Points(np.flatnonzero(near3 & testable))
+            own_at.values = blotter.blot_at(own_image, own_at.index, interp=crp.interp)[0]
+            del own_image, near3
+            upper_at = _Points(np.flatnonzero(near5))
+            upper_at.values = blotter.blot_at(blotter.read(median_path, "UPPER"),
+                                              upper_at.index, sky=sky, interp=crp.interp)[0]
+            del near5
+            own_at.values *= conv
+            upper_at.values *= conv
+            keep = _sampling_at(suspects, chip.shape, data_e.ravel().take,
+                                blot_e.ravel().take, upper_at, own_at,
+                                testable.ravel().take, readnoise, crp.snr,
+                                crp.core_tolerance)
+            cr.ravel()[suspects] = keep
+    del blotter
     return grow_mask(cr, crp.grow), int(np.count_nonzero(testable))
+
+
+def _reference_test_at(at: np.ndarray, t1: np.ndarray, noise: np.ndarray,
+                       error: np.ndarray, shape: tuple[int, int],
+                       snr: tuple[float, float], scale: tuple[float, float]) -> np.ndarray:
+    """:func:`reference_test` decided at the testable pixels ``at`` (flat indices, sorted)
+    outside ``min(snr)`` noise of the model (:func:`error_region`), from ``t1``, the noise
+    and the model error there: whether each is flagged, to the bit.
+
+    Elsewhere both passes hold whatever the error (:func:`error_region`), and untestable
+    pixels pass by definition, so a pixel fails a pass only in ``at``: it is flagged when
+    it fails the second pass and a pixel of its 3 x 3 box (edges reflected: a neighbour
+    outside is the edge pixel) fails the first.
+    """
+    fail1 = ~(t1 <= np.float32(scale[0]) * error + np.float32(snr[0]) * noise)
+    fail2 = ~(t1 <= np.float32(scale[1]) * error + np.float32(snr[1]) * noise)
+    seeds = np.zeros(shape, dtype=bool)
+    seeds.ravel()[at[fail1]] = True
+    candidates = np.flatnonzero(fail2)
+    rows, cols = np.divmod(at[candidates], shape[1])
+    near = np.zeros(candidates.size, dtype=bool)
+    for dy in (-1, 0, 1):
+        r = np.clip(rows + dy, 0, shape[0] - 1)
+        for dx in (-1, 0, 1):
+            near |= seeds[r, np.clip(cols + dx, 0, shape[1] - 1)]
+    flagged = np.zeros(at.size, dtype=bool)
+    flagged[candidates[near]] = True
+    return flagged
+
+
+class _Points:
+    """A chip image blotted at some pixels alone (``values`` at the sorted flat indices
+    ``index``), read by flat indices as :meth:`ChipBlotter.blot` with ``where`` would give
+    it: 0 at the other pixels."""
+
+    def __init__(self, index: np.ndarray):
+        self.index = index
+        self.values = np.zeros(index.size, dtype=np.float32)
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        if not self.index.size:
+            return np.zeros(np.shape(flat), dtype=np.float32)
+        pos = np.minimum(np.searchsorted(self.index, flat), self.index.size - 1)
+        return np.where(self.index[pos] == flat, self.values[pos], np.float32(0.0))
 
 
 def error_region(data: np.ndarray, blot: np.ndarray, readnoise: float,

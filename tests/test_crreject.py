@@ -38,10 +38,17 @@ import pytest
 from astropy.io import fits
 from scipy import ndimage
 
-from mvmflow.blot import INTERP_HALF_WIDTH, ChipBlotter, blot_median, derivative
+from mvmflow.blot import (
+    INTERP_HALF_WIDTH,
+    ChipBlotter,
+    blot_median,
+    derivative,
+    derivative_at,
+)
 from mvmflow.combine import combine_partials
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.crreject import (
+    _reference_test_at,
     _Single,
     _testable,
     chip_cr_mask,
@@ -604,6 +611,11 @@ def test_blot_of_chosen_pixels_equals_the_whole_blot(run):
         assert np.array_equal(part.data[where], whole.data[where])
         assert not part.data[~where].any()
         assert whole.data[~where].any()  # the comparison is not between zeros
+        flat = np.flatnonzero(where)
+        values, valid = blotter.blot_at(image, flat, interp=interp, sky=0.25,
+                                        undefined=undefined)
+        assert values.tobytes() == whole.data.ravel()[flat].tobytes()
+        assert np.array_equal(valid, whole.valid.ravel()[flat])
 
 
 @pytest.mark.parametrize("interp,undefined", [("poly5", None), ("linear", 1e30),
@@ -638,6 +650,10 @@ def test_blot_of_few_pixels_fills_their_tiles_alone(run, interp, undefined):
     assert np.array_equal(part.data[where], whole.data[where])
     assert not part.data[~where].any()
     assert np.count_nonzero(whole.data[where]) > 0.5 * where.sum()
+    flat = np.flatnonzero(where)
+    values, valid = blotter.blot_at(image, flat, interp=interp, sky=0.25, undefined=undefined)
+    assert values.tobytes() == whole.data.ravel()[flat].tobytes()
+    assert np.array_equal(valid, whole.valid.ravel()[flat]) and not valid.all()
     # many chosen pixels read filled holes
     near = ndimage.maximum_filter(~np.isfinite(image), size=2 * INTERP_HALF_WIDTH[interp] + 1)
     clear = blotter.defined(np.where(near, np.nan, 1.0).astype(np.float32), where)
@@ -821,8 +837,9 @@ def test_sampling_test_reads_its_images_only_in_its_regions(seed):
 
 
 def test_sampling_mask_equals_the_whole_chip_computation(run):
-    """Blotting the sampling test's images only near possible cosmic rays changes no mask
-    pixel (docs/speed.md, "Cosmic-ray rejection")."""
+    """Blotting the sampling test's images only near possible cosmic rays, and deciding the
+    test at the pixels outside the model's noise alone, changes no mask pixel
+    (docs/speed.md, "Cosmic-ray rejection", "The cosmic-ray path (stop 30)")."""
     k = 1
     chip = load_chips(run["cr"][k])[0]
     median = run["rejection"]["median"].path
@@ -832,6 +849,97 @@ def test_sampling_mask_equals_the_whole_chip_computation(run):
     oracle = _sampling_mask_with_whole_blots(chip, median, run["params"], part, readnoise)
     assert mask.sum() > 100
     assert np.array_equal(mask, oracle)
+
+
+def test_reference_mask_equals_the_whole_chip_computation(run):
+    """The reference method decided at the pixels outside the model's noise alone gives
+    driz_cr's mask over the whole chip (docs/speed.md, "The cosmic-ray path (stop 30)")."""
+    k = 2
+    chip = load_chips(run["cr"][k])[0]
+    median = run["rejection"]["median"].path
+    readnoise = exposure_readnoise(run["cr"][k])
+    params = _params(method="reference", grow=3)
+    crp = cr_parameters(params)
+    mask, ntested = chip_cr_mask(chip, median, params, readnoise=readnoise)
+    blotter = ChipBlotter(chip, median_frame(median))
+    model = blotter.blot(blotter.read(median), interp=crp.interp)
+    testable = model.valid & _testable(chip, params)
+    conv = np.float32(model.conversion)
+    blot_e = model.data * conv
+    data_e = np.where(testable, chip.data.astype(np.float32) * conv, 0.0).astype(np.float32)
+    oracle = driz_cr(data_e, blot_e, derivative(blot_e), readnoise, crp.snr, crp.scale,
+                     crp.grow, testable)
+    assert mask.sum() > 100 and ntested == testable.sum()
+    assert np.array_equal(mask, oracle)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_reference_test_at_its_region_equals_the_whole_chip(seed):
+    """The two passes decided at the testable pixels outside min(snr) noise alone flag the
+    pixels reference_test flags over the whole chip, also at the edges; a 3 x 3 box that
+    is not reflected at the edges, or the second pass taken as the first, fails."""
+    rng = np.random.default_rng(seed)
+    shape, rn, snr, scale = (61, 47), 4.0, (3.5, 3.0), (1.2, 0.7)
+    blot = ndimage.gaussian_filter(rng.gamma(2.0, 60.0, shape), 3.0).astype(np.float32)
+    blot[rng.random(shape) < 0.01] *= 20  # sharp model peaks
+    data = (blot + rng.normal(0, 1.3, shape) * np.sqrt(blot + rn ** 2)).astype(np.float32)
+    hits = rng.random(shape) < 0.03
+    hits[0, :] |= rng.random(shape[1]) < 0.3  # along the edges
+    hits[:, -1] |= rng.random(shape[0]) < 0.3
+    data[hits] += rng.uniform(20, 400, hits.sum()).astype(np.float32)
+    deriv = derivative(blot)
+    testable = rng.random(shape) > 0.05
+    want = reference_test(data, blot, deriv, rn, snr, scale, testable)
+    region = error_region(data, blot, rn, snr) & testable
+    at = np.flatnonzero(region)
+    t1 = np.abs(data - blot).ravel()[at]
+    noise = np.sqrt(np.abs(blot) + np.float32(rn) ** 2).ravel()[at]
+    error = derivative_at(blot, at)
+    assert error.tobytes() == deriv.ravel()[at].tobytes()
+    flagged = _reference_test_at(at, t1, noise, error, shape, snr, scale)
+    got = np.zeros(shape, bool)
+    got.ravel()[at[flagged]] = True
+    edges = np.ones(shape, bool)
+    edges[1:-1, 1:-1] = False
+    assert 50 < want.sum() and (want & edges).sum() > 5
+    assert np.array_equal(got, want)
+    weaker = _reference_test_at(at, t1, noise, error, shape, (snr[1], snr[1]), scale)
+    assert not np.array_equal(weaker, flagged)
+
+
+def test_reference_test_at_does_not_wrap_rows():
+    """A pixel on a row's last column is not next to the next row's first (the box's
+    neighbours are found by row and column, not by flat index plus one)."""
+    shape = (12, 9)
+    blot = np.full(shape, 100.0, np.float32)
+    data = blot.copy()
+    data[5, 8] += 200  # fails the first pass
+    data[6, 0] += 32  # 3.2 sigma: fails the second pass only, next to nothing
+    data[2, 0] += 200
+    data[1, 8] += 32
+    deriv = derivative(blot)
+    region = error_region(data, blot, 0.0)
+    at = np.flatnonzero(region)
+    t1 = np.abs(data - blot).ravel()[at]
+    noise = np.sqrt(np.abs(blot)).ravel()[at]
+    flagged = _reference_test_at(at, t1, noise, derivative_at(blot, at), shape, (3.5, 3.0),
+                                 (1.2, 0.7))
+    got = np.zeros(shape, bool)
+    got.ravel()[at[flagged]] = True
+    assert got.sum() == 2 and got[5, 8] and got[2, 0]
+    assert np.array_equal(got, reference_test(data, blot, deriv, 0.0))
+
+
+def test_derivative_at_equals_the_derivative():
+    rng = np.random.default_rng(8)
+    a = rng.normal(0, 50, (9, 13)).astype(np.float32)
+    a[4, 6] = np.nan
+    whole = derivative(a)
+    flat = np.arange(a.size)
+    assert derivative_at(a, flat).tobytes() == whole.ravel().tobytes()
+    some = flat[rng.random(a.size) < 0.3]
+    assert derivative_at(a, some).tobytes() == whole.ravel()[some].tobytes()
+    assert derivative_at(a, some[:0]).size == 0
 
 
 def test_the_single_image_is_the_float64_quotient_rounded(run):
