@@ -54,12 +54,15 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from mvmflow.peaks import daofind_peaks
 from mvmflow.workflow import atomic_path
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = [
     "BENIGN_BITS",
@@ -323,6 +326,8 @@ def laplacian_fraction(image: np.ndarray, x, y) -> np.ndarray:
 
 
 def _empty_sources() -> Table:
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
+
     names = ("x", "y", "pos_err", "flux", "snr", "peak", "sharpness", "roundness1",
              "roundness2", "fwhm", "ellipticity")
     return Table({n: np.zeros(0, dtype=np.float64) for n in names})
@@ -455,6 +460,8 @@ def find_sources(data: np.ndarray, dq: np.ndarray | None = None, err: np.ndarray
     good = np.isfinite(flux) & (snr > 0)
     idx, flux, snr = idx[good], flux[good], snr[good]
     pos_err = np.hypot(p.fwhm / (2.3548 * snr), 0.01)
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
+
     table = Table()
     table["x"] = xc[idx]
     table["y"] = yc[idx]
@@ -619,6 +626,8 @@ def write_catalog(table: Table, path: str | os.PathLike) -> Path:
 
 def read_catalog(path: str | os.PathLike) -> Table:
     """Read a catalogue written by :func:`write_catalog`."""
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
+
     table = Table.read(path, format="ascii.ecsv")
     if "catalog_version" not in table.meta:
         raise ValueError(f"{Path(path).name} is not an mvmflow source catalogue")

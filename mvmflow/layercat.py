@@ -77,15 +77,16 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Table, vstack
-from astropy.wcs import WCS, FITSFixedWarning
 
 from mvmflow.catalogs import DETECTOR_FWHM, CatalogParams, find_sources
 from mvmflow.psfmodel import encircled_energy, model_psf_name
 from mvmflow.workflow import atomic_path
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = [
     "DEFAULT_APCORR",
@@ -315,6 +316,8 @@ def _measure_tile(sci, wht, core, origin, p, fwhm, r_ap, ann, r_big, ann_big, me
             ok = whole & np.isfinite(big) & (flux_ap[iso] > 0)
             ratios = list(zip(big[ok] / flux_ap[iso][ok], snr[iso][ok], strict=True))
 
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
+
     mine = (xa >= cx0) & (xa < cx1) & (ya >= cy0) & (ya < cy1)
     t = Table()
     t["x"] = xa[mine] + origin[0]
@@ -344,6 +347,10 @@ def layer_catalog(path: str | os.PathLike, params: LayerCatParams | None = None)
     astropy.table.Table
         The catalogue, with its metadata.
     """
+    from astropy.io import fits  # lazy (docs/speed.md, "Job start-up")
+    from astropy.table import Table, vstack
+    from astropy.wcs import WCS, FITSFixedWarning
+
     p = params or LayerCatParams()
     path = Path(path)
     # no memmap: sections are read with seeks, so the mapped file never counts as the job's
@@ -469,6 +476,8 @@ def layer_catalog(path: str | os.PathLike, params: LayerCatParams | None = None)
 
 
 def _empty() -> Table:
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
+
     names = ("x", "y", "flux_aper", "flux_aper_err", "sky", "fwhm", "sharpness", "roundness",
              "wht")
     t = Table({n: np.zeros(0) for n in names})
@@ -511,6 +520,8 @@ def write_layer_catalog(table: Table, path: str | os.PathLike) -> Path:
 
 def read_layer_catalog(path: str | os.PathLike) -> Table:
     """Read a layer catalogue."""
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
+
     return Table.read(path, format="ascii.ecsv")
 
 

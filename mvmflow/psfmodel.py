@@ -20,7 +20,6 @@ import functools
 from importlib import resources
 
 import numpy as np
-from astropy.io import fits
 
 __all__ = ["encircled_energy", "model_psf_name"]
 
@@ -62,6 +61,8 @@ def model_psf_name(instrument: str, detector: str, filter_name: str,
 
 @functools.cache
 def _model(name: str) -> tuple[np.ndarray, float]:
+    from astropy.io import fits  # lazy (docs/speed.md, "Job start-up")
+
     with resources.as_file(resources.files(_DATA) / "hst" / "psfs" / f"{name}.fits") as path:
         with fits.open(path) as hdul:
             image = np.asarray(hdul[0].data, dtype=np.float64)

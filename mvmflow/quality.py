@@ -31,7 +31,7 @@ the layer header's record (``ALNFRAME``, ``ALNMIXED``, ``NALIGNED``, ``NUNALIGN`
 catalogues of different visits in one sky cell (files this workflow does not make, so its
 test was skipped). Here a fine layer's own catalogue (:mod:`mvmflow.layercat`) is matched
 with the catalogues of the layers of the same instrument, detector and filter in the
-neighbouring sky cells whose frames overlap it (:func:`neighbour_layers`): the same stars,
+neighbouring sky cells whose frames overlap it (:func:`mvmflow.runplan.neighbour_layers`): the same stars,
 drizzled again on another sky cell's frame (a different tangent plane when the projection
 cells differ), must agree. Per neighbour, item ``overlap region <n>``: the overlap's size
 (layer pixels with weight in both, sampled), catalogue names and sizes, the sources usable
@@ -70,7 +70,6 @@ __all__ = [
     "crossmatch_report",
     "diagnostic",
     "match_catalogs",
-    "neighbour_layers",
     "visit_report",
     "wcs_value",
     "wcsname_report",
@@ -340,47 +339,6 @@ def wcsname_report(layer_path: str | os.PathLike, records: Sequence, *,
 # ---- neighbours and the cross-match
 
 
-def _frame_outline(frame) -> np.ndarray:
-    """Sky positions of a frame's edge (corners and edge midpoints)."""
-    nx, ny = frame.nx, frame.ny
-    xs = np.array([-0.5, nx / 2, nx - 0.5, nx - 0.5, nx - 0.5, nx / 2, -0.5, -0.5])
-    ys = np.array([-0.5, -0.5, -0.5, ny / 2, ny - 0.5, ny - 0.5, ny - 0.5, ny / 2])
-    ra, dec = frame.wcs.pixel_to_world_values(xs, ys)
-    return np.column_stack([ra, dec])
-
-
-def frames_overlap(a, b) -> bool:
-    """True when frames ``a`` and ``b`` (:class:`mvmflow.grid.Frame`) share sky."""
-    sky = _frame_outline(b)
-    x, y = a.wcs.world_to_pixel_values(sky[:, 0], sky[:, 1])
-    return bool(np.max(x) > -0.5 and np.min(x) < a.nx - 0.5 and np.max(y) > -0.5
-                and np.min(y) < a.ny - 0.5)
-
-
-def neighbour_layers(layers: Iterable, layer) -> list:
-    """The layers of other sky cells with ``layer``'s instrument, detector, filter, scale
-    and exposure class whose frames overlap its frame, in the given order.
-
-    Parameters
-    ----------
-    layers : iterable of LayerPlan
-        The run's sky-cell layers (:meth:`mvmflow.runplan.RunPlan.layers`).
-    layer : LayerPlan
-    """
-    key = (layer.instrument, layer.detector, layer.filter, layer.scale, layer.exptime_class,
-           layer.year)
-    out = []
-    for other in layers:
-        if other.skycell == layer.skycell or other.frame is None or layer.frame is None:
-            continue
-        if (other.instrument, other.detector, other.filter, other.scale,
-                other.exptime_class, other.year) != key:
-            continue
-        if frames_overlap(layer.frame, other.frame):
-            out.append(other)
-    return out
-
-
 def compute_stats(values) -> dict:
     """The reference's statistics of a set of differences (unclipped and 3-sigma,
     3-iteration clipped; percentages within 1, 2, 3 clipped SD of the clipped mean)."""
@@ -473,7 +431,7 @@ def crossmatch_report(layer_path: str | os.PathLike, catalog_path: str | os.Path
     layer_path, catalog_path : path-like
         The layer product and its catalogue (:mod:`mvmflow.layercat`).
     neighbours : sequence of (layer path, catalogue path)
-        The overlapping layers of the same key in other sky cells (:func:`neighbour_layers`).
+        The overlapping layers of the same key in other sky cells (:func:`mvmflow.runplan.neighbour_layers`).
     visits : sequence of str
         The layer's visits (reported).
     tolerance : float

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+import numpy as np
 
 from mvmflow.mosaic import MosaicPlan
 from mvmflow.plan import (
@@ -48,6 +50,8 @@ __all__ = [
     "PlanVersionError",
     "RunPlan",
     "exposure_key",
+    "frames_overlap",
+    "neighbour_layers",
     "tile_index",
     "tile_name",
 ]
@@ -417,3 +421,49 @@ class RunPlan:
 def _kind(mosaic: bool) -> str:
     return "mosaic layer" if mosaic else "sky-cell layer"
 
+
+# --------------------------------------------------------------------------------------
+# Neighbouring layers (the quality cross-match's; here, not in mvmflow.quality, because the
+# workflow's main process reads this module at parse time and mvmflow.quality imports
+# astropy: docs/speed.md, "Job start-up")
+
+
+def _frame_outline(frame) -> np.ndarray:
+    """Sky positions of a frame's edge (corners and edge midpoints)."""
+    nx, ny = frame.nx, frame.ny
+    xs = np.array([-0.5, nx / 2, nx - 0.5, nx - 0.5, nx - 0.5, nx / 2, -0.5, -0.5])
+    ys = np.array([-0.5, -0.5, -0.5, ny / 2, ny - 0.5, ny - 0.5, ny - 0.5, ny / 2])
+    ra, dec = frame.wcs.pixel_to_world_values(xs, ys)
+    return np.column_stack([ra, dec])
+
+
+def frames_overlap(a, b) -> bool:
+    """True when frames ``a`` and ``b`` (:class:`mvmflow.grid.Frame`) share sky."""
+    sky = _frame_outline(b)
+    x, y = a.wcs.world_to_pixel_values(sky[:, 0], sky[:, 1])
+    return bool(np.max(x) > -0.5 and np.min(x) < a.nx - 0.5 and np.max(y) > -0.5
+                and np.min(y) < a.ny - 0.5)
+
+
+def neighbour_layers(layers: Iterable, layer) -> list:
+    """The layers of other sky cells with ``layer``'s instrument, detector, filter, scale
+    and exposure class whose frames overlap its frame, in the given order.
+
+    Parameters
+    ----------
+    layers : iterable of LayerPlan
+        The run's sky-cell layers (:meth:`mvmflow.runplan.RunPlan.layers`).
+    layer : LayerPlan
+    """
+    key = (layer.instrument, layer.detector, layer.filter, layer.scale, layer.exptime_class,
+           layer.year)
+    out = []
+    for other in layers:
+        if other.skycell == layer.skycell or other.frame is None or layer.frame is None:
+            continue
+        if (other.instrument, other.detector, other.filter, other.scale,
+                other.exptime_class, other.year) != key:
+            continue
+        if frames_overlap(layer.frame, other.frame):
+            out.append(other)
+    return out

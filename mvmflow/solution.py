@@ -79,12 +79,15 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
-from astropy.wcs import WCS
 
 from mvmflow.workflow import atomic_path
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from astropy.wcs import WCS
 
 __all__ = [
     "DEFAULT_MIXED_FRAMES",
@@ -389,6 +392,8 @@ def report_table(solutions: Sequence) -> Table:
             else:
                 value = "" if value is None else str(value)
             rows[name].append(value)
+    from astropy.table import Table  # lazy: the plan's module imports this one
+
     table = Table()
     for name, kind in _REPORT_COLUMNS:
         dtype = {str: str, bool: bool, int: np.int64, float: np.float64}[kind]

@@ -16,9 +16,8 @@ from mvmflow.groups import read_groups
 from mvmflow.inputs import read_input_table
 from mvmflow.layercat import LAYERCAT_VERSION
 from mvmflow.plan import PLAN_VERSION
-from mvmflow.quality import neighbour_layers
 from mvmflow.runner import job_from_rule, run_script
-from mvmflow.runplan import PlanEntryMissing, RunPlan
+from mvmflow.runplan import PlanEntryMissing, RunPlan, neighbour_layers
 
 OUT = config["outdir"]
 # a layer's root, not an exposure-level product's (which ends in -<ipppssoo>)

@@ -26,13 +26,12 @@ from mvmflow.quality import (
     MATCH_TOLERANCE,
     compute_stats,
     crossmatch_report,
-    neighbour_layers,
     wcs_value,
     wcsname_report,
     write_diagnostic,
 )
 from mvmflow.records import ChipRecord, ExposureRecord
-from mvmflow.runplan import RunPlan
+from mvmflow.runplan import RunPlan, neighbour_layers
 
 
 def test_wcs_value_is_defined_for_every_name():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -362,3 +363,27 @@ def test_socket_directories_of_killed_servers_are_removed(tmp_path):
         assert (live / "socket").exists()
     finally:
         listener.close()
+
+
+def test_the_workflow_main_process_imports_no_science_library():
+    """What the Snakefile and the rule files import at parse time (their top-level mvmflow
+    imports) pulls in no astropy, scipy, drizzle, photutils or matplotlib: Snakemake's own
+    process only plans, and the fork server imports those while it builds the DAG
+    (docs/speed.md, "Job start-up")."""
+    root = Path(__file__).resolve().parents[1]
+    lines = []
+    for path in [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        # top-level imports only (possibly continued over lines in parentheses)
+        for block in re.findall(r"^(?:from mvmflow[\w.]* import (?:\([^)]*\)|[^\n]*)"
+                                r"|import mvmflow[\w.]*)", text, flags=re.M):
+            lines.append(block)
+    assert len(lines) > 10
+    heavy = ("astropy", "scipy", "drizzle", "photutils", "matplotlib")
+    code = "\n".join(lines) + textwrap.dedent(f"""
+        import sys
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=root)
+    assert out.stdout.strip() == "[]", out.stdout
