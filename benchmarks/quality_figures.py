@@ -6,7 +6,7 @@ Prints two tables for every fine layer of ``<outdir>``:
 1. its point-source catalogue (``<layer>_point-cat.ecsv``) against the simulator's truth
    (``<inputs>/truth``): clean stars above S/N 20 with no other true source within 0.5",
    matched within 0.1" at the layer's epoch; median and robust scatter of the position and
-   ST-magnitude differences (``truth_comparison`` of tests/test_layercat.py);
+   ST-magnitude differences (``mvmflow.simulate.truth.truth_comparison``);
 2. the visit-against-visit cross-match of its ``_mvm_overlap_crossmatch.json``
    (mvmflow.visitmatch): per pair of visits the baseline, stars matched, and the medians of
    the motion-corrected and raw differences.
@@ -25,12 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from test_layercat import truth_comparison  # noqa: E402
-
-from mvmflow.layercat import read_layer_catalog  # noqa: E402
+from mvmflow.layercat import read_layer_catalog
+from mvmflow.simulate.truth import truth_comparison
 
 
 def main(outdir: str, truth: str) -> None:

@@ -11,8 +11,10 @@ reduce steps (docs/design.md, "Drizzle as map and reduce"):
 2. median (reduce): :func:`mvmflow.median.median_layer`, strip by strip, bounded memory;
 3. blot + driz_cr (map): :func:`cr_mask_exposure` blots the median (and, for the default
    method, the median file's envelope and the exposure's own single image) onto each chip
-   (:class:`mvmflow.blot.ChipBlotter`) and runs the derivative test (:func:`driz_cr`),
-   writing one mask file per exposure; inputs are never modified;
+   (:class:`mvmflow.blot.ChipBlotter`) and runs the derivative test (:func:`driz_cr`;
+   :func:`chip_cr_mask` decides it at the pixels outside the model's noise alone, the
+   same flags: docs/speed.md, "The cosmic-ray path (stop 30)"), writing one mask file per
+   exposure; inputs are never modified;
 4. final drizzle (map): ``resample.drizzle_exposure(chips, frame, params,
    cr_masks=read_cr_masks(mask_path, chips))``, then the usual sum; in the workflow's job
    (:func:`cr_mask_and_drizzle`) the separate partial minus the drizzle of the masked

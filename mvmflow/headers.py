@@ -62,6 +62,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from mvmflow.inputs import exposure_key
+from mvmflow.integrity import FITS_BLOCK
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -732,7 +733,6 @@ def _column(name: str, vals: list) -> tuple[str, np.ndarray]:
     return f"{width}A", np.array([t[:1] + t[1:].rstrip(b" ") for t in text], dtype=f"S{width}")
 
 
-_FITS_BLOCK = 2880
 
 
 def _fits_card(key: str, value: str | int, comment: str = "") -> str:
@@ -789,8 +789,8 @@ def hdrtab_bytes(rows: Sequence[ChipRow]) -> bytes:
               "END".ljust(80)]
     header = "".join(cards).encode("ascii")
     body = data.tobytes()
-    return (header + b" " * (-len(header) % _FITS_BLOCK)
-            + body + b"\0" * (-len(body) % _FITS_BLOCK))
+    return (header + b" " * (-len(header) % FITS_BLOCK)
+            + body + b"\0" * (-len(body) % FITS_BLOCK))
 
 
 def hdrtab(rows: Sequence[ChipRow]) -> fits.BinTableHDU:

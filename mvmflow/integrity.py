@@ -45,6 +45,7 @@ __all__ = [
     "LOCK_NAME",
     "SIZE_KEY",
     "SUM_KEY",
+    "FITS_BLOCK",
     "DamagedFile",
     "OutdirError",
     "hold_outdir",
@@ -72,7 +73,8 @@ INTERMEDIATE_DIRS = ("partials", "partials_cr", "cr", "mosaic/partials", "mosaic
 _COMMENTS = {SIZE_KEY: "file size in bytes (mvmflow.integrity)",
              SUM_KEY: "CRC-32 of the file, seal cards at 0"}
 _PLACEHOLDERS = {SIZE_KEY: 0, SUM_KEY: "00000000"}
-_BLOCK = 2880
+FITS_BLOCK = 2880
+"""FITS block size in bytes (the one definition every reader and writer of the library uses)."""
 _READ = 8 << 20
 _MAX_HEADER_BLOCKS = 200  # a primary header longer than this is not one of ours
 
@@ -106,16 +108,16 @@ def _header_cards(f) -> tuple[dict[str, tuple[int, bytes]], int] | None:
     found: dict[str, tuple[int, bytes]] = {}
     f.seek(0)
     for block in range(_MAX_HEADER_BLOCKS):
-        data = f.read(_BLOCK)
-        if len(data) < _BLOCK:
+        data = f.read(FITS_BLOCK)
+        if len(data) < FITS_BLOCK:
             return None
-        for i in range(0, _BLOCK, 80):
+        for i in range(0, FITS_BLOCK, 80):
             card = data[i:i + 80]
             key = card[:8].rstrip().decode("ascii", "replace")
             if key in _PLACEHOLDERS:
-                found[key] = (block * _BLOCK + i, card)
+                found[key] = (block * FITS_BLOCK + i, card)
             elif key == "END":
-                end = (block + 1) * _BLOCK
+                end = (block + 1) * FITS_BLOCK
                 return (found, end) if len(found) == 2 else None
     return None
 

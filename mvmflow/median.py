@@ -90,6 +90,7 @@ from scipy import ndimage
 from mvmflow.crparams import CRParams, cr_parameters
 from mvmflow.filters import bool_filter3
 from mvmflow.grid import Frame
+from mvmflow.integrity import FITS_BLOCK
 from mvmflow.partials import PartialFile
 from mvmflow.workflow import atomic_path
 
@@ -469,7 +470,7 @@ def _image_header(name: str, dtype, frame: Frame, bunit: str) -> fits.Header:
 
 
 def _allocate(path: Path, headers: Sequence[fits.Header], shape) -> list[int]:
-    """Append image HDUs (header + zero data, padded to 2880 bytes) to ``path``; return the
+    """Append image HDUs (header + zero data, padded to FITS blocks) to ``path``; return the
     byte offsets of their data. The data are written later, strip by strip (no memory map:
     written pages would count as the job's memory)."""
     offsets = []
@@ -479,7 +480,7 @@ def _allocate(path: Path, headers: Sequence[fits.Header], shape) -> list[int]:
             f.write(header.tostring().encode("ascii"))
             start = f.tell()
             nbytes = shape[0] * shape[1] * abs(int(header["BITPIX"])) // 8
-            f.truncate(start + math.ceil(nbytes / 2880) * 2880)
+            f.truncate(start + math.ceil(nbytes / FITS_BLOCK) * FITS_BLOCK)
             f.seek(0, os.SEEK_END)
             offsets.append(start)
     return offsets

@@ -105,7 +105,15 @@ import numpy as np
 from astropy.io import fits
 
 from mvmflow.grid import Frame
-from mvmflow.integrity import SIZE_KEY, SUM_KEY, DamagedFile, seal, seal_cards, verify
+from mvmflow.integrity import (
+    FITS_BLOCK,
+    SIZE_KEY,
+    SUM_KEY,
+    DamagedFile,
+    seal,
+    seal_cards,
+    verify,
+)
 from mvmflow.workflow import atomic_path
 
 __all__ = [
@@ -537,8 +545,8 @@ def write_partial(partial: Partial | PartialPatch, path: str | os.PathLike) -> P
                 for piece in pieces:
                     f.write(piece if isinstance(piece, bytes)
                             else np.ascontiguousarray(planes[:, piece]).data)
-                if -size % 2880:
-                    f.write(bytes(-size % 2880))
+                if -size % FITS_BLOCK:
+                    f.write(bytes(-size % FITS_BLOCK))
                 del planes, pieces
             if len(chunk_rows) != nrows:
                 raise RuntimeError("partial writer: CHUNKS rows miscounted")  # a bug
@@ -604,7 +612,7 @@ def _write_hdu(f, header: fits.Header, data: np.ndarray | None) -> int:
     if data is not None:
         raw = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">"))
         f.write(memoryview(raw).cast("B"))
-        pad = -raw.nbytes % 2880
+        pad = -raw.nbytes % FITS_BLOCK
         if pad:
             f.write(bytes(pad))
     return at

@@ -76,6 +76,7 @@ from astropy.table import Table
 from astropy.wcs import FITSFixedWarning
 
 from mvmflow.exposure import DEFAULT_SAMPLES_PER_EDGE, Exposure, HeaderError
+from mvmflow.integrity import FITS_BLOCK
 from mvmflow.names import INSTRUMENT_LETTERS
 from mvmflow.records import ChipRecord, ExposureRecord, read_record
 from mvmflow.workflow import atomic_path
@@ -108,8 +109,6 @@ TRAIL_DQ_MASK = 256 | 512 | 1024 | 2048 | 4096
 """DQ bits ignored by the trail detection (saturation, bad pixels, traps, cosmic rays)."""
 MAX_HEADER_WARNINGS = 3
 """At most this many astropy FITS warnings are copied into a record's warnings."""
-BLOCK = 2880
-"""FITS block size in bytes."""
 
 ACCEPTED_COLUMNS = (
     ("file", str),
@@ -301,13 +300,13 @@ def _read_header_cards(f, number: int, start: int, size: int) -> tuple[dict, int
     cards: dict = {}
     position = start
     while True:
-        block = f.read(BLOCK)
+        block = f.read(FITS_BLOCK)
         position += len(block)
-        if len(block) < BLOCK:
+        if len(block) < FITS_BLOCK:
             raise Rejected(
                 f"truncated FITS file: {size} bytes end inside the header of HDU {number}"
             )
-        for i in range(0, BLOCK, 80):
+        for i in range(0, FITS_BLOCK, 80):
             image = block[i : i + 80].decode("ascii", errors="replace")
             key = image[:8].strip()
             if key == "END":
@@ -343,7 +342,7 @@ def _walk_hdus(path: Path, size: int, opener=open) -> list[str]:
                 data = _data_bytes(cards)
             except (KeyError, TypeError, ValueError) as err:
                 raise Rejected(f"corrupt FITS file: bad header of HDU {number}: {err}") from None
-            position = data_start + -(-data // BLOCK) * BLOCK
+            position = data_start + -(-data // FITS_BLOCK) * FITS_BLOCK
             if size < position:
                 raise Rejected(f"truncated FITS file: {size} bytes, expected {position}")
             number += 1
@@ -353,11 +352,11 @@ def _walk_hdus(path: Path, size: int, opener=open) -> list[str]:
 def _check_fits_structure(path: Path, size: int) -> list[str]:
     """Reject non-FITS, corrupt or truncated files (compressed or not); return warnings."""
     with open(path, "rb") as f:
-        head = f.read(BLOCK)
+        head = f.read(FITS_BLOCK)
     if head[:2] == b"\x1f\x8b":
         try:
             with gzip.open(path, "rb") as f:
-                head = f.read(BLOCK)
+                head = f.read(FITS_BLOCK)
                 size = f.seek(0, os.SEEK_END)  # the decompressed size
             opener = gzip.open
         except (OSError, EOFError, ValueError) as err:

@@ -392,7 +392,7 @@ def report_table(solutions: Sequence) -> Table:
             else:
                 value = "" if value is None else str(value)
             rows[name].append(value)
-    from astropy.table import Table  # lazy: the plan's module imports this one
+    from astropy.table import Table  # lazy (docs/speed.md, "Job start-up")
 
     table = Table()
     for name, kind in _REPORT_COLUMNS:

@@ -46,7 +46,7 @@ from astropy.io import fits
 from mvmflow.combine import LayerArrays, combine_partials, context_planes
 from mvmflow.filters import block_reduce
 from mvmflow.grid import Frame
-from mvmflow.integrity import seal, seal_cards, verify
+from mvmflow.integrity import FITS_BLOCK, seal, seal_cards, verify
 from mvmflow.names import LayerName
 from mvmflow.partials import PartialFile, empty_partial
 from mvmflow.products import LayerSummary, layer_headers
@@ -69,7 +69,6 @@ TILE_VERSION = 2
 """Layout version of tile files (primary keyword ``TILEVER``)."""
 
 _MAX_BLOCKS = 1024  # as mvmflow.sregion.region_polygons
-_FITS_BLOCK = 2880
 
 
 def reduce_tile(frame: Frame, members: Sequence[tuple[str, float]],
@@ -444,7 +443,7 @@ def _image_header(cards: fits.Header, dtype, shape: tuple, name: str) -> fits.He
 
 
 def _padded(nbytes: int) -> int:
-    return -(-nbytes // _FITS_BLOCK) * _FITS_BLOCK
+    return -(-nbytes // FITS_BLOCK) * FITS_BLOCK
 
 
 def _write_pixels(f, start: int, shape: tuple, box: Sequence[int], data: np.ndarray,

@@ -7,12 +7,9 @@ WFC3 layer and matched with the true stars propagated to the layer's epoch.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import Table
 
 from mvmflow.layercat import (
     FLAG_EDGE,
@@ -24,61 +21,7 @@ from mvmflow.layercat import (
     make_layer_catalog,
     read_layer_catalog,
 )
-
-
-def layer_epoch(layer: Path, truth_dir: Path) -> float:
-    """Exposure-time-weighted mean epoch (Julian year) of a layer's inputs, from the truth."""
-    exposures = Table.read(truth_dir / "exposures.ecsv")
-    epoch = {str(f)[:9]: (float(e), float(t)) for f, e, t in
-             zip(exposures["file"], exposures["epoch"], exposures["exptime"], strict=True)}
-    roots = sorted(set(str(r).strip() for r in fits.getdata(layer, "HDRTAB")["ROOTNAME"]))
-    e, t = np.array([epoch[r] for r in roots if r in epoch]).T
-    return float(np.sum(e * t) / np.sum(t))
-
-
-def truth_comparison(cat: Table, layer: Path, truth_dir: Path, *, min_snr: float = 20.0,
-                     isolation: float = 0.5, tolerance: float = 0.1) -> dict:
-    """Positions (mas) and ST magnitudes of a layer catalogue against the true stars.
-
-    Clean sources (flags 0) with S/N above ``min_snr`` are matched to the true stars
-    (proper motions applied to the layer's epoch) within ``tolerance`` arcsec; only stars
-    with no other true source within ``isolation`` arcsec count.
-    """
-    src = Table.read(truth_dir / "sources.ecsv")
-    name = "_".join(cat.meta["layer"].split("_")[2:5])  # <instr>_<det>_<filter>
-    epoch = layer_epoch(layer, truth_dir)
-    dt = epoch - np.asarray(src["epoch"], dtype=float)
-    dec = np.asarray(src["dec"]) + np.asarray(src["pmdec"]) * dt / 3.6e6
-    ra = np.asarray(src["ra"]) + np.asarray(src["pmra"]) * dt / 3.6e6 / np.cos(np.radians(dec))
-    cosd = np.cos(np.radians(np.median(dec)))
-    tx, ty = (ra - np.median(ra)) * cosd * 3600, (dec - np.median(dec)) * 3600
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(np.column_stack([tx, ty]))
-    crowd = np.array([len(n) for n in tree.query_ball_point(np.column_stack([tx, ty]),
-                                                            isolation)])
-    good = (np.asarray(cat["flags"]) == 0) & (np.asarray(cat["snr"]) > min_snr)
-    c = cat[good]
-    cx = (np.asarray(c["ra"]) - np.median(ra)) * cosd * 3600
-    cy = (np.asarray(c["dec"]) - np.median(dec)) * 3600
-    d, j = tree.query(np.column_stack([cx, cy]), distance_upper_bound=tolerance)
-    ok = np.isfinite(d)
-    ok[ok] &= (np.asarray(src["type"])[j[ok]] == "star") & (crowd[j[ok]] == 1)
-    j = j[ok]
-    dra = (np.asarray(c["ra"])[ok] - ra[j]) * np.cos(np.radians(dec[j])) * 3.6e6
-    ddec = (np.asarray(c["dec"])[ok] - dec[j]) * 3.6e6
-    dmag = np.asarray(c["mag_st"])[ok] - np.asarray(src[f"mag_{name}"])[j]
-    pull = dmag / np.asarray(c["mag_err"])[ok]
-
-    def mad(v):
-        return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else np.nan
-
-    return {"n": int(ok.sum()), "dra_mas": float(np.median(dra)) if j.size else np.nan,
-            "ddec_mas": float(np.median(ddec)) if j.size else np.nan,
-            "pos_scatter_mas": mad(np.hypot(dra, ddec)) if j.size else np.nan,
-            "pos_median_mas": float(np.median(np.hypot(dra, ddec))) if j.size else np.nan,
-            "dmag": float(np.median(dmag)) if j.size else np.nan,
-            "dmag_scatter": mad(dmag), "pull_scatter": mad(pull)}
+from mvmflow.simulate.truth import truth_comparison
 
 
 @pytest.fixture(scope="module")
