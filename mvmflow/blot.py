@@ -156,15 +156,20 @@ class ChipBlotter:
         if self.box is None:
             return np.zeros(self.shape, dtype=bool)
         self._check(image)
-        finite = np.isfinite(image)
-        inside, flat = self._index
-        if where is None or inside is not None:
-            valid = self._defined(finite)
-            return valid if where is None else valid & where
-        at = np.flatnonzero(where)  # every chip pixel has a box pixel: gather those alone
+        if where is None:
+            return self._defined(np.isfinite(image))
+        at = np.flatnonzero(where)
         valid = np.zeros(self.shape, dtype=bool)
-        valid.ravel()[at] = finite.ravel().take(flat[at])
+        valid.ravel()[at] = self._defined_at(image, at)
         return valid
+
+    def _defined_at(self, image: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """:meth:`defined` at the chip pixels ``flat`` (flat indices) alone: the image read
+        under their centres only."""
+        inside, index = self._index
+        if inside is None:  # every chip pixel has a box pixel
+            return np.isfinite(np.asarray(image).ravel().take(index.take(flat)))
+        return self._defined(np.isfinite(image)).ravel()[flat]
 
     def _defined(self, finite: np.ndarray) -> np.ndarray:
         """:meth:`defined` of an image whose finite pixels are ``finite`` (the last two
@@ -189,7 +194,7 @@ class ChipBlotter:
 
     def blot(self, image: np.ndarray, *, sky: float = 0.0, interp: str = "poly5",
              undefined: float | None = None, where: np.ndarray | None = None,
-             valid: np.ndarray | None = None, overwrite: bool = False) -> Blot:
+             overwrite: bool = False) -> Blot:
         """Blot an image over :attr:`box` (e-/s per frame pixel, NaN where undefined).
 
         Parameters
@@ -209,8 +214,6 @@ class ChipBlotter:
             each pixel from its own pixel-map position alone); :attr:`Blot.valid` is for
             every pixel. Where they are few, only the parts of the image they read are
             filled (:meth:`_blot_chosen`). Default: every pixel.
-        valid : numpy.ndarray, optional
-            ``defined(image)``, when the caller has it already.
         overwrite : bool
             ``image`` (float32) may be filled in place (a blot of every pixel): the caller
             does not read it again.
@@ -226,8 +229,7 @@ class ChipBlotter:
             return self._empty()
         self._check(image)
         if where is not None:
-            if valid is None:
-                valid = self.defined(image)
+            valid = self.defined(image)
             flat = np.flatnonzero(where)
             out = np.zeros(self.shape, dtype=np.float32)
             out.ravel()[flat] = self._blot_chosen(image, flat, sky, interp, undefined)
@@ -237,8 +239,7 @@ class ChipBlotter:
             if data is None:
                 return self._empty()
             out = blot_image(data, self._pm, fillval=0.0, iscale=self.iscale, interp=interp)
-            if valid is None:
-                valid = self._defined(finite)
+            valid = self._defined(finite)
         out = np.where(valid, out, np.float32(0.0)).astype(np.float32, copy=False)
         return Blot(out, valid, self.conversion)
 
@@ -287,11 +288,7 @@ class ChipBlotter:
         if self.box is None or not flat.size:
             return np.zeros(flat.size, np.float32), np.zeros(flat.size, bool)
         self._check(image)
-        inside, index = self._index
-        if inside is None:
-            valid = np.isfinite(np.asarray(image).ravel().take(index.take(flat)))
-        else:
-            valid = self.defined(image).ravel()[flat]
+        valid = self._defined_at(image, flat)
         values = self._blot_chosen(image, flat, sky, interp, undefined)
         return np.where(valid, values, np.float32(0.0)).astype(np.float32, copy=False), valid
 

@@ -248,6 +248,28 @@ def _noise(blot: np.ndarray, readnoise: float) -> np.ndarray:
     return np.sqrt(np.abs(blot) + np.float32(readnoise) ** 2)
 
 
+def _residual(data: np.ndarray, blot: np.ndarray, readnoise: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``t1 = |data - blot|`` and the noise (float32): the derivative test's two terms, the
+    same expressions for every form of the test (whole chip, :func:`error_region`, the
+    pixels outside the noise alone), so their bounds are exact."""
+    blot = np.asarray(blot, dtype=np.float32)
+    return np.abs(np.asarray(data, dtype=np.float32) - blot), _noise(blot, readnoise)
+
+
+def _outside(t1: np.ndarray, noise: np.ndarray, snr: tuple[float, float]) -> np.ndarray:
+    """Where a pixel is outside ``min(snr)`` noise of the model (:func:`error_region`)."""
+    return t1 > np.float32(min(snr)) * noise
+
+
+def _passes(t1: np.ndarray, noise: np.ndarray, error: np.ndarray,
+            snr: tuple[float, float], scale: tuple[float, float]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The two passes of the derivative test (module notes), pixel by pixel."""
+    return (t1 <= np.float32(scale[0]) * error + np.float32(snr[0]) * noise,
+            t1 <= np.float32(scale[1]) * error + np.float32(snr[1]) * noise)
+
+
 def reference_test(data: np.ndarray, blot: np.ndarray, error: np.ndarray, readnoise: float,
                    snr: tuple[float, float] = (3.5, 3.0),
                    scale: tuple[float, float] = (1.2, 0.7),
@@ -259,10 +281,8 @@ def reference_test(data: np.ndarray, blot: np.ndarray, error: np.ndarray, readno
     ``error`` is read only where ``|data - blot|`` exceeds ``min(snr)`` times the noise
     (:func:`error_region`): elsewhere both passes hold for any ``error >= 0``.
     """
-    t1 = np.abs(data - blot)
-    noise = _noise(blot, readnoise)
-    pass1 = t1 <= np.float32(scale[0]) * error + np.float32(snr[0]) * noise
-    pass2 = t1 <= np.float32(scale[1]) * error + np.float32(snr[1]) * noise
+    t1, noise = _residual(data, blot, readnoise)
+    pass1, pass2 = _passes(t1, noise, error, snr, scale)
     del t1, noise
     if testable is not None:
         pass1 |= ~testable
@@ -510,9 +530,8 @@ def chip_cr_mask(chip: Chip, median_path: str | os.PathLike, params: dict, *, sk
     # The test is decided at the pixels outside min(snr) noise of the model alone: the
     # model error (derivative, spread) and both passes are computed there (docs/speed.md,
     # "The cosmic-ray path (stop 30)")
-    t1 = np.abs(data_e - blot_e)
-    noise = _noise(blot_e, readnoise)
-    region = t1 > np.float32(min(crp.snr)) * noise
+    t1, noise = _residual(data_e, blot_e, readnoise)
+    region = _outside(t1, noise, crp.snr)
     region &= testable
     at = np.flatnonzero(region)
     del region
@@ -578,8 +597,8 @@ def _reference_test_at(at: np.ndarray, t1: np.ndarray, noise: np.ndarray,
     it fails the second pass and a pixel of its 3 x 3 box (edges reflected: a neighbour
     outside is the edge pixel) fails the first.
     """
-    fail1 = ~(t1 <= np.float32(scale[0]) * error + np.float32(snr[0]) * noise)
-    fail2 = ~(t1 <= np.float32(scale[1]) * error + np.float32(snr[1]) * noise)
+    pass1, pass2 = _passes(t1, noise, error, snr, scale)
+    fail1, fail2 = ~pass1, ~pass2
     seeds = np.zeros(shape, dtype=bool)
     seeds.ravel()[at[fail1]] = True
     candidates = np.flatnonzero(fail2)
@@ -619,8 +638,7 @@ def error_region(data: np.ndarray, blot: np.ndarray, readnoise: float,
     are), computed by the same float32 expressions as :func:`reference_test`, so the bound
     is exact.
     """
-    t1 = np.abs(np.asarray(data, dtype=np.float32) - np.asarray(blot, dtype=np.float32))
-    return t1 > np.float32(min(snr)) * _noise(np.asarray(blot, dtype=np.float32), readnoise)
+    return _outside(*_residual(data, blot, readnoise), snr)
 
 
 def sampling_regions(suspects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
